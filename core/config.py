@@ -1,0 +1,144 @@
+"""Settings: one frozen, validated tree loaded from TOML, then PCHAT_* env, then flags (HS-6)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class SipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "0.0.0.0"
+    port: int = 5041  # 0: pick a free port (tests)
+    max_header_bytes: int = 16 * 1024  # XCCOS.md §1: header block limit
+    max_body_bytes: int = 64 * 1024  # XCCOS.md §1: body limit; larger bodies get 413
+    session_expires_s: int = 1800  # INVITE session lifetime unless refreshed (UPDATE/re-INVITE)
+    # Per-connection output cap: a client that stops reading is cut off past it, so one
+    # reader cannot hold the worker's memory (about 500 posts of 500 bytes).
+    max_output_bytes: int = 256 * 1024
+    auth_algorithms: list[str] = msgspec.field(default_factory=lambda: ["MD5", "SHA-256"])
+    trusted_hosts: list[str] = msgspec.field(default_factory=list)  # P-Asserted-Identity peers
+    unauth_timeout_s: float = 30.0  # a connection that does not sign in within this is closed
+
+
+class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "0.0.0.0"
+    port: int = 8080  # 0: pick a free port (tests); -1: no HTTP listener
+
+
+class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    message_size_limit: int = 8000  # characters of one post (rpl:getservinfo messageSizeLimit)
+    story_size_limit: int = 32000
+    search_limit: int = 100  # most rooms one chansrch returns
+    history_max: int = 500  # most messages one bccontext returns (cnt 1..500)
+    # Admission: INFOs accepted but not yet answered, per worker. Over it the edge says 503:
+    # about 0.2 s of work at 10k commands/s, so the queue never hides an overload.
+    admission_queue: int = 2000
+    retry_after_s: int = 1  # Retry-After on 503
+    participant_update_limit: int = 75  # above it: no per-user join/part traffic
+    recent_ring: int = 200  # posts per room kept in memory for bccontext last/after
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    domain: str = "example.com"
+    data_dir: str = "./data"
+    store: str = ""  # chat store URL; "": sqlite:///<data_dir>/chat.db
+    redis_url: str = ""  # "": the supervisor starts an embedded redis-server in data_dir
+    workers: int = 1  # worker processes; 0: one per CPU
+    shards: int = 1024  # virtual shards: crc32(room_uri) % shards
+    log_level: str = "INFO"
+    sip: SipSettings = msgspec.field(default_factory=SipSettings)
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
+
+    @property
+    def store_url(self) -> str:
+        if self.store:
+            return self.store
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'chat.db'}"
+
+    @property
+    def pool_uri(self) -> str:
+        return f"sip:pchat@{self.domain}"
+
+    @property
+    def redis_socket(self) -> str:
+        """Where the embedded redis-server listens (a unix socket in the data directory)."""
+        return str(Path(self.data_dir).resolve() / "redis.sock")
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"unix://{self.redis_socket}"
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """PCHAT_SIP__PORT=5060 sets sip.port; PCHAT_DOMAIN sets domain (double underscore nests)."""
+    tree: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith("PCHAT_"):
+            continue
+        dotted = key[len("PCHAT_") :].lower().replace("__", ".")
+        _set_path(tree, dotted, _env_value(raw))
+    return tree
+
+
+def _env_value(raw: str) -> Any:
+    """Env values are TOML scalars when they parse as one (numbers, booleans, lists)."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+def load_settings(
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Builds Settings from file, then env, then flag overrides (dotted keys), validating once."""
+    tree: dict[str, Any] = {}
+    if config_file:
+        try:
+            tree = tomllib.loads(Path(config_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+    tree = _merge(tree, _env_overrides(os.environ if env is None else env))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(tree, dotted, value)
+    tree.pop("config", None)
+    try:
+        settings = msgspec.convert(tree, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+    if settings.workers == 0:
+        settings = msgspec.structs.replace(settings, workers=os.cpu_count() or 1)
+    if settings.workers < 1 or settings.shards < settings.workers:
+        raise ConfigError("workers must be >= 1 and shards >= workers")
+    return settings

@@ -1,0 +1,318 @@
+"""Room owner: the single writer of its rooms' hot state (roster, seq, recent ring, dedup)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+import msgspec
+
+from core.errors import BadRequest, Forbidden, NotFound, Overloaded, StoreError, TooLarge
+from core.rooms import rules
+from core.rooms.events import (
+    HistoryQuery,
+    JoinEvent,
+    KickEvent,
+    PartEvent,
+    Participant,
+    PostEvent,
+    RoomEvent,
+)
+from core.store.base import CategoryRecord, ChatStore, MessageRecord, NewMessage, RoomRecord
+from core.store.batch import GroupCommitter
+
+log = logging.getLogger(__name__)
+
+RETRY_WINDOW_MS = 5 * 60 * 1000  # XCCOS.md §5: a re-sent envelope within 5 minutes is one post
+# Retry keys kept per room: 5 minutes of a 30 posts/s room fits; beyond it the oldest go
+# first, which only shortens the retry window of the busiest rooms.
+MAX_RETRY_KEYS = 10_000
+
+
+class EventSink(Protocol):
+    def publish(self, event: RoomEvent) -> None: ...
+
+
+class OwnerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    ring_size: int = 200
+    message_size_limit: int = 8000
+    participant_update_limit: int = 75
+
+
+class PostResult(msgspec.Struct, frozen=True, gc=False):
+    seq: int
+    ts_ms: int
+
+
+class JoinResult(msgspec.Struct, frozen=True):
+    room: RoomRecord
+    category: CategoryRecord
+    users: list[str]  # distinct users online, empty above the participant update limit
+    managers: list[str]
+    ucnt: int
+
+
+class _Pending:
+    """A post accepted under a retry key: copies of the same envelope share its future."""
+
+    __slots__ = ("seq", "ts_ms", "future")
+
+    def __init__(self, seq: int, ts_ms: int, future: asyncio.Future[PostResult]) -> None:
+        self.seq = seq
+        self.ts_ms = ts_ms
+        self.future = future
+
+
+class RoomState:
+    __slots__ = ("record", "category", "roster", "next_seq", "ring", "ring_complete", "retries")
+
+    def __init__(
+        self, record: RoomRecord, category: CategoryRecord, next_seq: int, ring_size: int
+    ) -> None:
+        self.record = record
+        self.category = category
+        self.roster: dict[str, Participant] = {}
+        self.next_seq = next_seq
+        self.ring: deque[MessageRecord] = deque(maxlen=ring_size)
+        self.ring_complete = False  # the ring holds every stored post of the room
+        self.retries: dict[tuple[str, str], _Pending] = {}
+
+    def users(self) -> list[str]:
+        return sorted({p.user for p in self.roster.values()})
+
+
+class RoomOwner:
+    """Serves the rooms of the shards a worker owns; gateways reach it through the bus."""
+
+    def __init__(
+        self,
+        store: ChatStore,
+        committer: GroupCommitter,
+        sink: EventSink,
+        settings: OwnerSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._committer = committer
+        self._sink = sink
+        self._settings = settings
+        self._clock = clock
+        self._rooms: dict[str, RoomState] = {}
+        self._loading: dict[str, asyncio.Future[RoomState | None]] = {}
+
+    @property
+    def active_rooms(self) -> int:
+        return sum(1 for state in self._rooms.values() if state.roster)
+
+    def online_count(self, room_id: str) -> int:
+        state = self._rooms.get(room_id)
+        return len(state.roster) if state else 0
+
+    async def _room(self, room_id: str) -> RoomState | None:
+        state = self._rooms.get(room_id)
+        if state is not None:
+            return state
+        loading = self._loading.get(room_id)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        future: asyncio.Future[RoomState | None] = asyncio.get_running_loop().create_future()
+        self._loading[room_id] = future
+        try:
+            state = await self._load(room_id)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here; waiters re-raise their own copy
+            raise
+        finally:
+            del self._loading[room_id]
+        if state is not None:
+            self._rooms[room_id] = state
+        future.set_result(state)
+        return state
+
+    async def _load(self, room_id: str) -> RoomState | None:
+        record = await self._store.get_room(room_id)
+        if record is None:
+            return None
+        category = await self._store.get_category(record.category_id)
+        if category is None:
+            raise StoreError(f"room {room_id} names a missing category")
+        max_seq = await self._store.max_seq(room_id)
+        state = RoomState(record, category, max_seq + 1, self._settings.ring_size)
+        recent = await self._store.history_last(room_id, self._settings.ring_size)
+        state.ring.extend(recent)
+        state.ring_complete = not recent or recent[0].seq == 1
+        since = int(self._clock() * 1000) - RETRY_WINDOW_MS
+        for key in await self._store.recent_client_keys(room_id, since):
+            done: asyncio.Future[PostResult] = asyncio.get_running_loop().create_future()
+            done.set_result(PostResult(key.seq, key.ts_ms))
+            state.retries[(key.author, key.client_key)] = _Pending(key.seq, key.ts_ms, done)
+        return state
+
+    async def _readable(self, room_id: str, user: str) -> RoomState:
+        """The room if the user may read it; 404 when it may not even know it exists."""
+        state = await self._room(room_id)
+        if state is None or not rules.can_see(state.record, state.category, user):
+            raise NotFound("no such room")
+        if not rules.can_read(state.record, state.category, user):
+            raise Forbidden("not a member of this room")
+        return state
+
+    async def join(self, room_id: str, who: Participant) -> JoinResult:
+        state = await self._readable(room_id, who.user)
+        fresh = who.session not in state.roster
+        state.roster[who.session] = who
+        ucnt = len(state.roster)
+        small = ucnt <= self._settings.participant_update_limit
+        if fresh and small:
+            self._sink.publish(JoinEvent(room_id, who.user, who.session, who.gateway, ucnt))
+        users = state.users() if small else []
+        managers = [u for u in users if rules.is_manager(state.record, u)]
+        return JoinResult(state.record, state.category, users, managers, ucnt)
+
+    async def part(self, room_id: str, session: str) -> None:
+        state = self._rooms.get(room_id)
+        if state is None:
+            return
+        who = state.roster.pop(session, None)
+        if who is not None and len(state.roster) < self._settings.participant_update_limit:
+            ucnt = len(state.roster)
+            self._sink.publish(PartEvent(room_id, who.user, session, who.gateway, ucnt))
+
+    def drop_gateway(self, gateway: int) -> None:
+        """A gateway restarted: its sessions are gone from every roster."""
+        for room_id, state in self._rooms.items():
+            for session in [s for s, p in state.roster.items() if p.gateway == gateway]:
+                who = state.roster.pop(session)
+                ucnt = len(state.roster)
+                self._sink.publish(PartEvent(room_id, who.user, session, gateway, ucnt))
+
+    async def post(
+        self, room_id: str, session: str, user: str, client_key: str, text: str
+    ) -> asyncio.Future[PostResult]:
+        """Accepts a post and assigns its seq; the future resolves once it is durable."""
+        state = await self._room(room_id)
+        if state is None or not rules.can_see(state.record, state.category, user):
+            raise NotFound("no such room")
+        if session not in state.roster:
+            raise Forbidden("join the room before posting")
+        if not rules.can_post(state.record, state.category, user):
+            raise Forbidden("you may not post in this room")
+        if not text.strip():
+            raise BadRequest("empty post")
+        if len(text) > self._settings.message_size_limit:
+            raise TooLarge("post over messageSizeLimit")
+        now_ms = int(self._clock() * 1000)
+        key = (user, client_key)
+        if client_key:
+            earlier = state.retries.get(key)
+            if earlier is not None and now_ms - earlier.ts_ms < RETRY_WINDOW_MS:
+                return earlier.future
+        future: asyncio.Future[PostResult] = asyncio.get_running_loop().create_future()
+        message = NewMessage(
+            room_id=room_id,
+            seq=state.next_seq,
+            author=user,
+            ts_ms=now_ms,
+            text=text,
+            client_key=client_key,
+        )
+        self._committer.submit(
+            message, lambda error: self._committed(state, message, session, future, error)
+        )
+        state.next_seq += 1
+        if client_key:
+            self._remember(state, key, _Pending(message.seq, now_ms, future))
+        return future
+
+    def _remember(self, state: RoomState, key: tuple[str, str], pending: _Pending) -> None:
+        retries = state.retries
+        retries.pop(key, None)
+        retries[key] = pending
+        horizon = pending.ts_ms - RETRY_WINDOW_MS
+        while retries:
+            oldest_key = next(iter(retries))
+            oldest = retries[oldest_key]
+            if oldest.ts_ms >= horizon and len(retries) <= MAX_RETRY_KEYS:
+                break
+            del retries[oldest_key]
+
+    def _committed(
+        self,
+        state: RoomState,
+        message: NewMessage,
+        session: str,
+        future: asyncio.Future[PostResult],
+        error: BaseException | None,
+    ) -> None:
+        if error is not None:
+            # The seq stays unused (msgids are increasing, not dense); a retry gets a new one.
+            key = (message.author, message.client_key)
+            if message.client_key and state.retries.get(key, None) is not None:
+                del state.retries[key]
+            if not future.done():
+                future.set_exception(Overloaded("the chat store failed; retry"))
+            return
+        record = MessageRecord(
+            room_id=message.room_id,
+            seq=message.seq,
+            author=message.author,
+            ts_ms=message.ts_ms,
+            text=message.text,
+        )
+        state.ring.append(record)
+        if not future.done():
+            future.set_result(PostResult(message.seq, message.ts_ms))
+        self._sink.publish(
+            PostEvent(
+                message.room_id,
+                message.seq,
+                message.author,
+                message.ts_ms,
+                message.text,
+                session,
+                message.ts_ms,
+            )
+        )
+
+    async def history(self, room_id: str, user: str, query: HistoryQuery) -> list[MessageRecord]:
+        state = await self._readable(room_id, user)
+        ring = state.ring
+        if query.kind == "last" and (len(ring) >= query.count or state.ring_complete):
+            return list(ring)[-query.count :] if query.count else []
+        if query.kind == "after" and ring and (state.ring_complete or ring[0].seq <= query.seq + 1):
+            return [m for m in ring if m.seq > query.seq][: query.count]
+        if query.kind == "last":
+            return await self._store.history_last(room_id, query.count)
+        if query.kind == "before":
+            return await self._store.history_before(room_id, query.seq, query.count)
+        if query.kind == "after":
+            return await self._store.history_after(room_id, query.seq, query.count)
+        return await self._store.history_search(room_id, query.text, query.count)
+
+    async def refresh(self) -> None:
+        """Re-reads the rules of loaded rooms (an admin changed something); removes at once
+        every session that may no longer read its room."""
+        for room_id, state in list(self._rooms.items()):
+            record = await self._store.get_room(room_id)
+            category = await self._store.get_category(record.category_id) if record else None
+            if record is None or category is None:
+                self._kick(state, list(state.roster))
+                del self._rooms[room_id]
+                continue
+            state.record, state.category = record, category
+            lost = [
+                s for s, p in state.roster.items() if not rules.can_read(record, category, p.user)
+            ]
+            self._kick(state, lost)
+
+    def _kick(self, state: RoomState, sessions: list[str]) -> None:
+        if not sessions:
+            return
+        for session in sessions:
+            state.roster.pop(session, None)
+        self._sink.publish(KickEvent(state.record.id, sessions))

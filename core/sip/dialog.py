@@ -1,0 +1,92 @@
+"""A server-side INVITE dialog: its identifiers and the server's own requests in it."""
+
+from __future__ import annotations
+
+import secrets
+
+
+class Dialog:
+    """Holds what every in-dialog request of the server repeats, encoded once (HS-10).
+
+    The server's requests carry their own CSeq sequence (RFC 3261 §12.2.1.1), starting
+    at 1 and independent of the client's.
+    """
+
+    __slots__ = (
+        "call_id",
+        "local_tag",
+        "remote_tag",
+        "remote_uri",
+        "remote_target",
+        "_head",
+        "_tail",
+        "_branch",
+        "cseq",
+    )
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        local_uri: str,
+        local_tag: str,
+        remote_from: str,
+        remote_uri: str,
+        remote_tag: str,
+        remote_target: str,
+        contact: str,
+        via_host: str,
+    ) -> None:
+        self.call_id = call_id
+        self.local_tag = local_tag
+        self.remote_tag = remote_tag
+        self.remote_uri = remote_uri
+        self.remote_target = remote_target
+        self._branch = f"z9hG4bK{secrets.token_hex(6)}"
+        self.cseq = 0
+        # Everything but the Via branch, the CSeq and the length never changes in a dialog.
+        self._head = f"INFO {remote_target} SIP/2.0\r\nVia: SIP/2.0/TCP {via_host};branch=".encode()
+        self._tail = (
+            f"\r\nMax-Forwards: 70\r\n"
+            f"From: <{local_uri}>;tag={local_tag}\r\n"
+            f"To: {_to_header(remote_from, remote_tag)}\r\n"
+            f"Call-ID: {call_id}\r\n"
+            f"Contact: {contact}\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n"
+        ).encode()
+
+    def info(self, body: bytes) -> bytes:
+        """The next server INFO carrying ``body``."""
+        self.cseq += 1
+        n = self.cseq
+        return b"".join(
+            (
+                self._head,
+                f"{self._branch}.{n}".encode(),
+                self._tail,
+                f"CSeq: {n} INFO\r\nContent-Length: {len(body)}\r\n\r\n".encode(),
+                body,
+            )
+        )
+
+    def request(self, method: str, extra: str = "") -> bytes:
+        """Another bodiless in-dialog request (BYE)."""
+        self.cseq += 1
+        n = self.cseq
+        head = self._head.replace(b"INFO ", method.encode() + b" ", 1)
+        tail = self._tail.replace(b"Content-Type: text/plain; charset=utf-8\r\n", b"")
+        return b"".join(
+            (
+                head,
+                f"{self._branch}.{n}".encode(),
+                tail,
+                f"{extra}CSeq: {n} {method}\r\nContent-Length: 0\r\n\r\n".encode(),
+            )
+        )
+
+
+def _to_header(remote_from: str, remote_tag: str) -> str:
+    """The client's From value as our To: its name-addr, tag included."""
+    if ";tag=" in remote_from or not remote_tag:
+        return remote_from
+    return f"{remote_from};tag={remote_tag}"

@@ -1,0 +1,185 @@
+"""Chat store interface: the records and the one Protocol every backend implements.
+
+The store is the truth (ARCHITECTURE §5). Every method is async; backends that
+block (SQLite) run their work off the event loop. Room ids are the path part of
+the room URI (``ma-chan://<domain>/<room_id>``); category ids likewise.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import msgspec
+
+Privacy = Literal["open", "closed", "secret"]
+RoomType = Literal["normal", "auditorium"]
+RoomInvites = Literal["inherit", "off"]
+RoomRole = Literal["member", "manager", "presenter"]
+CategoryRole = Literal["allowed", "denied", "creator"]
+
+
+class UserRecord(msgspec.Struct, kw_only=True):
+    """A user; ``ha1`` maps ``"<ALG>:<digest username>"`` to the hex HA1, never a password."""
+
+    uri: str
+    display_name: str = ""
+    ha1: dict[str, str] = {}
+    enabled: bool = False  # the persistent-chat policy; off as in the original
+    admin: bool = False
+
+
+class CategoryRecord(msgspec.Struct, kw_only=True):
+    """A category. Principals are ``sip:`` URIs or ``domain:<name>``."""
+
+    id: str
+    name: str
+    description: str = ""
+    allowed: list[str] = []
+    denied: list[str] = []
+    creators: list[str] = []
+    invitations: bool = True
+    file_upload: bool = True
+    history: bool = True
+
+
+class RoomRecord(msgspec.Struct, kw_only=True):
+    """A room and its role lists (principals as in ``CategoryRecord``)."""
+
+    id: str
+    name: str
+    category_id: str
+    description: str = ""
+    topic: str = ""
+    privacy: Privacy = "closed"
+    type: RoomType = "normal"
+    invitations: RoomInvites = "inherit"
+    disabled: bool = False
+    members: list[str] = []
+    managers: list[str] = []
+    presenters: list[str] = []
+    created_by: str = ""
+    created_ms: int = 0
+
+
+class NewMessage(msgspec.Struct, kw_only=True, gc=False):
+    """A post to store; ``seq`` is assigned by the room owner, unique per room."""
+
+    room_id: str
+    seq: int
+    author: str
+    ts_ms: int
+    text: str
+    client_key: str = ""  # the sender's envelope id: retries within 5 minutes are one post
+
+
+class MessageRecord(msgspec.Struct, kw_only=True, gc=False):
+    room_id: str
+    seq: int
+    author: str
+    ts_ms: int
+    text: str
+
+
+class ClientKey(msgspec.Struct, kw_only=True, gc=False):
+    author: str
+    client_key: str
+    seq: int
+    ts_ms: int
+
+
+class InvitationRecord(msgspec.Struct, kw_only=True):
+    id: int
+    room_id: str
+    invitee: str
+    inviter: str
+    ts_ms: int
+    delivered: bool = False
+
+
+class PrefRecord(msgspec.Struct, kw_only=True):
+    user: str
+    label: str
+    seqid: int
+    content: bytes
+
+
+class ChatStore(Protocol):
+    """What the server and ``pchat admin`` need from a chat store."""
+
+    async def open(self) -> None:
+        """Connect and create or migrate the schema; safe to call on an existing store."""
+
+    async def close(self) -> None: ...
+
+    # -- change tracking: admin edits bump it; running workers poll it
+    async def revision(self) -> int: ...
+    async def bump_revision(self) -> int: ...
+
+    # -- users
+    async def get_user(self, uri: str) -> UserRecord | None: ...
+    async def put_user(self, user: UserRecord) -> None:
+        """Insert or replace the whole record."""
+
+    async def list_users(self) -> list[UserRecord]: ...
+
+    # -- categories
+    async def put_category(self, category: CategoryRecord) -> None: ...
+    async def get_category(self, category_id: str) -> CategoryRecord | None: ...
+    async def get_category_by_name(self, name: str) -> CategoryRecord | None: ...
+    async def list_categories(self) -> list[CategoryRecord]: ...
+    async def delete_category(self, category_id: str) -> bool:
+        """False (and nothing deleted) when the category still has rooms."""
+
+    # -- rooms
+    async def put_room(self, room: RoomRecord) -> None:
+        """Insert or replace; raises ``Conflict`` when another room has the name."""
+
+    async def get_room(self, room_id: str) -> RoomRecord | None: ...
+    async def get_room_by_name(self, name: str) -> RoomRecord | None:
+        """Names compare case-insensitively."""
+
+    async def list_rooms(self) -> list[RoomRecord]: ...
+    async def search_rooms(self, text: str, limit: int) -> list[RoomRecord]:
+        """Rooms whose name or description contains ``text`` (case-insensitive), by name."""
+
+    async def rooms_with_principal(self, principals: list[str], role: RoomRole) -> list[RoomRecord]:
+        """Rooms where any of ``principals`` holds ``role``."""
+
+    async def delete_room(self, room_id: str) -> bool:
+        """Delete a room with its messages, roles, follows and invitations."""
+
+    # -- messages
+    async def append_messages(self, messages: list[NewMessage]) -> None:
+        """Store all in one transaction: all are durable when it returns, or none."""
+
+    async def max_seq(self, room_id: str) -> int:
+        """Highest stored seq of the room, 0 when it has none."""
+
+    async def recent_client_keys(self, room_id: str, since_ms: int) -> list[ClientKey]: ...
+    async def history_last(self, room_id: str, count: int) -> list[MessageRecord]: ...
+    async def history_before(self, room_id: str, seq: int, count: int) -> list[MessageRecord]: ...
+    async def history_after(self, room_id: str, seq: int, count: int) -> list[MessageRecord]: ...
+    async def history_search(self, room_id: str, text: str, count: int) -> list[MessageRecord]:
+        """The ``count`` newest posts matching ``text`` (full-text), oldest first."""
+
+    async def delete_message(self, room_id: str, seq: int) -> bool: ...
+
+    # -- invitations
+    async def add_invitations(self, invitations: list[InvitationRecord]) -> list[InvitationRecord]:
+        """Store (ids ignored on input), returning the records with their new ids."""
+
+    async def pending_invitations(self, invitee: str) -> list[InvitationRecord]: ...
+    async def mark_invitations_delivered(self, ids: list[int]) -> None: ...
+
+    # -- followed rooms
+    async def follow(self, user: str, room_id: str) -> None: ...
+    async def unfollow(self, user: str, room_id: str) -> None: ...
+    async def followed(self, user: str) -> list[str]: ...
+
+    # -- preferences
+    async def get_pref(self, user: str, label: str) -> PrefRecord | None: ...
+    async def set_pref(
+        self, user: str, label: str, seqid: int, content: bytes
+    ) -> PrefRecord | None:
+        """Store when ``seqid`` equals the stored seqid (0 for a new label), bumping it;
+        ``None`` when it is stale (the caller answers 409)."""

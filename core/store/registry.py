@@ -1,0 +1,56 @@
+"""Chat store registry (store layer): a URL scheme names the backend class (HS-3).
+
+Backends are imported only when chosen, so an SQLite deployment never loads asyncpg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from core.store.base import ChatStore
+
+
+def _sqlite(url: str) -> ChatStore:
+    from core.store.sqlite import SqliteStore
+
+    return SqliteStore(sqlite_path(url))
+
+
+def _postgres(url: str) -> ChatStore:
+    from core.store.postgres import PostgresStore
+
+    return PostgresStore(url)
+
+
+# scheme -> factory taking the whole URL
+BACKENDS: dict[str, Callable[[str], ChatStore]] = {
+    "sqlite": _sqlite,
+    "postgresql": _postgres,
+    "postgres": _postgres,
+}
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///abs/chat.db`` -> ``/abs/chat.db``; ``sqlite:rel/chat.db`` -> ``rel/chat.db``."""
+    scheme, _, rest = url.partition(":")
+    if scheme.lower() != "sqlite" or not rest:
+        raise ValueError(f"not an sqlite URL: {url!r}")
+    if rest.startswith("//"):
+        rest = rest[2:]
+        # sqlite://host/... would silently drop the host: only an empty host is allowed.
+        if not rest.startswith("/"):
+            raise ValueError(f"sqlite URL needs sqlite:///absolute or sqlite:relative: {url!r}")
+    if rest in ("", "/"):
+        raise ValueError(f"sqlite URL without a file path: {url!r}")
+    return rest
+
+
+def make_store(url: str) -> ChatStore:
+    """The store for ``url``, not yet opened; ``ValueError`` names the known schemes."""
+    scheme, sep, _ = url.partition(":")
+    factory = BACKENDS.get(scheme.lower()) if sep else None
+    if factory is None:
+        known = ", ".join(f"{name}:" for name in BACKENDS)
+        # Only the scheme is echoed: the rest of a URL may hold a password.
+        raise ValueError(f"unknown chat store scheme {scheme!r}: the schemes are {known}")
+    return factory(url)

@@ -1,0 +1,383 @@
+"""XCCOS command handlers for one signed-in session (XCCOS.md §4-§5), on typed messages.
+
+The handler never sees SIP or sockets: the gateway hands it decoded envelope items and
+sends back the reply strings it returns. Room commands go to the room's owner through
+``RoomAccess`` (a direct call or a request over the bus: the handler cannot tell).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import msgspec
+
+from core.errors import BadRequest, Forbidden, NotFound, NotImplementedCommand, PchatError
+from core.rooms import rules
+from core.rooms.events import HistoryQuery, Participant
+from core.rooms.owner import JoinResult, PostResult
+from core.store.base import CategoryRecord, ChatStore, MessageRecord, RoomRecord
+from core.xccos import build
+from core.xccos.envelope import Command, Post
+from core.xccos.ids import parse_room_uri, room_refs, room_uri, ts_iso
+from core.xccos.xml import Element
+
+log = logging.getLogger(__name__)
+
+
+class RoomAccess(Protocol):
+    """The owners of all rooms, wherever they run."""
+
+    async def join(self, room_id: str, who: Participant) -> JoinResult: ...
+    async def part(self, room_id: str, session: str) -> None: ...
+    async def post(
+        self, room_id: str, session: str, user: str, client_key: str, text: str
+    ) -> PostResult: ...
+    async def history(
+        self, room_id: str, user: str, query: HistoryQuery
+    ) -> list[MessageRecord]: ...
+    def online_count(self, room_id: str) -> int | None:
+        """Participants online, when known without asking another worker."""
+
+
+class SessionView(Protocol):
+    """What a handler needs of the session it serves."""
+
+    user: str
+    session_id: str
+    gateway: int
+
+    def begin_join(self, room_id: str) -> None:
+        """Start receiving the room's events (held back until ``end_join``)."""
+
+    def end_join(self, room_id: str, ok: bool) -> None: ...
+    def left(self, room_id: str) -> None: ...
+    def joined(self) -> list[str]: ...
+
+
+class ServerInfo(msgspec.Struct, frozen=True, kw_only=True):
+    domain: str
+    search_limit: int
+    message_size_limit: int
+    story_size_limit: int
+    history_max: int
+    http_base: str = ""  # e.g. "http://host:8080"; "" leaves the service URLs empty
+    db_version: str = "1"
+
+
+class Directory:
+    """Categories by id, cached until the store's revision changes."""
+
+    def __init__(self, store: ChatStore) -> None:
+        self._store = store
+        self._categories: dict[str, CategoryRecord] | None = None
+
+    def invalidate(self) -> None:
+        self._categories = None
+
+    async def category(self, category_id: str) -> CategoryRecord | None:
+        if self._categories is None:
+            self._categories = {c.id: c for c in await self._store.list_categories()}
+        return self._categories.get(category_id)
+
+
+def reply_name(command: str) -> str:
+    name = command.partition(":")[2]
+    return "rpl:getservinfo" if name == "getserverinfo" else f"rpl:{name}"
+
+
+Handler = Callable[["CommandHandler", SessionView, Element | None], Awaitable[str]]
+
+
+class CommandHandler:
+    """One per worker; stateless between calls except for the category cache."""
+
+    def __init__(
+        self, store: ChatStore, rooms: RoomAccess, directory: Directory, info: ServerInfo
+    ) -> None:
+        self._store = store
+        self._rooms = rooms
+        self._dir = directory
+        self._info = info
+        self._root_uri = f"ma-cat://{info.domain}/{uuid.uuid5(uuid.NAMESPACE_DNS, info.domain)}"
+
+    async def command(self, session: SessionView, envid: str, cmd: Command) -> str:
+        """Runs one command; always returns an rpl (errors become its resp code)."""
+        handler = _HANDLERS.get(cmd.name)
+        name = reply_name(cmd.name)
+        try:
+            if handler is None:
+                raise NotImplementedCommand(f"unknown command {cmd.name}")
+            data = await handler(self, session, cmd.data)
+            return build.rpl(name, cmd.seqid, cmd.seqid, envid, 200, data)
+        except PchatError as exc:
+            return build.rpl(name, cmd.seqid, cmd.seqid, envid, exc.xccos_code, build.esc(str(exc)))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("command %s of %s failed", cmd.name, session.user)
+            return build.rpl(name, cmd.seqid, cmd.seqid, envid, 500)
+
+    async def post(self, session: SessionView, envid: str, post: Post) -> str:
+        """A grpchat from the client: rpl:grpchat once durable (XCCOS.md §5)."""
+        try:
+            if post.author and post.author != session.user:
+                raise Forbidden("author is not the signed-in user")
+            room_id = self._room_id(post.chan_uri)
+            if room_id not in session.joined():
+                raise Forbidden("join the room before posting")
+            result = await self._rooms.post(
+                room_id, session.session_id, session.user, envid, post.text
+            )
+            data = (
+                f'<grpchat chanUri="{build.esc(post.chan_uri)}" msgid="{result.seq}" '
+                f'ts="{ts_iso(result.ts_ms)}"/>'
+            )
+            return build.rpl("rpl:grpchat", post.seqid, post.seqid, envid, 200, data)
+        except PchatError as exc:
+            data = f'<grpchat chanUri="{build.esc(post.chan_uri)}"/>'
+            return build.rpl("rpl:grpchat", post.seqid, post.seqid, envid, exc.xccos_code, data)
+
+    def _room_id(self, uri: str) -> str:
+        domain, room_id = parse_room_uri(uri)
+        if domain.lower() != self._info.domain.lower():
+            raise NotFound("no such room")
+        return room_id
+
+    def _room_ids(self, data: Element | None) -> list[str]:
+        refs = room_refs(data)
+        if not refs:
+            raise BadRequest("no room named")
+        return [self._room_id(uri) for uri in refs]
+
+    def _chanib(self, room: RoomRecord, category: CategoryRecord, inner: str = "") -> str:
+        d = self._info.domain
+        return build.chanib(
+            room_uri(d, room.id),
+            name=room.name,
+            description=room.description,
+            topic=room.topic,
+            category=f"ma-cat://{d}/{room.category_id}",
+            ucnt=self._rooms.online_count(room.id),
+            visibility=rules.visibility(room),
+            filepost=category.file_upload,
+            invite=category.invitations and room.invitations != "off",
+            logged=category.history,
+            room_type=room.type,
+            inner=inner,
+        )
+
+    async def _visible(
+        self, rooms: list[RoomRecord], user: str
+    ) -> list[tuple[RoomRecord, CategoryRecord]]:
+        out = []
+        for room in rooms:
+            category = await self._dir.category(room.category_id)
+            if category is not None and rules.can_see(room, category, user):
+                out.append((room, category))
+        return out
+
+    # -- handlers (named _on_<command>) ---------------------------------------------------
+
+    async def _on_requri(self, session: SessionView, data: Element | None) -> str:
+        return build.uib(f"sip:pchat@{self._info.domain}")
+
+    async def _on_getserverinfo(self, session: SessionView, data: Element | None) -> str:
+        i = self._info
+        base = i.http_base
+        return (
+            f'<sib infoType="123" serverTime="{ts_iso(int(time.time() * 1000))}" '
+            f'searchLimit="{i.search_limit}" messageSizeLimit="{i.message_size_limit}" '
+            f'storySizeLimit="{i.story_size_limit}" rootUri="{self._root_uri}" '
+            f'dbVersion="{i.db_version}" '
+            f'roomManagementUrl="{build.esc(base + "/rooms" if base else "")}" '
+            f'fileServiceUrl="{build.esc(base + "/files" if base else "")}"/>'
+        )
+
+    async def _on_getassociations(self, session: SessionView, data: Element | None) -> str:
+        assoc = data.find("assoc") if data is not None else None
+        kind = assoc.get("type", "member") if assoc is not None else "member"
+        user = session.user
+        if kind == "follower":
+            found = [
+                r
+                for rid in await self._store.followed(user)
+                if (r := await self._store.get_room(rid))
+            ]
+        elif kind in ("member", "manager", "presenter"):
+            principals = [user, f"domain:{rules.domain_of(user)}"]
+            found = await self._store.rooms_with_principal(principals, kind)  # type: ignore[arg-type]
+        else:
+            raise BadRequest(f"unknown association type {kind}")
+        visible = await self._visible(found, user)
+        if kind == "follower":
+            visible = [(r, c) for r, c in visible if rules.can_read(r, c, user)]
+        return "".join(self._chanib(r, c) for r, c in visible)
+
+    async def _on_chansrch(self, session: SessionView, data: Element | None) -> str:
+        qib = data.find("qib") if data is not None else None
+        criteria = qib.get("criteria") if qib is not None else ""
+        limit = self._info.search_limit
+        # Fetch more than the limit: rooms the searcher may not see are filtered out here.
+        found = await self._store.search_rooms(criteria, limit * 4)
+        visible = (await self._visible(found, session.user))[:limit]
+        return "".join(self._chanib(r, c) for r, c in visible)
+
+    async def _join_one(self, session: SessionView, room_id: str) -> str:
+        session.begin_join(room_id)
+        ok = False
+        try:
+            who = Participant(session.session_id, session.user, session.gateway)
+            result = await self._rooms.join(room_id, who)
+            ok = True
+        finally:
+            session.end_join(room_id, ok)
+        return self._join_block(result)
+
+    def _join_block(self, result: JoinResult) -> str:
+        ids = {user: n for n, user in enumerate(result.users)}
+        uibs = "".join(build.uib(user, id=n) for user, n in ids.items())
+        aibs = ""
+        if result.users:
+            aibs = build.aib("3984", ",".join(str(n) for n in ids.values()))
+            if result.managers:
+                aibs += build.aib("12276", ",".join(str(ids[m]) for m in result.managers))
+        room = result.room
+        chan = build.chanib(
+            room_uri(self._info.domain, room.id),
+            name=room.name,
+            description=room.description,
+            topic=room.topic,
+            category=f"ma-cat://{self._info.domain}/{room.category_id}",
+            ucnt=result.ucnt,
+            visibility=rules.visibility(room),
+            filepost=result.category.file_upload,
+            invite=result.category.invitations and room.invitations != "off",
+            logged=result.category.history,
+            room_type=room.type,
+            inner=aibs,
+        )
+        return uibs + chan
+
+    async def _on_join(self, session: SessionView, data: Element | None) -> str:
+        return await self._join_one(session, self._room_ids(data)[0])
+
+    async def _on_bjoin(self, session: SessionView, data: Element | None) -> str:
+        out = []
+        for uri in room_refs(data):
+            try:
+                out.append(await self._join_one(session, self._room_id(uri)))
+            except PchatError as exc:
+                out.append(build.chanerr(uri, exc.xccos_code, str(exc)))
+        return "".join(out)
+
+    async def _on_part(self, session: SessionView, data: Element | None) -> str:
+        room_id = self._room_ids(data)[0]
+        session.left(room_id)
+        await self._rooms.part(room_id, session.session_id)
+        return build.chanib(room_uri(self._info.domain, room_id))
+
+    async def _on_bccontext(self, session: SessionView, data: Element | None) -> str:
+        room_id = self._room_ids(data)[0]
+        query = self._history_query(data)
+        messages = await self._rooms.history(room_id, session.user, query)
+        uri = room_uri(self._info.domain, room_id)
+        items = "".join(build.msg(uri, m.author, ts_iso(m.ts_ms), m.seq, m.text) for m in messages)
+        return build.chanib(uri, inner=items)
+
+    def _history_query(self, data: Element | None) -> HistoryQuery:
+        bcq = data.find("bcq") if data is not None else None
+        if bcq is None or not bcq.children:
+            return HistoryQuery("last", 25)
+        q = bcq.children[0]
+        if q.tag not in ("last", "before", "after", "search"):
+            raise BadRequest(f"unknown history query {q.tag}")
+        try:
+            count = int(q.get("cnt", "25"))
+            seq = int(q.get("msgid", "0") or 0)
+        except ValueError as exc:
+            raise BadRequest("cnt and msgid must be integers") from exc
+        if not 1 <= count <= self._info.history_max:
+            raise BadRequest(f"cnt must be 1..{self._info.history_max}")
+        if q.tag == "search" and not q.get("text").strip():
+            raise BadRequest("search needs text")
+        return HistoryQuery(q.tag, count, seq, q.get("text"))  # type: ignore[arg-type]
+
+    async def _on_getinv(self, session: SessionView, data: Element | None) -> str:
+        pending = await self._store.pending_invitations(session.user)
+        out = []
+        for inv in pending:
+            room = await self._store.get_room(inv.room_id)
+            if room is None:
+                continue
+            out.append(
+                f'<inv inviteId="{inv.id}" chanUri="{room_uri(self._info.domain, room.id)}" '
+                f'name="{build.esc(room.name)}" inviter="{build.esc(inv.inviter)}" '
+                f'ts="{ts_iso(inv.ts_ms)}"/>'
+            )
+        await self._store.mark_invitations_delivered([inv.id for inv in pending])
+        return "".join(out)
+
+    def _pref_args(self, data: Element | None) -> tuple[str, Element]:
+        pref = data.find("pref") if data is not None else None
+        if pref is None or not pref.get("label"):
+            raise BadRequest("pref needs a label")
+        return pref.get("label"), pref
+
+    async def _on_getpref(self, session: SessionView, data: Element | None) -> str:
+        label, _ = self._pref_args(data)
+        record = await self._store.get_pref(session.user, label)
+        seqid, content = (record.seqid, record.content) if record else (0, b"")
+        encoded = base64.b64encode(content).decode()
+        return f'<pref label="{build.esc(label)}" seqid="{seqid}" content="{encoded}"/>'
+
+    async def _on_setpref(self, session: SessionView, data: Element | None) -> str:
+        label, pref = self._pref_args(data)
+        try:
+            seqid = int(pref.get("seqid", "0") or 0)
+            content = base64.b64decode(pref.get("content"), validate=True)
+        except (ValueError, binascii.Error) as exc:
+            raise BadRequest("seqid must be an integer and content base64") from exc
+        record = await self._store.set_pref(session.user, label, seqid, content)
+        if record is None:
+            from core.errors import Conflict
+
+            raise Conflict("stale seqid")
+        encoded = base64.b64encode(record.content).decode()
+        return f'<pref label="{build.esc(label)}" seqid="{record.seqid}" content="{encoded}"/>'
+
+    async def _on_follow(self, session: SessionView, data: Element | None) -> str:
+        room_id = self._room_ids(data)[0]
+        room = await self._store.get_room(room_id)
+        category = await self._dir.category(room.category_id) if room else None
+        if room is None or category is None or not rules.can_see(room, category, session.user):
+            raise NotFound("no such room")
+        if not rules.can_read(room, category, session.user):
+            raise Forbidden("not a member of this room")
+        await self._store.follow(session.user, room_id)
+        return build.chanib(room_uri(self._info.domain, room_id))
+
+    async def _on_unfollow(self, session: SessionView, data: Element | None) -> str:
+        room_id = self._room_ids(data)[0]
+        await self._store.unfollow(session.user, room_id)
+        return build.chanib(room_uri(self._info.domain, room_id))
+
+    async def _on_nodespermcreatechild(self, session: SessionView, data: Element | None) -> str:
+        allowed = any(
+            rules.matches(c.creators, session.user) and rules.category_allows(c, session.user)
+            for c in await self._store.list_categories()
+        )
+        return f'<perm create="{"true" if allowed else "false"}"/>'
+
+
+_HANDLERS: dict[str, Handler] = {
+    f"cmd:{name[4:]}": getattr(CommandHandler, name)
+    for name in dir(CommandHandler)
+    if name.startswith("_on_")
+}

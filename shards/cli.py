@@ -1,0 +1,116 @@
+"""The `pchat` command: serve, admin, chat."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+from core.config import ConfigError, Settings, load_settings
+
+DESCRIPTION = """\
+pchat: a persistent, topic-based group chat server speaking XCCOS over SIP.
+
+Configuration comes from a TOML file (--config or PCHAT_CONFIG), then PCHAT_*
+environment variables (PCHAT_DOMAIN, PCHAT_SIP__PORT: a double underscore nests),
+then flags; later ones win. With no Redis URL and no store URL, pchat keeps
+everything in --data-dir: a SQLite chat store and a private redis-server.
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=os.environ.get("PCHAT_CONFIG"), help="TOML settings file")
+    p.add_argument("--data-dir", help="data directory (default ./data)")
+    p.add_argument("--domain", help="SIP domain and digest realm (default example.com)")
+    p.add_argument(
+        "--store",
+        help="chat store URL: sqlite:///path.db or postgresql://… (default: SQLite in the data dir)",
+    )
+    p.add_argument(
+        "--redis-url", help="Redis URL (default: an embedded redis-server in the data dir)"
+    )
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from shards import admin
+
+    parser = argparse.ArgumentParser(
+        prog="pchat", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server (supervisor + workers)")
+    _common(serve)
+    serve.add_argument("--sip-port", type=int, help="SIP over TCP port (default 5041)")
+    serve.add_argument(
+        "--http-port", type=int, help="HTTP port for /healthz, /metrics (default 8080)"
+    )
+    serve.add_argument("--workers", type=int, help="worker processes (default 1; 0: one per CPU)")
+    adm = admin.add_parser(sub)
+    _common(adm)
+    chat = sub.add_parser("chat", help="a terminal chat client")
+    _common(chat)
+    chat.add_argument("--user", required=True, help="your SIP address, e.g. alice@example.com")
+    chat.add_argument(
+        "--password", default=os.environ.get("PCHAT_PASSWORD"), help="or PCHAT_PASSWORD"
+    )
+    chat.add_argument("--host", default="127.0.0.1")
+    chat.add_argument("--port", type=int, default=5041)
+    chat.add_argument("--room", help="join this room (name or ma-chan:// URI) at once")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        "data_dir": args.data_dir,
+        "domain": args.domain,
+        "store": args.store,
+        "redis_url": args.redis_url,
+        "log_level": args.log_level,
+        "sip.port": getattr(args, "sip_port", None),
+        "http.port": getattr(args, "http_port", None),
+        "workers": getattr(args, "workers", None),
+    }
+    return load_settings(args.config, overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ConfigError as exc:
+        print(f"pchat: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "serve":
+        from shards.supervisor import Supervisor
+
+        try:
+            return Supervisor(settings).run()
+        except RuntimeError as exc:
+            print(f"pchat: {exc}", file=sys.stderr)
+            return 1
+    if args.command == "admin":
+        from shards import admin
+
+        try:
+            asyncio.run(admin.run(settings, args, print))
+        except admin.AdminError as exc:
+            print(f"pchat admin: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    from shards.client.chat import run_chat
+
+    if not args.password:
+        print("pchat chat: give --password or set PCHAT_PASSWORD", file=sys.stderr)
+        return 2
+    return asyncio.run(run_chat(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

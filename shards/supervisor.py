@@ -1,0 +1,136 @@
+"""`pchat serve`: embedded redis, the store's schema, N worker processes kept alive."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from core.config import Settings
+from core.store.registry import make_store
+from shards.redis_server import EmbeddedRedis
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0)  # a worker that keeps dying is retried slower
+STABLE_AFTER_S = 10.0  # a worker alive this long has its backoff reset
+STOP_GRACE_S = 10.0  # workers get this long to commit queued posts after SIGTERM
+
+
+class Worker:
+    def __init__(self, worker_id: int) -> None:
+        self.worker_id = worker_id
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.failures = 0
+        self.due = 0.0  # when a dead worker may be started again
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stopping = False
+        self._redis: EmbeddedRedis | None = None
+        self._workers = [Worker(i) for i in range(settings.workers)]
+        self._env: dict[str, str] = {}
+
+    def run(self) -> int:
+        data_dir = Path(self.settings.data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        metrics_dir = data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        settings = self.settings
+        if not settings.redis_url:
+            self._redis = EmbeddedRedis(settings.redis_socket, str(data_dir / "redis.log"))
+            self._redis.start()
+            log.info("embedded redis-server on %s", settings.redis_socket)
+        settings = msgspec.structs.replace(settings, data_dir=str(data_dir))
+        asyncio.run(_prepare_store(settings))
+        self._env = dict(os.environ)
+        self._env["_PCHAT_WORKER_SETTINGS"] = msgspec.json.encode(settings).decode()
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        log.info(
+            "pchat serving %s: SIP on %d, HTTP on %d, %d worker(s), store %s",
+            settings.domain, settings.sip.port, settings.http.port, settings.workers,
+            settings.store_url,
+        )  # fmt: skip
+        try:
+            self._watch()
+        finally:
+            self._stop_workers()
+            if self._redis is not None:
+                self._redis.stop()
+        return 0
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        self._stopping = True
+
+    def _spawn(self, worker: Worker) -> None:
+        cmd = [sys.executable, "-m", "shards.worker.runner", "--worker-id", str(worker.worker_id)]
+        worker.proc = subprocess.Popen(cmd, env=self._env, stdin=subprocess.DEVNULL)
+        worker.started = time.monotonic()
+
+    def _watch(self) -> None:
+        from prometheus_client import multiprocess
+
+        from shards.metrics import WORKER_RESTARTS
+
+        for worker in self._workers:
+            self._spawn(worker)
+        while not self._stopping:
+            now = time.monotonic()
+            for worker in self._workers:
+                proc = worker.proc
+                if proc is not None and proc.poll() is None:
+                    if now - worker.started > STABLE_AFTER_S:
+                        worker.failures = 0
+                    continue
+                if proc is not None:
+                    code = proc.returncode
+                    log.error(
+                        "worker %d (pid %d) exited with %s; restarting",
+                        worker.worker_id,
+                        proc.pid,
+                        code,
+                    )
+                    multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
+                    worker.proc = None
+                    step = min(worker.failures, len(RESTART_BACKOFF_S) - 1)
+                    worker.due = now + RESTART_BACKOFF_S[step]
+                    worker.failures += 1
+                    WORKER_RESTARTS.inc()
+                if now >= worker.due:
+                    self._spawn(worker)
+            time.sleep(0.1)
+
+    def _stop_workers(self) -> None:
+        live = [w.proc for w in self._workers if w.proc is not None and w.proc.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in live:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker pid %d did not stop in time; killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+
+
+async def _prepare_store(settings: Settings) -> None:
+    """Creates or migrates the schema once, before any worker opens the store."""
+    store = make_store(settings.store_url)
+    await store.open()
+    await store.close()

@@ -1,0 +1,151 @@
+"""Gateway: the sessions this worker holds, admission, and delivery of room events to them."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from core.config import Settings
+from core.errors import PchatError
+from core.rooms.events import JoinEvent, KickEvent, PartEvent, PostEvent, RoomEvent
+from core.store.base import ChatStore
+from core.xccos import build
+from core.xccos.commands import CommandHandler, RoomAccess
+from core.xccos.ids import room_uri, ts_iso
+from shards.metrics import Metrics
+
+if TYPE_CHECKING:
+    from shards.worker.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Owns the local sessions; turns each room event into SIP INFOs for them.
+
+    A post is encoded once per event (one envelope, one body) and that body is framed
+    per dialog (HS-10); the gateway's own envid counter numbers the envelopes.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: int,
+        store: ChatStore,
+        handler: CommandHandler,
+        router: RoomAccess,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.store = store
+        self.handler = handler
+        self.router = router
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.metrics = metrics
+        self.inflight = 0  # INFOs accepted (200 sent) whose replies are not yet out
+        self.admission_cap = settings.limits.admission_queue
+        self.rooms: dict[str, dict[str, Session]] = {}  # room id -> session id -> session
+        self.sessions: dict[str, Session] = {}
+        self._envids = itertools.count(1)
+        self._session_ids = itertools.count(1)
+
+    def new_session_id(self) -> str:
+        return f"{self.worker_id}.{next(self._session_ids)}"
+
+    def next_envid(self) -> int:
+        return next(self._envids)
+
+    def admit(self) -> bool:
+        """Takes a place in the admission queue; False when full (the caller answers 503)."""
+        if self.inflight >= self.admission_cap:
+            self.metrics.rejected("admission")
+            return False
+        self.inflight += 1
+        return True
+
+    def release(self) -> None:
+        self.inflight -= 1
+
+    def add_session(self, session: Session) -> None:
+        self.sessions[session.session_id] = session
+        self.metrics.sessions.inc()
+
+    def remove_session(self, session: Session) -> None:
+        if self.sessions.pop(session.session_id, None) is not None:
+            self.metrics.sessions.dec()
+
+    def attach(self, room_id: str, session: Session) -> None:
+        self.rooms.setdefault(room_id, {})[session.session_id] = session
+
+    def detach(self, room_id: str, session: Session) -> None:
+        members = self.rooms.get(room_id)
+        if members is not None:
+            members.pop(session.session_id, None)
+            if not members:
+                del self.rooms[room_id]
+
+    def leave_rooms(self, session_id: str, rooms: list[str]) -> None:
+        """Tells the rooms' owners that a closed session left (in the background)."""
+        task = asyncio.get_running_loop().create_task(self._leave(session_id, rooms))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _leave(self, session_id: str, rooms: list[str]) -> None:
+        for room_id in rooms:
+            try:
+                await self.router.part(room_id, session_id)
+            except PchatError as exc:  # the owner is gone: its restart drops the session anyway
+                log.info("part of %s from %s not delivered: %s", session_id, room_id, exc)
+
+    def on_event(self, event: RoomEvent) -> None:
+        members = self.rooms.get(event.room_id)
+        if not members:
+            return
+        if isinstance(event, PostEvent):
+            self._deliver_post(event, members)
+        elif isinstance(event, JoinEvent):
+            data = build.uib(
+                event.user,
+                inner=build.aib("3984", event.room_id, domain=self.settings.domain),
+            )
+            body = build.envelope(self.next_envid(), build.ntc("ntc:join", data))
+            for sid, session in list(members.items()):
+                if sid != event.session:
+                    session.deliver(event.room_id, body)
+        elif isinstance(event, PartEvent):
+            uri = room_uri(self.settings.domain, event.room_id)
+            data = build.chanib(uri, inner=build.uib(event.user))
+            body = build.envelope(self.next_envid(), build.ntc("ntc:part", data))
+            for sid, session in list(members.items()):
+                if sid != event.session:
+                    session.deliver(event.room_id, body)
+        elif isinstance(event, KickEvent):
+            self._kick(event, members)
+
+    def _deliver_post(self, event: PostEvent, members: dict[str, Session]) -> None:
+        uri = room_uri(self.settings.domain, event.room_id)
+        post = build.grpchat(uri, event.author, ts_iso(event.ts_ms), event.seq, event.text)
+        body = build.envelope(self.next_envid(), post)
+        delivered = 0
+        for sid, session in list(members.items()):
+            if sid != event.origin:
+                session.deliver(event.room_id, body)
+                delivered += 1
+        if delivered:
+            self.metrics.delivered(delivered, time.time() - event.sent_ms / 1000)
+
+    def _kick(self, event: KickEvent, members: dict[str, Session]) -> None:
+        uri = room_uri(self.settings.domain, event.room_id)
+        for sid in event.sessions:
+            session = members.get(sid)
+            if session is None:
+                continue
+            data = build.chanib(uri, inner=build.uib(session.user))
+            session.deliver(
+                event.room_id, build.envelope(self.next_envid(), build.ntc("ntc:part", data))
+            )
+            session.left(event.room_id)

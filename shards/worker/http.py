@@ -1,0 +1,26 @@
+"""The worker's HTTP listener: health and metrics (the management API joins it later)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from shards import metrics
+
+HealthCheck = Callable[[], Awaitable[dict[str, object]]]
+
+
+def make_app(health: HealthCheck) -> web.Application:
+    async def healthz(request: web.Request) -> web.Response:
+        status = await health()
+        ok = all(v is True for k, v in status.items() if k.endswith("_ok"))
+        return web.json_response(status, status=200 if ok else 503)
+
+    async def metrics_view(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
+
+    app = web.Application(client_max_size=64 * 1024)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_view)
+    return app

@@ -1,0 +1,246 @@
+"""One worker process: store, room owner, gateway, SIP and HTTP listeners (ARCHITECTURE §3)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator
+
+import msgspec
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from core.config import Settings
+from core.rooms.owner import OwnerSettings, RoomOwner
+from core.store.base import ChatStore
+from core.store.batch import GroupCommitter
+from core.store.registry import make_store
+from core.xccos.commands import CommandHandler, Directory, ServerInfo
+from shards.bus import LocalFanout, RoomRouter
+from shards.metrics import Metrics
+from shards.routing import ShardMap
+from shards.worker.connection import SipConnection
+from shards.worker.gateway import Gateway
+from shards.worker.http import make_app
+
+log = logging.getLogger(__name__)
+
+REVISION_POLL_S = 1.0  # admin changes reach a running worker within this
+ADMIN_CHANNEL = "pchat:admin"  # `pchat admin` publishes here after a change
+
+
+class RunningWorker:
+    """A started worker: its ports and parts, for the supervisor and the tests."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: int,
+        store: ChatStore,
+        gateway: Gateway,
+        owner: RoomOwner,
+        committer: GroupCommitter,
+    ) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.store = store
+        self.gateway = gateway
+        self.owner = owner
+        self.committer = committer
+        self.sip_port = 0
+        self.http_port = 0
+        self.redis: aioredis.Redis | None = None
+        self.directory: Directory | None = None
+
+    async def health(self) -> dict[str, object]:
+        redis_ok = False
+        if self.redis is not None:
+            try:
+                redis_ok = bool(await asyncio.wait_for(self.redis.ping(), 1.0))
+            except (TimeoutError, OSError, aioredis.RedisError):
+                redis_ok = False
+        return {
+            "worker": self.worker_id,
+            "redis_ok": redis_ok,
+            "store_ok": True,
+            "sessions": len(self.gateway.sessions),
+            "admission_inflight": self.gateway.inflight,
+        }
+
+    async def refresh(self) -> None:
+        """An admin changed the store: drop caches, re-check who may stay in which room."""
+        if self.directory is not None:
+            self.directory.invalidate()
+        await self.owner.refresh()
+
+
+def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        # Every worker listens on the same port; the kernel spreads connections (SO_REUSEPORT).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[RunningWorker]:
+    """Starts every part of a worker; on exit stops listening, commits what is queued, closes."""
+    metrics = Metrics()
+    store = make_store(settings.store_url)
+    await store.open()
+    committer = GroupCommitter(store, stats=metrics)
+    committer.start()
+    gateway_box: list[Gateway] = []
+    fanout = LocalFanout(lambda event: gateway_box[0].on_event(event))
+    owner = RoomOwner(
+        store,
+        committer,
+        fanout,
+        OwnerSettings(
+            ring_size=settings.limits.recent_ring,
+            message_size_limit=settings.limits.message_size_limit,
+            participant_update_limit=settings.limits.participant_update_limit,
+        ),
+    )
+    shard_map = ShardMap(shards=settings.shards, workers=settings.workers, domain=settings.domain)
+    router = RoomRouter(shard_map, worker_id, owner, remote=None)
+    directory = Directory(store)
+    http_base = ""
+    if settings.http.port > 0:
+        host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
+        http_base = f"http://{host}:{settings.http.port}"
+    info = ServerInfo(
+        domain=settings.domain,
+        search_limit=settings.limits.search_limit,
+        message_size_limit=settings.limits.message_size_limit,
+        story_size_limit=settings.limits.story_size_limit,
+        history_max=settings.limits.history_max,
+        http_base=http_base,
+    )
+    handler = CommandHandler(store, router, directory, info)
+    gateway = Gateway(settings, worker_id, store, handler, router, metrics)
+    gateway_box.append(gateway)
+    worker = RunningWorker(settings, worker_id, store, gateway, owner, committer)
+    worker.directory = directory
+    loop = asyncio.get_running_loop()
+    reuse = settings.workers > 1 or settings.sip.port != 0
+    sip_sock = _listen_socket(settings.sip.host, settings.sip.port, reuse)
+    server = await loop.create_server(lambda: SipConnection(gateway), sock=sip_sock)
+    worker.sip_port = sip_sock.getsockname()[1]
+    runner: web.AppRunner | None = None
+    if settings.http.port >= 0:
+        runner = web.AppRunner(make_app(worker.health), access_log=None)
+        await runner.setup()
+        http_sock = _listen_socket(settings.http.host, settings.http.port, reuse)
+        site = web.SockSite(runner, http_sock)
+        await site.start()
+        worker.http_port = http_sock.getsockname()[1]
+    worker.redis = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=2)
+    watcher = loop.create_task(_watch_revision(worker))
+    gauges = loop.create_task(_gauges(worker, metrics))
+    log.info("worker %d: SIP on %d, HTTP on %d", worker_id, worker.sip_port, worker.http_port)
+    try:
+        yield worker
+    finally:
+        server.close()
+        for conn_session in list(gateway.sessions.values()):
+            conn_session.conn.abort()
+        watcher.cancel()
+        gauges.cancel()
+        await asyncio.gather(watcher, gauges, return_exceptions=True)
+        await committer.stop()
+        if runner is not None:
+            await runner.cleanup()
+        await worker.redis.aclose()
+        await store.close()
+
+
+async def _watch_revision(worker: RunningWorker) -> None:
+    """Polls the store's revision, and wakes early on an admin notice over Redis."""
+    seen = await worker.store.revision()
+    notice = asyncio.Event()
+    listener = asyncio.get_running_loop().create_task(_admin_notices(worker, notice))
+    try:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(notice.wait(), REVISION_POLL_S)
+            notice.clear()
+            try:
+                current = await worker.store.revision()
+                if current != seen:
+                    seen = current
+                    await worker.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("revision check failed; retrying")
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await listener
+
+
+async def _admin_notices(worker: RunningWorker, notice: asyncio.Event) -> None:
+    while True:
+        try:
+            assert worker.redis is not None
+            async with worker.redis.pubsub() as pubsub:
+                await pubsub.subscribe(ADMIN_CHANNEL)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        notice.set()
+        except asyncio.CancelledError:
+            raise
+        except (OSError, aioredis.RedisError) as exc:
+            log.debug("admin notices unavailable (%s); polling only", exc)
+            await asyncio.sleep(1.0)
+
+
+async def _gauges(worker: RunningWorker, metrics: Metrics) -> None:
+    while True:
+        metrics.inflight.set(worker.gateway.inflight)
+        metrics.commit_queue.set(worker.committer.depth)
+        metrics.active_rooms.set(worker.owner.active_rooms)
+        await asyncio.sleep(1.0)
+
+
+def main() -> None:
+    """Entry of a worker process started by the supervisor."""
+    parser = argparse.ArgumentParser(description="pchat worker process (started by pchat serve)")
+    parser.add_argument("--worker-id", type=int, required=True)
+    args = parser.parse_args()
+    settings = msgspec.json.decode(os.environ["_PCHAT_WORKER_SETTINGS"], type=Settings)
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s worker-{args.worker_id} %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works
+        pass
+    asyncio.run(_serve_until_signal(settings, args.worker_id))
+
+
+async def _serve_until_signal(settings: Settings, worker_id: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with run_worker(settings, worker_id):
+        await stop.wait()
+    log.info("worker %d stopped", worker_id)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Shared fixtures: a private redis-server, settings in tmp_path, a running worker, users."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from core.config import HttpSettings, LimitSettings, Settings, SipSettings
+from core.sip.digest import user_ha1s
+from core.store.base import CategoryRecord, ChatStore, RoomRecord, UserRecord
+from shards.redis_server import EmbeddedRedis
+from shards.worker.runner import RunningWorker, run_worker
+
+DOMAIN = "example.com"
+PASSWORD = "secret-pw"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """One throw-away redis-server on a unix socket for the whole run."""
+    folder = tempfile.mkdtemp(prefix="pchat-redis-")
+    server = EmbeddedRedis(f"{folder}/redis.sock", f"{folder}/redis.log")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def make_settings(tmp_path: Path, redis_url: str, **limits: int) -> Settings:
+    return Settings(
+        domain=DOMAIN,
+        data_dir=str(tmp_path),
+        redis_url=redis_url,
+        sip=SipSettings(host="127.0.0.1", port=0),
+        http=HttpSettings(host="127.0.0.1", port=0),
+        limits=msgspec.structs.replace(LimitSettings(), **limits),
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str) -> Settings:
+    return make_settings(tmp_path, redis_url)
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, object]]]:
+    """Any exception that reaches the event loop's handler fails the test."""
+    errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    yield errors
+    assert not errors, f"unhandled exceptions in the event loop: {errors}"
+
+
+async def add_user(store: ChatStore, name: str, *, enabled: bool = True) -> str:
+    uri = f"sip:{name}@{DOMAIN}"
+    await store.put_user(
+        UserRecord(uri=uri, display_name=name.title(), ha1=user_ha1s(uri, DOMAIN, PASSWORD), enabled=enabled)
+    )
+    return uri
+
+
+async def add_room(
+    store: ChatStore, name: str, *, privacy: str = "open", members: list[str] | None = None, category: str = "general"
+) -> str:
+    if await store.get_category(category) is None:
+        await store.put_category(CategoryRecord(id=category, name=category.title()))
+    room_id = name.lower().replace(" ", "-")
+    await store.put_room(
+        RoomRecord(id=room_id, name=name, category_id=category, privacy=privacy, members=members or [])  # type: ignore[arg-type]
+    )
+    return f"ma-chan://{DOMAIN}/{room_id}"
+
+
+@pytest.fixture
+async def server(settings: Settings, loop_errors: list[dict[str, object]]) -> AsyncIterator[RunningWorker]:
+    async with run_worker(settings) as worker:
+        for name in ("alice", "bob", "carol"):
+            await add_user(worker.store, name)
+        await add_user(worker.store, "dave", enabled=False)
+        yield worker

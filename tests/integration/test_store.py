@@ -1,0 +1,609 @@
+"""ChatStore contract on both backends (real SQLite file, real PostgreSQL database)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.errors import Conflict, NotFound, StoreError
+from core.store.base import (
+    CategoryRecord,
+    ChatStore,
+    InvitationRecord,
+    MessageRecord,
+    NewMessage,
+    RoomRecord,
+    UserRecord,
+)
+from core.store.registry import make_store, sqlite_path
+from core.store.sqlite import fts_query
+from tests.integration.conftest import RawQuery
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def category(cid: str = "cat", name: str = "Main", **fields: Any) -> CategoryRecord:
+    return CategoryRecord(id=cid, name=name, **fields)
+
+
+def room(rid: str, name: str, **fields: Any) -> RoomRecord:
+    return RoomRecord(id=rid, name=name, category_id="cat", **fields)
+
+
+def post(
+    seq: int,
+    text: str = "",
+    room_id: str = "r1",
+    *,
+    author: str = "sip:a@x",
+    ts_ms: int | None = None,
+    client_key: str = "",
+) -> NewMessage:
+    return NewMessage(
+        room_id=room_id,
+        seq=seq,
+        author=author,
+        ts_ms=1000 + seq if ts_ms is None else ts_ms,
+        text=text or f"post {seq}",
+        client_key=client_key,
+    )
+
+
+def seqs(records: list[MessageRecord]) -> list[int]:
+    return [r.seq for r in records]
+
+
+async def with_rooms(store: ChatStore, *rooms: RoomRecord) -> None:
+    await store.put_category(category())
+    for r in rooms:
+        await store.put_room(r)
+
+
+# -- lifecycle and registry
+
+
+async def test_open_twice_and_reopen_keep_data(store: ChatStore, store_url: str) -> None:
+    await with_rooms(store, room("r1", "Lobby"))
+    await store.append_messages([post(1, "kept")])
+    await store.bump_revision()
+    await store.open()  # a second open on the same instance is a no-op
+    await store.close()
+
+    again = make_store(store_url)
+    await again.open()
+    try:
+        assert [m.text for m in await again.history_last("r1", 10)] == ["kept"]
+        assert (await again.get_room("r1")) is not None
+        assert await again.revision() == 1
+        assert await again.history_search("r1", "kept", 5) != []
+    finally:
+        await again.close()
+    await store.open()  # the fixture's store works again after being reopened
+    assert await store.max_seq("r1") == 1
+
+
+async def test_calls_on_unopened_or_closed_store_raise_store_error(store_url: str) -> None:
+    unopened = make_store(store_url)
+    with pytest.raises(StoreError):
+        await unopened.revision()
+    await unopened.open()
+    await unopened.close()
+    await unopened.close()  # closing twice is harmless
+    with pytest.raises(StoreError):
+        await unopened.max_seq("r1")
+
+
+async def test_newer_schema_is_refused(
+    store: ChatStore, store_url: str, raw_query: RawQuery
+) -> None:
+    await store.close()
+    await raw_query("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
+    newer = make_store(store_url)
+    with pytest.raises(StoreError, match="newer"):
+        await newer.open()
+    await raw_query("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+    await store.open()
+
+
+def test_registry_picks_backend_by_scheme() -> None:
+    assert type(make_store("sqlite:///abs/chat.db")).__name__ == "SqliteStore"
+    assert type(make_store("postgresql://u@h/db")).__name__ == "PostgresStore"
+    assert type(make_store("postgres://u@h/db")).__name__ == "PostgresStore"
+    assert sqlite_path("sqlite:///abs/path/chat.db") == "/abs/path/chat.db"
+    assert sqlite_path("sqlite:relative/path.db") == "relative/path.db"
+    for bad in ("sqlite://host/chat.db", "sqlite:", "sqlite:///"):
+        with pytest.raises(ValueError):
+            make_store(bad)
+
+
+def test_registry_unknown_scheme_names_the_known_ones() -> None:
+    with pytest.raises(ValueError) as info:
+        make_store("mysql://root:secret@h/db")
+    message = str(info.value)
+    assert "sqlite:" in message and "postgresql:" in message
+    assert "secret" not in message
+    with pytest.raises(ValueError):
+        make_store("/no/scheme/chat.db")
+
+
+def test_registry_imports_asyncpg_only_for_postgres() -> None:
+    code = (
+        "import sys; from core.store.registry import make_store;"
+        "make_store('sqlite:x.db'); assert 'asyncpg' not in sys.modules, 'sqlite loaded it';"
+        "make_store('postgresql://u@h/db'); assert 'asyncpg' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30)
+
+
+# -- change tracking
+
+
+async def test_revision_counts_bumps_across_two_instances(store: ChatStore, store_url: str) -> None:
+    assert await store.revision() == 0
+    other = make_store(store_url)
+    await other.open()
+    try:
+        assert await store.bump_revision() == 1
+        assert await other.revision() == 1
+        got = await asyncio.gather(*(s.bump_revision() for s in (store, other) * 10))
+        assert sorted(got) == list(range(2, 22))  # atomic: no bump lost or repeated
+        assert await store.revision() == await other.revision() == 21
+    finally:
+        await other.close()
+
+
+async def test_sqlite_revision_bumped_by_another_process(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'chat.db'}"
+    server = make_store(url)
+    await server.open()
+    try:
+        await server.put_category(category())
+        admin = textwrap.dedent(f"""
+            import asyncio
+            from core.store.base import RoomRecord
+            from core.store.registry import make_store
+            async def main():
+                s = make_store({url!r})
+                await s.open()
+                await s.put_room(RoomRecord(id="r9", name="From admin", category_id="cat"))
+                for _ in range(3):
+                    await s.bump_revision()
+                await s.close()
+            asyncio.run(main())
+        """)
+        write = asyncio.create_task(server.append_messages([post(i) for i in range(1, 201)]))
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", admin, cwd=ROOT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        await write
+        assert await server.revision() == 3
+        assert (await server.get_room("r9")) is not None
+        assert await server.max_seq("r1") == 200
+    finally:
+        await server.close()
+
+
+# -- users
+
+
+async def test_users_put_get_replace_list(store: ChatStore) -> None:
+    assert await store.get_user("sip:b@x") is None
+    bob = UserRecord(uri="sip:b@x", display_name="Bob", ha1={"MD5:bob": "ab" * 16}, enabled=True)
+    await store.put_user(bob)
+    await store.put_user(UserRecord(uri="sip:a@x", admin=True))
+    assert await store.get_user("sip:b@x") == bob
+    await store.put_user(UserRecord(uri="sip:b@x", display_name="Robert"))
+    assert await store.get_user("sip:b@x") == UserRecord(uri="sip:b@x", display_name="Robert")
+    assert [u.uri for u in await store.list_users()] == ["sip:a@x", "sip:b@x"]
+    assert (await store.list_users())[0].admin is True
+
+
+# -- categories
+
+
+async def test_categories_roundtrip_with_sorted_principals(store: ChatStore) -> None:
+    cat = category(
+        description="d",
+        allowed=["sip:z@x", "domain:x", "sip:a@x"],
+        denied=["sip:d@x"],
+        creators=["sip:c@x"],
+        invitations=False,
+        file_upload=False,
+        history=False,
+    )
+    await store.put_category(cat)
+    got = await store.get_category("cat")
+    assert got is not None
+    assert got.allowed == ["domain:x", "sip:a@x", "sip:z@x"]
+    assert (got.denied, got.creators) == (["sip:d@x"], ["sip:c@x"])
+    assert (got.invitations, got.file_upload, got.history, got.description) == (
+        False,
+        False,
+        False,
+        "d",
+    )
+    assert await store.get_category("nope") is None
+
+
+async def test_put_category_replaces_principals_wholesale(store: ChatStore) -> None:
+    await store.put_category(category(allowed=["sip:a@x"], creators=["sip:c@x"]))
+    await store.put_category(category(name="Renamed", allowed=["sip:b@x"]))
+    got = await store.get_category("cat")
+    assert got == category(name="Renamed", allowed=["sip:b@x"])
+
+
+async def test_category_by_name_is_case_insensitive_and_listed_by_name(store: ChatStore) -> None:
+    await store.put_category(category("c2", "beta"))
+    await store.put_category(category("c1", "Alpha"))
+    found = await store.get_category_by_name("ALPHA")
+    assert found is not None and found.id == "c1"
+    assert await store.get_category_by_name("gamma") is None
+    assert [c.id for c in await store.list_categories()] == ["c1", "c2"]
+
+
+async def test_delete_category_refused_while_rooms_use_it(store: ChatStore) -> None:
+    await with_rooms(store, room("r1", "Lobby"))
+    assert await store.delete_category("cat") is False
+    assert await store.get_category("cat") is not None
+    await store.delete_room("r1")
+    assert await store.delete_category("cat") is True
+    assert await store.get_category("cat") is None
+    assert await store.delete_category("cat") is False
+
+
+# -- rooms
+
+
+async def test_room_roundtrip_every_field(store: ChatStore) -> None:
+    r = room(
+        "r1",
+        "Lobby",
+        description="the hall",
+        topic="hi",
+        privacy="secret",
+        type="auditorium",
+        invitations="off",
+        disabled=True,
+        members=["sip:m2@x", "domain:x", "sip:m1@x"],
+        managers=["sip:boss@x"],
+        presenters=["sip:p@x"],
+        created_by="sip:boss@x",
+        created_ms=1234567890123,
+    )
+    await with_rooms(store, r)
+    got = await store.get_room("r1")
+    assert got is not None
+    assert got.members == ["domain:x", "sip:m1@x", "sip:m2@x"]
+    got.members = r.members
+    assert got == r
+    assert await store.get_room("nope") is None
+
+
+async def test_put_room_replaces_role_lists_wholesale(store: ChatStore) -> None:
+    await with_rooms(store, room("r1", "Lobby", members=["sip:a@x"], managers=["sip:m@x"]))
+    await store.put_room(room("r1", "Lobby", presenters=["sip:p@x"]))
+    assert await store.get_room("r1") == room("r1", "Lobby", presenters=["sip:p@x"])
+
+
+async def test_room_name_conflict_is_case_insensitive(store: ChatStore) -> None:
+    await with_rooms(store, room("r1", "Lobby"), room("r2", "Straße"))
+    with pytest.raises(Conflict):
+        await store.put_room(room("r3", "LOBBY"))
+    with pytest.raises(Conflict):
+        await store.put_room(room("r3", "STRASSE"))  # casefold, not only ASCII
+    with pytest.raises(Conflict):
+        await store.put_room(room("r2", "lobby", topic="stolen"))
+    assert (await store.get_room("r2")) == room("r2", "Straße")
+    assert await store.get_room("r3") is None
+    await store.put_room(room("r1", "LOBBY"))  # the same room may change its case
+    by_name = await store.get_room_by_name("lobby")
+    assert by_name is not None and (by_name.id, by_name.name) == ("r1", "LOBBY")
+    assert await store.get_room_by_name("Lobby2") is None
+
+
+async def test_put_room_needs_its_category(store: ChatStore) -> None:
+    with pytest.raises(NotFound):
+        await store.put_room(room("r1", "Lobby"))
+    assert await store.list_rooms() == []
+
+
+async def test_list_rooms_by_name(store: ChatStore) -> None:
+    await with_rooms(store, room("r1", "charlie"), room("r2", "Alpha"), room("r3", "bravo"))
+    assert [r.id for r in await store.list_rooms()] == ["r2", "r3", "r1"]
+
+
+async def test_search_rooms_substring_case_insensitive_by_name(store: ChatStore) -> None:
+    await with_rooms(
+        store,
+        room("r1", "Zeta Sales"),
+        room("r2", "alpha", description="SALES team"),
+        room("r3", "Beta", description="engineering"),
+        room("r4", "100% sales_q"),
+    )
+    found = await store.search_rooms("sAlEs", 10)
+    assert [r.id for r in found] == ["r4", "r2", "r1"]
+    assert [r.id for r in await store.search_rooms("sales", 2)] == ["r4", "r2"]
+    assert [r.id for r in await store.search_rooms("0% s", 10)] == ["r4"]  # % is literal
+    assert await store.search_rooms("_", 10) == [await store.get_room("r4")]
+    assert await store.search_rooms("nothing", 10) == []
+    assert await store.search_rooms("sales", 0) == []
+
+
+async def test_rooms_with_principal_any_of_them_in_role(store: ChatStore) -> None:
+    await with_rooms(
+        store,
+        room("r1", "b", members=["sip:a@x", "domain:x"]),
+        room("r2", "a", members=["domain:x"], managers=["sip:a@x"]),
+        room("r3", "c", managers=["sip:a@x"]),
+    )
+    found = await store.rooms_with_principal(["sip:a@x", "domain:x"], "member")
+    assert [r.id for r in found] == ["r2", "r1"]  # by name, each room once
+    assert found[1].members == ["domain:x", "sip:a@x"]
+    managed = await store.rooms_with_principal(["sip:a@x"], "manager")
+    assert [r.id for r in managed] == ["r2", "r3"]
+    assert await store.rooms_with_principal(["sip:a@x"], "presenter") == []
+    assert await store.rooms_with_principal([], "member") == []
+
+
+async def test_delete_room_cascades(store: ChatStore, raw_query: RawQuery) -> None:
+    await with_rooms(store, room("r1", "Lobby", members=["sip:a@x"]), room("r2", "Other"))
+    await store.append_messages([post(1, "doomed words"), post(1, "doomed too", room_id="r2")])
+    await store.follow("sip:a@x", "r1")
+    await store.follow("sip:a@x", "r2")
+    inv = InvitationRecord(id=0, room_id="r1", invitee="sip:b@x", inviter="sip:a@x", ts_ms=1)
+    await store.add_invitations([inv])
+
+    assert await store.delete_room("r1") is True
+    assert await store.get_room("r1") is None
+    assert await store.history_last("r1", 10) == []
+    assert await store.max_seq("r1") == 0
+    assert await store.history_search("r1", "doomed", 10) == []
+    assert await store.rooms_with_principal(["sip:a@x"], "member") == []
+    assert await store.followed("sip:a@x") == ["r2"]
+    assert await store.pending_invitations("sip:b@x") == []
+    assert await raw_query("SELECT count(*) FROM room_principals") == [(0,)]
+    assert await store.delete_room("r1") is False
+    # the other room is untouched and the name is free again
+    assert [m.text for m in await store.history_search("r2", "doomed", 10)] == ["doomed too"]
+    await store.put_room(room("r3", "lobby"))
+
+
+async def test_delete_room_removes_sqlite_fts_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite://{tmp_path / 'chat.db'}"
+    s = make_store(url)
+    await s.open()
+    try:
+        await with_rooms(s, room("r1", "Lobby"))
+        await s.append_messages([post(i, f"needle {i}") for i in range(1, 6)])
+        await s.delete_message("r1", 1)
+        await s.delete_room("r1")
+    finally:
+        await s.close()
+    conn = sqlite3.connect(sqlite_path(url))
+    try:
+        # external content: stale index entries would still match here
+        hits = conn.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'needle'")
+        assert hits.fetchall() == []
+        conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
+    finally:
+        conn.close()
+
+
+# -- messages
+
+
+async def test_history_windows(store: ChatStore) -> None:
+    assert await store.max_seq("r1") == 0
+    assert await store.history_last("r1", 5) == []
+    await store.append_messages([post(i) for i in range(1, 11)])
+    await store.append_messages([post(1, room_id="r2")])
+    assert await store.max_seq("r1") == 10
+    assert seqs(await store.history_last("r1", 3)) == [8, 9, 10]
+    assert seqs(await store.history_last("r1", 50)) == list(range(1, 11))
+    assert seqs(await store.history_before("r1", 5, 3)) == [2, 3, 4]
+    assert seqs(await store.history_before("r1", 3, 10)) == [1, 2]
+    assert seqs(await store.history_after("r1", 5, 3)) == [6, 7, 8]
+    assert seqs(await store.history_after("r1", 9, 10)) == [10]
+    assert await store.history_after("r1", 10, 10) == []
+    assert await store.history_before("r1", 1, 10) == []
+    for empty in (
+        store.history_last("r1", 0),
+        store.history_before("r1", 5, -1),
+        store.history_after("r1", 0, 0),
+    ):
+        assert await empty == []
+    [first] = await store.history_after("r1", 0, 1)
+    assert (first.room_id, first.seq, first.author, first.ts_ms, first.text) == (
+        "r1",
+        1,
+        "sip:a@x",
+        1001,
+        "post 1",
+    )
+
+
+async def test_append_messages_is_atomic(store: ChatStore) -> None:
+    await store.append_messages([post(1), post(2)])
+    with pytest.raises(Conflict):  # clashes with a stored row
+        await store.append_messages([post(3), post(4, room_id="r2"), post(2, "again")])
+    with pytest.raises(Conflict):  # clashes within the batch
+        await store.append_messages([post(5), post(5, "twin")])
+    assert seqs(await store.history_last("r1", 10)) == [1, 2]
+    assert (await store.history_last("r1", 10))[1].text == "post 2"
+    assert await store.max_seq("r2") == 0
+    assert await store.history_search("r1", "twin", 10) == []
+    await store.append_messages([post(3)])  # the store is still usable afterwards
+    assert await store.max_seq("r1") == 3
+
+
+async def test_append_messages_many_rooms_and_concurrent_batches(store: ChatStore) -> None:
+    await store.append_messages([])
+    batches = [[post(b * 100 + i, room_id=f"r{i % 3}") for i in range(100)] for b in range(8)]
+    await asyncio.gather(*(store.append_messages(b) for b in batches))
+    assert [await store.max_seq(f"r{i}") for i in range(3)] == [799, 797, 798]
+    assert len(await store.history_last("r0", 1000)) == 8 * 34
+
+
+async def test_recent_client_keys(store: ChatStore) -> None:
+    await store.append_messages(
+        [
+            post(1, ts_ms=100, client_key="old"),
+            post(2, ts_ms=200, client_key="k2"),
+            post(3, ts_ms=300),
+            post(4, ts_ms=400, client_key="k4", author="sip:b@x"),
+            post(1, ts_ms=500, client_key="elsewhere", room_id="r2"),
+        ]
+    )
+    keys = await store.recent_client_keys("r1", 200)
+    assert [(k.author, k.client_key, k.seq, k.ts_ms) for k in keys] == [
+        ("sip:a@x", "k2", 2, 200),
+        ("sip:b@x", "k4", 4, 400),
+    ]
+    assert await store.recent_client_keys("r1", 401) == []
+
+
+async def test_history_search_newest_matches_oldest_first(store: ChatStore) -> None:
+    texts = ["Deploy the Widget", "lunch?", "widget deployed", "WIDGET again", "widgets"]
+    await store.append_messages([post(i, t) for i, t in enumerate(texts, 1)])
+    await store.append_messages([post(1, "widget elsewhere", room_id="r2")])
+    assert seqs(await store.history_search("r1", "widget", 10)) == [1, 3, 4]
+    assert seqs(await store.history_search("r1", "Widget", 2)) == [3, 4]
+    assert seqs(await store.history_search("r1", "deploy widget", 10)) == [1]  # every word
+    assert seqs(await store.history_search("r1", "widget   the", 10)) == [1]
+    assert await store.history_search("r1", "nothing", 10) == []
+    assert await store.history_search("r1", "widget", 0) == []
+    assert await store.delete_message("r1", 4) is True
+    assert await store.delete_message("r1", 4) is False
+    assert seqs(await store.history_search("r1", "widget", 10)) == [1, 3]
+    assert seqs(await store.history_last("r1", 10)) == [1, 2, 3, 5]
+
+
+# Each hostile query, and what it finds among HOSTILE_POSTS: FTS syntax is never
+# obeyed, each word must simply occur (as with plainto_tsquery).
+HOSTILE_POSTS = ("widget", "a AND( b * c", "lunch")
+HOSTILE_QUERIES = [
+    ('"', []),
+    ('""', []),
+    ("AND(", [2]),
+    ("*", []),
+    ("widget*", [1]),
+    ("^widget", [1]),
+    ('"widget', [1]),
+    ("NEAR(a b", []),
+    ("a AND", [2]),
+    ("OR", []),
+    ("widget OR lunch", []),
+    ("NOT widget", []),
+    ("(", []),
+    (")", []),
+    ("-", []),
+    ("'; DROP TABLE messages; --", []),
+    ("\\", []),
+    ("%", []),
+    ("_", []),
+]
+
+
+@pytest.mark.parametrize(("hostile", "expected"), HOSTILE_QUERIES)
+async def test_history_search_survives_hostile_text(
+    store: ChatStore, hostile: str, expected: list[int]
+) -> None:
+    await store.append_messages([post(i, t) for i, t in enumerate(HOSTILE_POSTS, 1)])
+    assert seqs(await store.history_search("r1", hostile, 10)) == expected
+    assert await store.max_seq("r1") == 3
+
+
+async def test_history_search_matches_operator_words_literally(store: ChatStore) -> None:
+    await store.append_messages([post(1, "widget"), post(2, "a AND( b * c"), post(3, "not this")])
+    assert seqs(await store.history_search("r1", "AND(", 10)) == [2]
+    assert seqs(await store.history_search("r1", '"widget', 10)) == [1]
+    assert seqs(await store.history_search("r1", "NOT this", 10)) == [3]
+    assert await store.history_search("r1", "*", 10) == []
+    assert await store.history_search("r1", "widget OR lunch", 10) == []  # AND of the words
+
+
+def test_fts_query_quotes_every_word() -> None:
+    assert fts_query('say "hi" AND(') == '"say" """hi""" "AND("'
+    assert fts_query('* " ( )') is None
+    assert fts_query("   ") is None
+
+
+# -- invitations
+
+
+async def test_invitations(store: ChatStore) -> None:
+    assert await store.add_invitations([]) == []
+    new = [
+        InvitationRecord(id=0, room_id=r, invitee=who, inviter="sip:a@x", ts_ms=5)
+        for r, who in (("r1", "sip:b@x"), ("r2", "sip:b@x"), ("r1", "sip:c@x"))
+    ]
+    stored = await store.add_invitations(new)
+    ids = [i.id for i in stored]
+    assert len(set(ids)) == 3 and ids == sorted(ids) and 0 not in ids
+    assert [(i.room_id, i.invitee) for i in stored] == [(i.room_id, i.invitee) for i in new]
+    assert await store.pending_invitations("sip:b@x") == stored[:2]
+    await store.mark_invitations_delivered([ids[0]])
+    await store.mark_invitations_delivered([])
+    assert await store.pending_invitations("sip:b@x") == [stored[1]]
+    assert await store.pending_invitations("sip:c@x") == [stored[2]]
+    [later] = await store.add_invitations(new[:1])
+    assert later.id > ids[-1]
+
+
+# -- followed rooms
+
+
+async def test_follow_unfollow(store: ChatStore) -> None:
+    await store.follow("sip:a@x", "r2")
+    await store.follow("sip:a@x", "r1")
+    await store.follow("sip:a@x", "r1")  # idempotent
+    await store.follow("sip:b@x", "r3")
+    assert await store.followed("sip:a@x") == ["r1", "r2"]
+    await store.unfollow("sip:a@x", "r2")
+    await store.unfollow("sip:a@x", "r9")
+    assert await store.followed("sip:a@x") == ["r1"]
+    assert await store.followed("sip:b@x") == ["r3"]
+    assert await store.followed("sip:nobody@x") == []
+
+
+# -- preferences
+
+
+async def test_pref_optimistic_concurrency(store: ChatStore) -> None:
+    assert await store.get_pref("sip:a@x", "layout") is None
+    blob = bytes(range(256))
+    first = await store.set_pref("sip:a@x", "layout", 0, blob)
+    assert first is not None and (first.seqid, first.content) == (1, blob)
+    assert await store.set_pref("sip:a@x", "layout", 0, b"racer") is None  # label exists
+    second = await store.set_pref("sip:a@x", "layout", 1, b"v2")
+    assert second is not None and second.seqid == 2
+    assert await store.set_pref("sip:a@x", "layout", 1, b"stale") is None
+    assert await store.set_pref("sip:a@x", "layout", 7, b"future") is None
+    assert await store.set_pref("sip:a@x", "other", 3, b"no such label") is None
+    got = await store.get_pref("sip:a@x", "layout")
+    assert got is not None and (got.user, got.label, got.seqid, got.content) == (
+        "sip:a@x",
+        "layout",
+        2,
+        b"v2",
+    )
+    assert await store.get_pref("sip:a@x", "other") is None
+    assert await store.get_pref("sip:b@x", "layout") is None
+
+
+async def test_pref_racing_writers_one_wins(store: ChatStore) -> None:
+    await store.set_pref("sip:a@x", "p", 0, b"v1")
+    results = await asyncio.gather(
+        *(store.set_pref("sip:a@x", "p", 1, b"%d" % i) for i in range(6))
+    )
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1 and winners[0].seqid == 2
+    got = await store.get_pref("sip:a@x", "p")
+    assert got is not None and got.content == winners[0].content
