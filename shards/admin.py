@@ -49,39 +49,42 @@ def new_id() -> str:
     return secrets.token_hex(8)
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+def add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> argparse.ArgumentParser:
+    """Adds `admin OBJECT OP`; every leaf takes the common flags (--config, --data-dir…)."""
     admin = sub.add_parser("admin", help="manage users, categories and rooms")
     objects = admin.add_subparsers(dest="object", required=True)
 
     user = objects.add_parser("user", help="users and their persistent-chat policy")
     uops = user.add_subparsers(dest="op", required=True)
-    p = uops.add_parser("add", help="add a user (policy enabled unless --disabled)")
+    p = uops.add_parser("add", parents=[common], help="add a user (policy enabled unless --disabled)")
     p.add_argument("uri")
     p.add_argument("--password", required=True)
     p.add_argument("--name", default="", help="display name")
     p.add_argument("--disabled", action="store_true", help="leave persistent chat off")
     p.add_argument("--admin", action="store_true", help="a pchat administrator")
-    p = uops.add_parser("passwd", help="set a new password")
+    p = uops.add_parser("passwd", parents=[common], help="set a new password")
     p.add_argument("uri")
     p.add_argument("--password", required=True)
     for op in ("enable", "disable"):
-        p = uops.add_parser(op, help=f"{op} persistent chat for the user")
+        p = uops.add_parser(op, parents=[common], help=f"{op} persistent chat for the user")
         p.add_argument("uri")
-    uops.add_parser("list", help="list users")
+    uops.add_parser("list", parents=[common], help="list users")
 
     cat = objects.add_parser("category", help="room categories")
     cops = cat.add_subparsers(dest="op", required=True)
-    p = cops.add_parser("add", help="add a category")
+    p = cops.add_parser("add", parents=[common], help="add a category")
     p.add_argument("name")
     p.add_argument("--description", default="")
     p.add_argument("--creators", nargs="*", help="who may create rooms in it")
     p.add_argument("--members", nargs="*", help="who is allowed in it (default: everyone)")
     p.add_argument("--denied", nargs="*", help="who is never allowed in it")
-    cops.add_parser("list", help="list categories")
+    cops.add_parser("list", parents=[common], help="list categories")
 
     room = objects.add_parser("room", help="rooms")
     rops = room.add_subparsers(dest="op", required=True)
-    p = rops.add_parser("add", help="add a room; prints its URI")
+    p = rops.add_parser("add", parents=[common], help="add a room; prints its URI")
     p.add_argument("name")
     p.add_argument("--category", required=True)
     p.add_argument("--privacy", choices=["open", "closed", "secret"], default="closed")
@@ -91,7 +94,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     p.add_argument("--presenters", nargs="*")
     p.add_argument("--description", default="")
     p.add_argument("--topic", default="")
-    rops.add_parser("list", help="list rooms")
+    rops.add_parser("list", parents=[common], help="list rooms")
     return admin
 
 

@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--http-port", type=int, help="HTTP port for /healthz, /metrics (default 8080)"
     )
     serve.add_argument("--workers", type=int, help="worker processes (default 1; 0: one per CPU)")
-    adm = admin.add_parser(sub)
-    _common(adm)
+    common = argparse.ArgumentParser(add_help=False)
+    _common(common)
+    admin.add_parser(sub, common)
     chat = sub.add_parser("chat", help="a terminal chat client")
     _common(chat)
     chat.add_argument("--user", required=True, help="your SIP address, e.g. alice@example.com")

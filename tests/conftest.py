@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -19,6 +20,20 @@ from shards.worker.runner import RunningWorker, run_worker
 
 DOMAIN = "example.com"
 PASSWORD = "secret-pw"
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """uvloop, as the workers run; PCHAT_TEST_LOOP=asyncio or =both for the stdlib loop too."""
+    import uvloop
+
+    choice = os.environ.get("PCHAT_TEST_LOOP", "uvloop")
+    loops: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "uvloop": uvloop.new_event_loop,
+        "asyncio": asyncio.new_event_loop,
+    }
+    return loops if choice == "both" else {choice: loops[choice]}
 
 
 @pytest.fixture(scope="session")

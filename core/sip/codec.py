@@ -133,7 +133,11 @@ def _parse_head(block: bytes | bytearray) -> tuple[SipMessage | BadMessage, int]
     headers, header_error = _headers(lines[1:])
     body_len = _content_length(headers)
     if msg is None:
-        return BadMessage(400, "malformed start line"), body_len
+        if lines and lines[0].startswith("SIP/"):
+            return BadMessage(400, "malformed status line"), body_len
+        # Still a request as far as we can tell: keep its headers so the 400 can copy
+        # Via, From, To, Call-ID and CSeq (XCCOS.md §1).
+        return BadMessage(400, "malformed start line", SipMessage(method="-", uri="-", headers=headers)), body_len
     msg.headers = headers
     error = error or header_error
     if error:

@@ -58,7 +58,7 @@ class Element:
 
 
 def _local(name: str) -> str:
-    return name[name.rindex(_NS_SEP) + 1 :] if _NS_SEP in name else name
+    return name.rpartition(_NS_SEP)[2]
 
 
 class _Builder:
@@ -80,13 +80,11 @@ class _Builder:
         stack = self.stack
         if len(stack) >= self.max_depth:
             raise BadXml(f"nested deeper than {self.max_depth}")
-        if _NS_SEP in name:
-            name = _local(name)
-        for key in attrs:
-            if _NS_SEP in key:
-                attrs = {_local(k): v for k, v in attrs.items()}
-                break
-        el = Element(name, attrs)
+        name = name.rpartition(_NS_SEP)[2]
+        # Prefixed attributes are rare: one scan of the joined names finds them.
+        if attrs and _NS_SEP in "".join(attrs):
+            attrs = {_local(k): v for k, v in attrs.items()}
+        el = Element(name, attrs, [], "")
         if stack:
             stack[-1].children.append(el)
         else:
@@ -97,8 +95,7 @@ class _Builder:
         self.stack.pop()
 
     def chars(self, data: str) -> None:
-        # Whitespace outside the root never reaches us with an empty stack in
-        # practice, but guard anyway rather than index an empty list.
+        # Character data outside the root has no element to belong to.
         if self.stack:
             self.stack[-1].text += data
 

@@ -14,6 +14,7 @@ import random
 import secrets
 from collections import deque
 from collections.abc import Iterable
+from typing import cast
 
 from core.sip import digest
 from core.sip.codec import PING, BadMessage, SipCodec
@@ -103,6 +104,7 @@ class PchatClient(asyncio.Protocol):
         self.posts = _Inbox()
         self.notices = _Inbox()
         self.server_requests: deque[SipMessage] = deque(maxlen=100)  # recent, for tests
+        self.responses: deque[SipMessage] = deque(maxlen=100)  # recent, for tests
         self.closed = asyncio.Event()
         self.server_info: dict[str, str] = {}
 
@@ -119,8 +121,7 @@ class PchatClient(asyncio.Protocol):
         return client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = transport.get_extra_info("sockname")
         if isinstance(sock, tuple):
             self._local = f"{sock[0]}:{sock[1]}"
@@ -138,9 +139,28 @@ class PchatClient(asyncio.Protocol):
             if item.is_request:
                 self._on_request(item)
             else:
+                self.responses.append(item)
                 fut = self._tx.get(item.cseq[0])
                 if fut is not None and not fut.done() and item.status >= 200:
                     fut.set_result(item)
+
+    async def raw_response(
+        self, data: bytes, call_id: str, cseq: int | None = None, timeout: float = 5.0
+    ) -> SipMessage:
+        """Sends hand-made bytes and waits for the response with that Call-ID (tests)."""
+        self.responses.clear()
+        self.send_raw(data)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            for response in self.responses:
+                if response.call_id == call_id and cseq in (None, response.cseq[0]):
+                    self.responses.remove(response)
+                    return response
+            if self.closed.is_set():
+                raise ConnectionError("connection closed")
+            await asyncio.sleep(0.01)
+        raise TimeoutError(f"no response for Call-ID {call_id}")
 
     def send_raw(self, data: bytes) -> None:
         assert self._transport is not None
@@ -188,6 +208,8 @@ class PchatClient(asyncio.Protocol):
     ) -> SipMessage:
         """Sends one request (answering a digest challenge once) and returns the final response."""
         extra = list(extra)
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionError("connection closed")
         for _ in range(2):
             cseq = next(self._cseq)
             headers = self._headers(method, cseq, in_dialog, extra)

@@ -7,6 +7,7 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Iterable
+from typing import cast
 
 from core.errors import FramingLost, PchatError
 from core.sip import digest
@@ -58,8 +59,7 @@ class SipConnection(asyncio.Protocol):
     # -- transport events -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self._peer = peer[0] if isinstance(peer, tuple) else "local"
@@ -128,6 +128,13 @@ class SipConnection(asyncio.Protocol):
             )
             self._gw.metrics.slow_consumers.inc()
             self.abort()
+
+    def close(self) -> None:
+        """Sends what is queued (a final error response), then closes."""
+        self._flush()
+        if self._transport is not None and not self._closed:
+            self._closed = True
+            self._transport.close()
 
     def abort(self) -> None:
         if self._transport is not None and not self._closed:
@@ -241,7 +248,7 @@ class SipConnection(asyncio.Protocol):
             log.info("failed sign-in for %s from %s", username, self._peer)
             if self._failures >= MAX_AUTH_FAILURES:
                 self.reply(msg, 403, warning="too many failed sign-ins")
-                self.abort()
+                self.close()
                 return False
         self._nonce = digest.make_nonce()
         challenges = [
@@ -308,7 +315,8 @@ class SipConnection(asyncio.Protocol):
         default = self._gw.settings.sip.session_expires_s
         asked = (msg.get("Session-Expires") or "").split(";")[0].strip()
         if asked.isdigit():
-            return max(90, min(int(asked), default))  # RFC 4028: 90 s minimum
+            # RFC 4028: 90 s minimum; never longer than the configured lifetime.
+            return min(max(int(asked), 90), default)
         return default
 
     async def _on_invite(self, msg: SipMessage) -> None:

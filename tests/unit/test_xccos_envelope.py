@@ -8,6 +8,7 @@ import pytest
 
 from core.errors import BadRequest, BadXml, PchatError, TooLarge
 from core.xccos import build
+from core.xccos import envelope as envelope_module
 from core.xccos.envelope import (
     Command,
     Envelope,
@@ -101,6 +102,18 @@ def test_empty_envelope_has_no_items() -> None:
         (
             _env(
                 '<rpl id="rpl:j" seqid="1"><commandid seqid="1" envid="1"/><resp code="x"/></rpl>'
+            ),
+            "bad resp code",
+        ),
+        (
+            _env(
+                '<rpl id="rpl:j" seqid="1"><commandid seqid="1" envid="1"/><resp code="²"/></rpl>'
+            ),
+            "bad resp code",
+        ),
+        (
+            _env(
+                '<rpl id="rpl:j" seqid="1"><commandid seqid="1" envid="1"/><resp code="١"/></rpl>'
             ),
             "bad resp code",
         ),
@@ -355,6 +368,13 @@ def test_fast_path_agrees_with_decode_envelope_on_mutated_inputs() -> None:
             accepted += decode_post_fast(body) is not None
     # Guard against a vacuous pass: many mutants must still take the fast path.
     assert checked > 20000 and accepted > 2000
+
+
+def test_seeds_exercise_both_fast_path_regexes() -> None:
+    # The agreement test is only as good as its seeds: both shapes must be reached.
+    canonical = [s for s in SEEDS if envelope_module._CANONICAL.fullmatch(s)]
+    general = [s for s in SEEDS if envelope_module._GENERAL.fullmatch(s)]
+    assert len(canonical) >= 2 and len(general) == len(SEEDS)
 
 
 def test_fast_path_agrees_on_every_build_output() -> None:
