@@ -68,6 +68,8 @@ async def run_sipp(port: int, folder: Path) -> tuple[int, str]:
         "-s", "alice",
         "-au", "alice@example.com",
         "-ap", "secret-pw",
+        # The digest uri is the Request-URI (RFC 3261 §22.4); sipp's default is ip:port.
+        "-auth_uri", "pchat@example.com",
         "-nostdin",
         "-timeout", "20s",
         "-timeout_error",
