@@ -58,7 +58,9 @@ def add_parser(
 
     user = objects.add_parser("user", help="users and their persistent-chat policy")
     uops = user.add_subparsers(dest="op", required=True)
-    p = uops.add_parser("add", parents=[common], help="add a user (policy enabled unless --disabled)")
+    p = uops.add_parser(
+        "add", parents=[common], help="add a user (policy enabled unless --disabled)"
+    )
     p.add_argument("uri")
     p.add_argument("--password", required=True)
     p.add_argument("--name", default="", help="display name")
@@ -235,9 +237,8 @@ async def _room_list(
     categories = {c.id: c.name for c in await store.list_categories()}
     for r in await store.list_rooms():
         state = "disabled" if r.disabled else r.privacy
-        out(
-            f"{room_uri(s.domain, r.id)}\t{r.name}\t{categories.get(r.category_id, '?')}\t{state}\t{r.type}"
-        )
+        category = categories.get(r.category_id, "?")
+        out(f"{room_uri(s.domain, r.id)}\t{r.name}\t{category}\t{state}\t{r.type}")
     return False
 
 

@@ -1,90 +1,330 @@
-"""The bus: room commands routed to their owner, room events fanned out to gateways.
+"""The Redis bus: room events fanned out to gateways, requests to owners on other workers.
 
-A room owned by this worker is served by a direct call; one owned by another worker
-is reached over Redis (``RemoteOwners``, many-workers mode). Callers see one interface.
+Channels (ARCHITECTURE §6): ``pchat:room:<id>`` carries a room's events; a worker
+subscribes while it holds sessions in a room another worker owns. ``pchat:worker:<n>``
+carries requests to worker n's rooms, answered on ``pchat:reply:<asker>``.
+``pchat:control`` carries announcements of workers that (re)joined the bus.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Coroutine
 from typing import Protocol
 
-from core.errors import Overloaded
+from core.errors import Overloaded, PchatError
 from core.rooms.events import HistoryQuery, Participant, RoomEvent
 from core.rooms.owner import JoinResult, PostResult, RoomOwner
 from core.store.base import MessageRecord
+from shards import wire
+from shards.metrics import Metrics
+from shards.resp import RespClient, RespError, RespSubscriber
 from shards.routing import ShardMap
 
+log = logging.getLogger(__name__)
 
-class RemoteOwners(Protocol):
-    async def join(self, worker: int, room_id: str, who: Participant) -> JoinResult: ...
-    async def part(self, worker: int, room_id: str, session: str) -> None: ...
-    async def post(
-        self, worker: int, room_id: str, session: str, user: str, client_key: str, text: str
-    ) -> PostResult: ...
-    async def history(
-        self, worker: int, room_id: str, user: str, query: HistoryQuery
-    ) -> list[MessageRecord]: ...
+REQUEST_TIMEOUT_S = 5.0  # an owner that does not answer in this: 503, the client retries
+# Owner requests being served at once for other workers; over it they get 503 so a
+# flood from other gateways cannot grow this worker's task list without bound.
+MAX_SERVING = 10_000
+RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
-class RoomRouter:
-    """``RoomAccess`` for the command handler: the shard map decides who serves a room."""
-
-    def __init__(
-        self, shard_map: ShardMap, me: int, owner: RoomOwner, remote: RemoteOwners | None
-    ) -> None:
-        self._map = shard_map
-        self._me = me
-        self._owner = owner
-        self._remote = remote
-
-    def _where(self, room_id: str) -> int:
-        worker = self._map.owner_of(room_id)
-        if worker != self._me and self._remote is None:
-            raise Overloaded(f"worker {worker} is not reachable")
-        return worker
-
-    async def join(self, room_id: str, who: Participant) -> JoinResult:
-        worker = self._where(room_id)
-        if worker == self._me:
-            return await self._owner.join(room_id, who)
-        assert self._remote is not None
-        return await self._remote.join(worker, room_id, who)
-
-    async def part(self, room_id: str, session: str) -> None:
-        worker = self._where(room_id)
-        if worker == self._me:
-            return await self._owner.part(room_id, session)
-        assert self._remote is not None
-        return await self._remote.part(worker, room_id, session)
-
-    async def post(
-        self, room_id: str, session: str, user: str, client_key: str, text: str
-    ) -> PostResult:
-        worker = self._where(room_id)
-        if worker == self._me:
-            return await (await self._owner.post(room_id, session, user, client_key, text))
-        assert self._remote is not None
-        return await self._remote.post(worker, room_id, session, user, client_key, text)
-
-    async def history(self, room_id: str, user: str, query: HistoryQuery) -> list[MessageRecord]:
-        worker = self._where(room_id)
-        if worker == self._me:
-            return await self._owner.history(room_id, user, query)
-        assert self._remote is not None
-        return await self._remote.history(worker, room_id, user, query)
-
-    def online_count(self, room_id: str) -> int | None:
-        if self._map.owner_of(room_id) == self._me:
-            return self._owner.online_count(room_id)
-        return None
+class Gateway(Protocol):
+    def on_event(self, event: RoomEvent) -> None: ...
+    def on_remote_event(self, event: RoomEvent) -> None: ...
+    def rejoin_targets(self, owned_by: Callable[[int], bool]) -> list[tuple[str, Participant]]: ...
+    def joined_remote(self, room_id: str, last_seq: int) -> None: ...
 
 
-class LocalFanout:
-    """The owner's ``EventSink`` with one worker: events go straight to the local gateway."""
+class Fanout:
+    """The owner's ``EventSink``: local sessions at once, other workers through Redis."""
 
-    def __init__(self, deliver: Callable[[RoomEvent], None]) -> None:
-        self._deliver = deliver
+    def __init__(self, deliver_local: Callable[[RoomEvent], None]) -> None:
+        self._local = deliver_local
+        self.bus: RedisBus | None = None
 
     def publish(self, event: RoomEvent) -> None:
-        self._deliver(event)
+        self._local(event)
+        if self.bus is not None:
+            self.bus.publish_event(event)
+
+
+class RedisBus:
+    """Implements ``RemoteOwners`` and carries events; reconnects by itself."""
+
+    def __init__(
+        self,
+        url: str,
+        me: int,
+        shard_map: ShardMap,
+        owner: RoomOwner,
+        gateway: Gateway,
+        metrics: Metrics,
+    ) -> None:
+        self._url = url
+        self._me = me
+        self._map = shard_map
+        self._owner = owner
+        self._gateway = gateway
+        self._metrics = metrics
+        self._pub: RespClient | None = None
+        self._sub: RespSubscriber | None = None
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[wire.Reply]] = {}
+        self._serving = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._rooms: dict[str, asyncio.Future[None]] = {}  # room channels: subscribed or pending
+        self._keeper: asyncio.Task[None] | None = None
+        self._up = asyncio.Event()
+        self._own = (wire.worker_channel(me), wire.reply_channel(me), wire.CONTROL_CHANNEL)
+
+    @property
+    def up(self) -> bool:
+        return self._up.is_set()
+
+    async def start(self, timeout_s: float = 10.0) -> None:
+        self._keeper = asyncio.get_running_loop().create_task(self._keep_connected())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._up.wait(), timeout_s)
+        if not self.up:
+            log.error(
+                "Redis at %s not reachable yet; commands for other workers get 503", self._url
+            )
+
+    async def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        for conn in (self._pub, self._sub):
+            if conn is not None:
+                conn.close()
+
+    # -- connection keeping -----------------------------------------------------------------
+
+    async def _keep_connected(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._connect()
+                failures = 0
+                assert self._pub is not None and self._sub is not None
+                lost_pub = asyncio.ensure_future(self._pub.closed.wait())
+                lost_sub = asyncio.ensure_future(self._sub.closed.wait())
+                await asyncio.wait((lost_pub, lost_sub), return_when=asyncio.FIRST_COMPLETED)
+                lost_pub.cancel()
+                lost_sub.cancel()
+                log.warning("lost the Redis connection; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, OSError, RespError) as exc:
+                log.warning("Redis at %s unavailable (%s); retrying", self._url, exc)
+            self._down()
+            await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
+            failures += 1
+
+    async def _connect(self) -> None:
+        self._pub = await RespClient.connect(self._url)
+        self._sub = await RespSubscriber.connect(self._url, self._on_message)
+        await self._sub.subscribe(*self._own)
+        rooms = [wire.room_channel(r) for r in self._rooms]
+        if rooms:
+            await self._sub.subscribe(*rooms)
+        self._up.set()
+        # Others forget what this worker told them and re-announce their sessions in its
+        # rooms; this worker re-announces its own (see _on_announce).
+        await self._pub.call(
+            "PUBLISH", wire.CONTROL_CHANNEL, wire.encoder.encode(wire.Announce(self._me))
+        )
+        log.info("worker %d on the Redis bus", self._me)
+
+    def _down(self) -> None:
+        self._up.clear()
+        for conn in (self._pub, self._sub):
+            if conn is not None:
+                conn.close()
+        self._pub = self._sub = None
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(Overloaded("lost the Redis connection"))
+
+    # -- room channels ----------------------------------------------------------------------
+
+    async def watch_room(self, room_id: str) -> None:
+        """Subscribes to a remote room's events (once) before its join is sent."""
+        pending = self._rooms.get(room_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._subscribe_room(room_id))
+            self._rooms[room_id] = pending
+        try:
+            await asyncio.shield(pending)
+        except (TimeoutError, RespError) as exc:
+            self._rooms.pop(room_id, None)
+            raise Overloaded("cannot follow the room right now") from exc
+
+    async def _subscribe_room(self, room_id: str) -> None:
+        if self._sub is None:
+            raise RespError("Redis connection is down")
+        await self._sub.subscribe(wire.room_channel(room_id))
+
+    def unwatch_room(self, room_id: str) -> None:
+        if self._rooms.pop(room_id, None) is not None and self._sub is not None:
+            self._sub.unsubscribe(wire.room_channel(room_id))
+
+    def publish_event(self, event: RoomEvent) -> None:
+        if self._pub is None:
+            return  # Redis is down: remote gateways fill the gap from the store later
+        started = time.perf_counter()
+        future = self._pub.call(
+            "PUBLISH", wire.room_channel(event.room_id), wire.encoder.encode(event)
+        )
+        future.add_done_callback(lambda f: self._published(f, started))
+
+    def _published(self, future: asyncio.Future[object], started: float) -> None:
+        if future.exception() is None:
+            self._metrics.redis_published(time.perf_counter() - started)
+
+    # -- requests to owners on other workers ---------------------------------------------------
+
+    async def _request(self, worker: int, op: wire.Op) -> wire.Result:
+        pub = self._pub
+        if pub is None:
+            self._metrics.rejected("redis")
+            raise Overloaded("the Redis bus is down")
+        request_id = next(self._ids)
+        future: asyncio.Future[wire.Reply] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        try:
+            data = wire.encoder.encode(wire.Request(request_id, self._me, op))
+            try:
+                receivers = await pub.call("PUBLISH", wire.worker_channel(worker), data)
+            except RespError as exc:
+                self._metrics.rejected("redis")
+                raise Overloaded("the Redis bus is down") from exc
+            if receivers == 0:  # nobody listens: the owner is down; say so now, not later
+                self._metrics.rejected("owner")
+                raise Overloaded(f"worker {worker} is not running")
+            try:
+                reply = await asyncio.wait_for(future, REQUEST_TIMEOUT_S)
+            except TimeoutError as exc:
+                self._metrics.rejected("owner")
+                raise Overloaded(f"worker {worker} did not answer") from exc
+        finally:
+            self._waiting.pop(request_id, None)
+        if reply.code:
+            raise wire.error_of(reply)
+        return reply.result
+
+    async def join(
+        self, worker: int, room_id: str, who: Participant, quiet: bool = False
+    ) -> JoinResult:
+        await self.watch_room(room_id)
+        result = await self._request(worker, wire.JoinReq(room_id, who, quiet))
+        assert isinstance(result, JoinResult)
+        self._gateway.joined_remote(room_id, result.last_seq)
+        return result
+
+    async def part(self, worker: int, room_id: str, session: str) -> None:
+        await self._request(worker, wire.PartReq(room_id, session))
+
+    async def post(
+        self, worker: int, room_id: str, session: str, user: str, client_key: str, text: str
+    ) -> PostResult:
+        result = await self._request(worker, wire.PostReq(room_id, session, user, client_key, text))
+        assert isinstance(result, PostResult)
+        return result
+
+    async def history(
+        self, worker: int, room_id: str, user: str, query: HistoryQuery
+    ) -> list[MessageRecord]:
+        result = await self._request(worker, wire.HistoryReq(room_id, user, query))
+        assert isinstance(result, wire.HistoryResult)
+        return result.messages
+
+    # -- incoming -------------------------------------------------------------------------------
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        try:
+            if channel.startswith(wire.ROOM_PREFIX):
+                self._gateway.on_remote_event(wire.event_decoder.decode(data))
+            elif channel == self._own[1]:
+                reply = wire.reply_decoder.decode(data)
+                future = self._waiting.get(reply.id)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+            elif channel == self._own[0]:
+                self._serve(wire.request_decoder.decode(data))
+            elif channel == wire.CONTROL_CHANNEL:
+                self._on_announce(wire.announce_decoder.decode(data).worker)
+        except Exception:  # one bad message must not stop the subscription
+            log.exception("dropped a malformed bus message on %r", channel)
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _serve(self, request: wire.Request) -> None:
+        if self._serving >= MAX_SERVING:
+            self._metrics.rejected("owner")
+            self._answer(request, wire.Reply(request.id, 503, "room owner busy"))
+            return
+        self._serving += 1
+        # Started in arrival order: a post takes its seq before the task first suspends.
+        self._spawn(self._serve_one(request))
+
+    async def _serve_one(self, request: wire.Request) -> None:
+        op = request.op
+        try:
+            result: wire.Result
+            if isinstance(op, wire.PostReq):
+                done = await self._owner.post(
+                    op.room_id, op.session, op.user, op.client_key, op.text
+                )
+                result = await done
+            elif isinstance(op, wire.JoinReq):
+                result = await self._owner.join(op.room_id, op.who, quiet=op.quiet)
+            elif isinstance(op, wire.PartReq):
+                await self._owner.part(op.room_id, op.session)
+                result = None
+            else:
+                result = wire.HistoryResult(
+                    await self._owner.history(op.room_id, op.user, op.query)
+                )
+            reply = wire.Reply(request.id, 0, "", result)
+        except PchatError as exc:
+            reply = wire.Reply(request.id, exc.xccos_code, str(exc))
+        except Exception:
+            log.exception("owner request %s failed", type(op).__name__)
+            reply = wire.Reply(request.id, 500, "internal error")
+        finally:
+            self._serving -= 1
+        self._answer(request, reply)
+
+    def _answer(self, request: wire.Request, reply: wire.Reply) -> None:
+        if self._pub is not None:
+            future = self._pub.call(
+                "PUBLISH", wire.reply_channel(request.reply_to), wire.encoder.encode(reply)
+            )
+            future.add_done_callback(lambda f: f.exception())
+
+    def _on_announce(self, worker: int) -> None:
+        """A worker came (back) onto the bus with empty memory of the others."""
+        if worker != self._me:
+            self._owner.drop_gateway(worker)
+            targets = self._gateway.rejoin_targets(lambda owner: owner == worker)
+        else:
+            targets = self._gateway.rejoin_targets(lambda owner: owner != self._me)
+        for room_id, who in targets:
+            self._spawn(self._rejoin(room_id, who))
+
+    async def _rejoin(self, room_id: str, who: Participant) -> None:
+        try:
+            await self.join(self._map.owner_of(room_id), room_id, who, quiet=True)
+        except PchatError as exc:
+            log.info("could not re-announce %s in %s: %s", who.session, room_id, exc)

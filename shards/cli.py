@@ -27,7 +27,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--domain", help="SIP domain and digest realm (default example.com)")
     p.add_argument(
         "--store",
-        help="chat store URL: sqlite:///path.db or postgresql://… (default: SQLite in the data dir)",
+        help="chat store URL: sqlite:///path.db or postgresql://… (default: SQLite in data dir)",
     )
     p.add_argument(
         "--redis-url", help="Redis URL (default: an embedded redis-server in the data dir)"

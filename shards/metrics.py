@@ -78,7 +78,9 @@ class Metrics:
         self.commit_queue = COMMIT_QUEUE
         self.active_rooms = ACTIVE_ROOMS
         self.slow_consumers = SLOW_CONSUMERS
-        self._rejected = {r: REJECTED.labels(r) for r in ("admission", "session", "owner")}
+        self._rejected = {
+            r: REJECTED.labels(r) for r in ("admission", "session", "owner", "redis", "commit")
+        }
         self._commands: dict[str, Histogram] = {}
         self._methods: dict[str, Counter] = {}
         self._statuses: dict[int, Counter] = {}
@@ -110,6 +112,9 @@ class Metrics:
     def delivered(self, count: int, latency_s: float) -> None:
         DELIVERIES.inc(count)
         DELIVERY_LATENCY.observe(latency_s)
+
+    def redis_published(self, seconds: float) -> None:
+        REDIS_PUBLISH.observe(seconds)
 
     def observe_commit(self, seconds: float, size: int) -> None:
         POSTS.inc(size)

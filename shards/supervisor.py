@@ -81,6 +81,15 @@ class Supervisor:
         cmd = [sys.executable, "-m", "shards.worker.runner", "--worker-id", str(worker.worker_id)]
         worker.proc = subprocess.Popen(cmd, env=self._env, stdin=subprocess.DEVNULL)
         worker.started = time.monotonic()
+        self._write_pids()
+
+    def _write_pids(self) -> None:
+        """data_dir/workers.pid: 'worker pid' lines, for operators and tests."""
+        lines = [f"{w.worker_id} {w.proc.pid}\n" for w in self._workers if w.proc is not None]
+        path = Path(self.settings.data_dir) / "workers.pid"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(lines))
+        tmp.replace(path)
 
     def _watch(self) -> None:
         from prometheus_client import multiprocess

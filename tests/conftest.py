@@ -77,25 +77,39 @@ async def loop_errors() -> AsyncIterator[list[dict[str, object]]]:
 async def add_user(store: ChatStore, name: str, *, enabled: bool = True) -> str:
     uri = f"sip:{name}@{DOMAIN}"
     await store.put_user(
-        UserRecord(uri=uri, display_name=name.title(), ha1=user_ha1s(uri, DOMAIN, PASSWORD), enabled=enabled)
+        UserRecord(
+            uri=uri,
+            display_name=name.title(),
+            ha1=user_ha1s(uri, DOMAIN, PASSWORD),
+            enabled=enabled,
+        )
     )
     return uri
 
 
 async def add_room(
-    store: ChatStore, name: str, *, privacy: str = "open", members: list[str] | None = None, category: str = "general"
+    store: ChatStore,
+    name: str,
+    *,
+    privacy: str = "open",
+    members: list[str] | None = None,
+    category: str = "general",
 ) -> str:
     if await store.get_category(category) is None:
         await store.put_category(CategoryRecord(id=category, name=category.title()))
     room_id = name.lower().replace(" ", "-")
     await store.put_room(
-        RoomRecord(id=room_id, name=name, category_id=category, privacy=privacy, members=members or [])  # type: ignore[arg-type]
+        RoomRecord(
+            id=room_id, name=name, category_id=category, privacy=privacy, members=members or []
+        )  # type: ignore[arg-type]
     )
     return f"ma-chan://{DOMAIN}/{room_id}"
 
 
 @pytest.fixture
-async def server(settings: Settings, loop_errors: list[dict[str, object]]) -> AsyncIterator[RunningWorker]:
+async def server(
+    settings: Settings, loop_errors: list[dict[str, object]]
+) -> AsyncIterator[RunningWorker]:
     async with run_worker(settings) as worker:
         for name in ("alice", "bob", "carol"):
             await add_user(worker.store, name)

@@ -43,17 +43,18 @@ class OwnerSettings(msgspec.Struct, frozen=True, kw_only=True):
     participant_update_limit: int = 75
 
 
-class PostResult(msgspec.Struct, frozen=True, gc=False):
+class PostResult(msgspec.Struct, frozen=True, gc=False, tag=True):
     seq: int
     ts_ms: int
 
 
-class JoinResult(msgspec.Struct, frozen=True):
+class JoinResult(msgspec.Struct, frozen=True, tag=True):
     room: RoomRecord
     category: CategoryRecord
     users: list[str]  # distinct users online, empty above the participant update limit
     managers: list[str]
     ucnt: int
+    last_seq: int = 0  # the room's newest msgid when the session joined
 
 
 class _Pending:
@@ -162,17 +163,19 @@ class RoomOwner:
             raise Forbidden("not a member of this room")
         return state
 
-    async def join(self, room_id: str, who: Participant) -> JoinResult:
+    async def join(self, room_id: str, who: Participant, *, quiet: bool = False) -> JoinResult:
+        """Adds the session to the roster; ``quiet`` (a gateway re-announcing its sessions
+        after a restart) sends no ntc:join."""
         state = await self._readable(room_id, who.user)
         fresh = who.session not in state.roster
         state.roster[who.session] = who
         ucnt = len(state.roster)
         small = ucnt <= self._settings.participant_update_limit
-        if fresh and small:
+        if fresh and small and not quiet:
             self._sink.publish(JoinEvent(room_id, who.user, who.session, who.gateway, ucnt))
         users = state.users() if small else []
         managers = [u for u in users if rules.is_manager(state.record, u)]
-        return JoinResult(state.record, state.category, users, managers, ucnt)
+        return JoinResult(state.record, state.category, users, managers, ucnt, state.next_seq - 1)
 
     async def part(self, room_id: str, session: str) -> None:
         state = self._rooms.get(room_id)
@@ -184,12 +187,11 @@ class RoomOwner:
             self._sink.publish(PartEvent(room_id, who.user, session, who.gateway, ucnt))
 
     def drop_gateway(self, gateway: int) -> None:
-        """A gateway restarted: its sessions are gone from every roster."""
-        for room_id, state in self._rooms.items():
+        """A gateway restarted or lost touch: its sessions leave every roster silently
+        (it re-announces those still alive with quiet joins)."""
+        for state in self._rooms.values():
             for session in [s for s, p in state.roster.items() if p.gateway == gateway]:
-                who = state.roster.pop(session)
-                ucnt = len(state.roster)
-                self._sink.publish(PartEvent(room_id, who.user, session, gateway, ucnt))
+                del state.roster[session]
 
     async def post(
         self, room_id: str, session: str, user: str, client_key: str, text: str

@@ -137,7 +137,9 @@ def _parse_head(block: bytes | bytearray) -> tuple[SipMessage | BadMessage, int]
             return BadMessage(400, "malformed status line"), body_len
         # Still a request as far as we can tell: keep its headers so the 400 can copy
         # Via, From, To, Call-ID and CSeq (XCCOS.md §1).
-        return BadMessage(400, "malformed start line", SipMessage(method="-", uri="-", headers=headers)), body_len
+        return BadMessage(
+            400, "malformed start line", SipMessage(method="-", uri="-", headers=headers)
+        ), body_len
     msg.headers = headers
     error = error or header_error
     if error:

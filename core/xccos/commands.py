@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from collections.abc import Set as AbstractSet
 from typing import Protocol
 
 import msgspec
@@ -58,7 +59,7 @@ class SessionView(Protocol):
 
     def end_join(self, room_id: str, ok: bool) -> None: ...
     def left(self, room_id: str) -> None: ...
-    def joined(self) -> list[str]: ...
+    def joined(self) -> AbstractSet[str]: ...
 
 
 class ServerInfo(msgspec.Struct, frozen=True, kw_only=True):

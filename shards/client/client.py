@@ -107,6 +107,7 @@ class PchatClient(asyncio.Protocol):
         self.responses: deque[SipMessage] = deque(maxlen=100)  # recent, for tests
         self.closed = asyncio.Event()
         self.server_info: dict[str, str] = {}
+        self.server_worker = -1  # which pchat worker holds this connection, when it says
 
     # -- connection -------------------------------------------------------------------------
 
@@ -128,7 +129,11 @@ class PchatClient(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed.set()
-        for fut in itertools.chain(self._tx.values(), self._replies.values()):
+        futures: list[asyncio.Future[SipMessage] | asyncio.Future[Reply]] = [
+            *self._tx.values(),
+            *self._replies.values(),
+        ]
+        for fut in futures:
             if not fut.done():
                 fut.set_exception(ConnectionError("connection closed"))
 
@@ -261,6 +266,9 @@ class PchatClient(asyncio.Protocol):
         )
         _check(response)
         self.call_id = self._setup_call_id
+        server = response.get("Server") or ""
+        if "(worker " in server:
+            self.server_worker = int(server.rpartition(" ")[2].rstrip(")"))
         self._to = response.get("To") or f"<{self.pool_uri}>"
         contact = response.get("Contact")
         if contact:

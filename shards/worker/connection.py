@@ -60,6 +60,7 @@ class SipConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._gw.connections.add(self)
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self._peer = peer[0] if isinstance(peer, tuple) else "local"
@@ -71,6 +72,7 @@ class SipConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._gw.connections.discard(self)
         if self._signin_timer is not None:
             self._signin_timer.cancel()
         if self._control_task is not None:
@@ -156,6 +158,8 @@ class SipConnection(asyncio.Protocol):
             headers.append(("Warning", f'399 pchat "{warning.replace(chr(34), chr(39))}"'))
         if status >= 400:
             self._gw.metrics.error(status)
+            if to_tag is None:
+                to_tag = secrets.token_hex(6)  # RFC 3261 §8.2.6.2; kept if To has a tag
         try:
             self.send(response_to(request, status, to_tag=to_tag, extra=headers, body=body))
         except PchatError:  # not even the headers to answer with
@@ -241,7 +245,11 @@ class SipConnection(asyncio.Protocol):
             record = await self._gw.store.get_user(uri.lower())
             algorithm = params.get("algorithm", "MD5").upper()
             ha1 = record.ha1.get(f"{algorithm}:{username}") if record else None
-            if ha1 and algorithm in s.sip.auth_algorithms and params.get("realm") == s.domain:
+            # RFC 7616 §3.4.6: the digest-uri must name the request's target; compared as
+            # addresses so that a proxy's rewrite of parameters does not matter.
+            same_target = address_of(params.get("uri", "")) == address_of(msg.uri)
+            realm_ok = params.get("realm") == s.domain
+            if ha1 and algorithm in s.sip.auth_algorithms and realm_ok and same_target:
                 if digest.verify(params, msg.method, ha1, nonce=self._nonce):
                     return await self._bind(msg, uri.lower(), record)
             self._failures += 1
@@ -300,8 +308,9 @@ class SipConnection(asyncio.Protocol):
         body = (
             '<provisionGroupList xmlns="http://schemas.microsoft.com/2006/09/sip/'
             'provisiongrouplist-notification"><provisionGroup name="persistentChatConfiguration">'
-            f'<propertyEntryList><property name="EnablePersistentChat">{"true" if enabled else "false"}'
-            f"</property>{pool_prop}</propertyEntryList></provisionGroup></provisionGroupList>"
+            '<propertyEntryList><property name="EnablePersistentChat">'
+            f"{'true' if enabled else 'false'}</property>{pool_prop}"
+            "</propertyEntryList></provisionGroup></provisionGroupList>"
         ).encode()
         self.reply(
             msg,
@@ -362,6 +371,7 @@ class SipConnection(asyncio.Protocol):
                 ("Session-Expires", f"{expires};refresher=uac"),
                 ("Supported", "timer"),
                 ("Allow", ALLOW),
+                ("Server", f"pchat (worker {self._gw.worker_id})"),
             ],
         )
 

@@ -6,18 +6,30 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from core.config import Settings
 from core.errors import PchatError
-from core.rooms.events import JoinEvent, KickEvent, PartEvent, PostEvent, RoomEvent
+from core.rooms.events import (
+    JoinEvent,
+    KickEvent,
+    PartEvent,
+    Participant,
+    PostEvent,
+    RoomEvent,
+)
 from core.store.base import ChatStore
 from core.xccos import build
 from core.xccos.commands import CommandHandler, RoomAccess
 from core.xccos.ids import room_uri, ts_iso
 from shards.metrics import Metrics
+from shards.routing import ShardMap
+from shards.worker.feed import RoomFeeds
 
 if TYPE_CHECKING:
+    from shards.bus import RedisBus
+    from shards.worker.connection import SipConnection
     from shards.worker.session import Session
 
 log = logging.getLogger(__name__)
@@ -37,6 +49,7 @@ class Gateway:
         store: ChatStore,
         handler: CommandHandler,
         router: RoomAccess,
+        shard_map: ShardMap,
         metrics: Metrics,
     ) -> None:
         self.settings = settings
@@ -44,7 +57,11 @@ class Gateway:
         self.store = store
         self.handler = handler
         self.router = router
+        self.shard_map = shard_map
+        self.bus: RedisBus | None = None
+        self.feeds = RoomFeeds(store, self._deliver_fed)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.connections: set[SipConnection] = set()
         self.metrics = metrics
         self.inflight = 0  # INFOs accepted (200 sent) whose replies are not yet out
         self.admission_cap = settings.limits.admission_queue
@@ -87,12 +104,44 @@ class Gateway:
             members.pop(session.session_id, None)
             if not members:
                 del self.rooms[room_id]
+                self.feeds.drop(room_id)
+                if self.bus is not None:
+                    self.bus.unwatch_room(room_id)
+
+    # -- the Redis bus side (many workers) ----------------------------------------------------
+
+    def on_remote_event(self, event: RoomEvent) -> None:
+        """An event of a room another worker owns: posts go through the ordering feed."""
+        if isinstance(event, PostEvent):
+            if event.room_id in self.rooms:
+                self.feeds.on_post(event)
+        else:
+            self.on_event(event)
+
+    def joined_remote(self, room_id: str, last_seq: int) -> None:
+        if room_id in self.rooms:
+            self.feeds.start(room_id, last_seq)
+
+    def rejoin_targets(self, owned_by: Callable[[int], bool]) -> list[tuple[str, Participant]]:
+        """Local sessions in rooms whose owner matches, to re-announce after a restart."""
+        owner_of = self.shard_map.owner_of
+        return [
+            (room_id, Participant(sid, session.user, self.worker_id))
+            for room_id, members in self.rooms.items()
+            if owned_by(owner_of(room_id))
+            for sid, session in members.items()
+            if room_id in session.joined()
+        ]
 
     def leave_rooms(self, session_id: str, rooms: list[str]) -> None:
         """Tells the rooms' owners that a closed session left (in the background)."""
         task = asyncio.get_running_loop().create_task(self._leave(session_id, rooms))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def finish_leaving(self, timeout_s: float) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
 
     async def _leave(self, session_id: str, rooms: list[str]) -> None:
         for room_id in rooms:
@@ -125,6 +174,11 @@ class Gateway:
                     session.deliver(event.room_id, body)
         elif isinstance(event, KickEvent):
             self._kick(event, members)
+
+    def _deliver_fed(self, event: PostEvent) -> None:
+        members = self.rooms.get(event.room_id)
+        if members:
+            self._deliver_post(event, members)
 
     def _deliver_post(self, event: PostEvent, members: dict[str, Session]) -> None:
         uri = room_uri(self.settings.domain, event.room_id)

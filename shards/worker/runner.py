@@ -21,9 +21,9 @@ from core.store.base import ChatStore
 from core.store.batch import GroupCommitter
 from core.store.registry import make_store
 from core.xccos.commands import CommandHandler, Directory, ServerInfo
-from shards.bus import LocalFanout, RoomRouter
+from shards.bus import Fanout, RedisBus
 from shards.metrics import Metrics
-from shards.routing import ShardMap
+from shards.routing import RoomRouter, ShardMap
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
 from shards.worker.http import make_app
@@ -100,7 +100,7 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     committer = GroupCommitter(store, stats=metrics)
     committer.start()
     gateway_box: list[Gateway] = []
-    fanout = LocalFanout(lambda event: gateway_box[0].on_event(event))
+    fanout = Fanout(lambda event: gateway_box[0].on_event(event))
     owner = RoomOwner(
         store,
         committer,
@@ -127,8 +127,15 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         http_base=http_base,
     )
     handler = CommandHandler(store, router, directory, info)
-    gateway = Gateway(settings, worker_id, store, handler, router, metrics)
+    gateway = Gateway(settings, worker_id, store, handler, router, shard_map, metrics)
     gateway_box.append(gateway)
+    bus: RedisBus | None = None
+    if settings.workers > 1:
+        bus = RedisBus(settings.effective_redis_url, worker_id, shard_map, owner, gateway, metrics)
+        router.remote = bus
+        gateway.bus = bus
+        fanout.bus = bus
+        await bus.start()
     worker = RunningWorker(settings, worker_id, store, gateway, owner, committer)
     worker.directory = directory
     loop = asyncio.get_running_loop()
@@ -152,12 +159,15 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         yield worker
     finally:
         server.close()
-        for conn_session in list(gateway.sessions.values()):
-            conn_session.conn.abort()
+        for conn in list(gateway.connections):
+            conn.abort()
+        await gateway.finish_leaving(timeout_s=2.0)  # owners elsewhere hear of the parts
         watcher.cancel()
         gauges.cancel()
         await asyncio.gather(watcher, gauges, return_exceptions=True)
         await committer.stop()
+        if bus is not None:
+            await bus.stop()
         if runner is not None:
             await runner.cleanup()
         await worker.redis.aclose()

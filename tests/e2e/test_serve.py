@@ -45,7 +45,9 @@ async def http_get(url: str) -> tuple[int, str]:
 
 
 class Served:
-    def __init__(self, proc: asyncio.subprocess.Process, data_dir: Path, sip: int, http: int) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, data_dir: Path, sip: int, http: int
+    ) -> None:
         self.proc, self.data_dir, self.sip, self.http = proc, data_dir, sip, http
 
 
@@ -78,10 +80,16 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
 
 async def test_serve_admin_chat_and_clean_shutdown(served: Served) -> None:
     d = served.data_dir
-    assert (await pchat("admin", "user", "add", f"alice@{DOMAIN}", "--password", "pw1", data_dir=d))[0] == 0
-    assert (await pchat("admin", "user", "add", f"bob@{DOMAIN}", "--password", "pw2", data_dir=d))[0] == 0
+    assert (
+        await pchat("admin", "user", "add", f"alice@{DOMAIN}", "--password", "pw1", data_dir=d)
+    )[0] == 0
+    assert (await pchat("admin", "user", "add", f"bob@{DOMAIN}", "--password", "pw2", data_dir=d))[
+        0
+    ] == 0
     assert (await pchat("admin", "category", "add", "General", data_dir=d))[0] == 0
-    code, out, err = await pchat("admin", "room", "add", "Lobby", "--category", "General", "--privacy", "open", data_dir=d)
+    code, out, err = await pchat(
+        "admin", "room", "add", "Lobby", "--category", "General", "--privacy", "open", data_dir=d
+    )
     assert code == 0, err
     room = out.strip()
     assert room.startswith(f"ma-chan://{DOMAIN}/")
@@ -128,7 +136,9 @@ def _redis_answers(path: Path) -> bool:
 async def test_admin_errors_say_what_to_do(tmp_path: Path) -> None:
     code, _, err = await pchat("admin", "room", "add", "X", "--category", "Nope", data_dir=tmp_path)
     assert code == 2 and "pchat admin category add" in err
-    code, _, err = await pchat("admin", "user", "passwd", f"ghost@{DOMAIN}", "--password", "x", data_dir=tmp_path)
+    code, _, err = await pchat(
+        "admin", "user", "passwd", f"ghost@{DOMAIN}", "--password", "x", data_dir=tmp_path
+    )
     assert code == 2 and "pchat admin user add" in err
 
 
@@ -138,5 +148,14 @@ async def test_help_explains_every_command(tmp_path: Path) -> None:
     )
     out, _ = await proc.communicate()
     text = out.decode()
-    for flag in ("--config", "--data-dir", "--domain", "--sip-port", "--http-port", "--workers", "--redis-url", "--store"):
+    for flag in (
+        "--config",
+        "--data-dir",
+        "--domain",
+        "--sip-port",
+        "--http-port",
+        "--workers",
+        "--redis-url",
+        "--store",
+    ):
         assert flag in text

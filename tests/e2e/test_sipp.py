@@ -115,6 +115,14 @@ async def test_sipp_signin_getserverinfo_bye(
     print(report)  # shown by pytest when the test fails
     assert code == 0, f"sipp exited with {code}\n{report}"
 
+    # sipp answered the first challenge (MD5: it knows no SHA-256), with the full address.
+    trace = (folder / "messages.log").read_text(errors="replace")
+    answers = [line for line in trace.splitlines() if line.startswith("Authorization:")]
+    assert len(answers) == 1, report
+    assert "algorithm=MD5" in answers[0], report
+    assert 'username="alice@example.com"' in answers[0], report
+    assert 'uri="sip:pchat@example.com"' in answers[0], report
+
     # The server side saw it all: one session for alice, ended by the BYE.
     assert [s.user for s in seen] == ["sip:alice@example.com"]
     assert seen[0].closed

@@ -12,7 +12,9 @@ from shards.worker.runner import RunningWorker
 from tests.conftest import DOMAIN, PASSWORD, add_room
 
 
-def raw_request(method: str, call_id: str, *, body: bytes = b"", extra: str = "", length: str | None = None) -> bytes:
+def raw_request(
+    method: str, call_id: str, *, body: bytes = b"", extra: str = "", length: str | None = None
+) -> bytes:
     length = str(len(body)) if length is None else length
     return (
         f"{method} sip:pchat@{DOMAIN} SIP/2.0\r\n"
@@ -48,9 +50,13 @@ async def lobby(server: RunningWorker) -> str:
     return room
 
 
-async def test_malformed_start_line_gets_400_and_the_connection_goes_on(server: RunningWorker, lobby: str) -> None:
+async def test_malformed_start_line_gets_400_and_the_connection_goes_on(
+    server: RunningWorker, lobby: str
+) -> None:
     alice = await signed_in(server)
-    bad = raw_request("INFO", "bad1").replace(b"INFO sip:pchat@example.com SIP/2.0", b"NOT SIP AT ALL")
+    bad = raw_request("INFO", "bad1").replace(
+        b"INFO sip:pchat@example.com SIP/2.0", b"NOT SIP AT ALL"
+    )
     response = await alice.raw_response(bad, "bad1")
     assert response.status == 400 and "pchat" in (response.get("Warning") or "")
     assert (await alice.request("OPTIONS", alice.pool_uri)).status == 200
@@ -67,17 +73,23 @@ async def test_malformed_start_line_gets_400_and_the_connection_goes_on(server: 
     ],
     ids=["bad-length", "no-length", "huge-headers"],
 )
-async def test_lost_framing_closes_only_that_connection(server: RunningWorker, lobby: str, data: bytes) -> None:
+async def test_lost_framing_closes_only_that_connection(
+    server: RunningWorker, lobby: str, data: bytes
+) -> None:
     alice = await signed_in(server)
     alice.send_raw(data)
     await asyncio.wait_for(alice.closed.wait(), 5)
     await still_serving(server, lobby)
 
 
-async def test_oversized_body_gets_413_and_the_connection_goes_on(server: RunningWorker, lobby: str) -> None:
+async def test_oversized_body_gets_413_and_the_connection_goes_on(
+    server: RunningWorker, lobby: str
+) -> None:
     alice = await signed_in(server)
     body = b"x" * (server.settings.sip.max_body_bytes + 1)
-    response = await alice.raw_response(raw_request("INFO", "big1", body=body, extra=f"Call-ID-X: 1\r\n"), "big1")
+    response = await alice.raw_response(
+        raw_request("INFO", "big1", body=body, extra="Call-ID-X: 1\r\n"), "big1"
+    )
     assert response.status == 413
     await alice.join(lobby)  # the stream is still in step
     await alice.close()
@@ -89,19 +101,25 @@ async def test_oversized_body_gets_413_and_the_connection_goes_on(server: Runnin
     [
         b"<xccos ver='1' envid='1'><cmd id='cmd:join' seqid='1'><data>",  # truncated
         b"not xml at all",
-        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>'
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">'
+        b'<!ENTITY b "&a;&a;&a;&a;&a;&a;">]>'
         b'<xccos ver="1" envid="1"><cmd id="cmd:chansrch" seqid="1"><data>&b;</data></cmd></xccos>',
-        b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xccos ver="1" envid="1">&e;</xccos>',
+        b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+        b'<xccos ver="1" envid="1">&e;</xccos>',
         b'<other ver="1" envid="1"/>',
         b"<xccos ver='1' envid='1'>" + b"<a>" * 100 + b"</a>" * 100 + b"</xccos>",
     ],
     ids=["truncated", "not-xml", "entity-expansion", "external-entity", "wrong-root", "too-deep"],
 )
-async def test_hostile_or_broken_xml_gets_400(server: RunningWorker, lobby: str, body: bytes) -> None:
+async def test_hostile_or_broken_xml_gets_400(
+    server: RunningWorker, lobby: str, body: bytes
+) -> None:
     alice = await signed_in(server)
     info = (
-        f"INFO {alice._remote_target} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx1\r\n"
-        f"From: <{alice.uri}>;tag=t\r\nTo: {alice._to}\r\nCall-ID: {alice.call_id}\r\nCSeq: 900 INFO\r\n"
+        f"INFO {alice._remote_target} SIP/2.0\r\n"
+        "Via: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx1\r\n"
+        f"From: <{alice.uri}>;tag=t\r\nTo: {alice._to}\r\nCall-ID: {alice.call_id}\r\n"
+        "CSeq: 900 INFO\r\n"
         f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     response = await alice.raw_response(info, alice.call_id, 900)
@@ -140,7 +158,9 @@ async def test_from_other_than_the_signed_in_user_gets_403(server: RunningWorker
     await alice.close()
 
 
-async def test_post_by_someone_else_or_to_a_forbidden_room_is_refused(server: RunningWorker, lobby: str) -> None:
+async def test_post_by_someone_else_or_to_a_forbidden_room_is_refused(
+    server: RunningWorker, lobby: str
+) -> None:
     closed = await add_room(server.store, "Board", privacy="closed", members=[f"sip:bob@{DOMAIN}"])
     alice = await signed_in(server)
     with pytest.raises(XccosError) as refused:
@@ -176,7 +196,9 @@ async def test_wrong_password_is_challenged_then_refused(server: RunningWorker) 
     await asyncio.wait_for(mallory.closed.wait(), 5)
 
 
-async def test_disabled_user_is_provisioned_off_and_refused_a_session(server: RunningWorker) -> None:
+async def test_disabled_user_is_provisioned_off_and_refused_a_session(
+    server: RunningWorker,
+) -> None:
     dave = await PchatClient.connect("127.0.0.1", server.sip_port, f"dave@{DOMAIN}", PASSWORD)
     assert await dave.provision() is False
     with pytest.raises(SipError) as refused:

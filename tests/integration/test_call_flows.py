@@ -13,7 +13,9 @@ async def connect(server: RunningWorker, user: str) -> PchatClient:
 
 
 async def test_sign_in_sequence_step_by_step(server: RunningWorker) -> None:
-    followed = await add_room(server.store, "Followed", privacy="closed", members=[f"sip:alice@{DOMAIN}"])
+    followed = await add_room(
+        server.store, "Followed", privacy="closed", members=[f"sip:alice@{DOMAIN}"]
+    )
     managed = await add_room(server.store, "Managed", privacy="closed")
     room = await server.store.get_room("managed")
     assert room is not None

@@ -112,7 +112,9 @@ async def test_unrefreshed_session_is_ended_with_bye(tmp_path: Path, redis_url: 
     from tests.conftest import make_settings
 
     base = make_settings(tmp_path, redis_url)
-    settings = msgspec.structs.replace(base, sip=msgspec.structs.replace(base.sip, session_expires_s=1))
+    settings = msgspec.structs.replace(
+        base, sip=msgspec.structs.replace(base.sip, session_expires_s=1)
+    )
     async with run_worker(settings) as worker:
         await add_user(worker.store, "alice")
         alice = await signed_in(worker.sip_port, "alice")

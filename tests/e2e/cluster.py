@@ -1,0 +1,113 @@
+"""`pchat serve --workers N` as a test fixture: a private redis, real processes, free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from shards.client.client import PchatClient
+from shards.redis_server import EmbeddedRedis
+
+DOMAIN = "example.com"
+PASSWORD = "pw"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def http_get(url: str) -> tuple[int, str]:
+    def fetch() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    return await asyncio.to_thread(fetch)
+
+
+class Cluster:
+    """A supervisor with N workers on its own data dir and its own redis-server."""
+
+    def __init__(self, data_dir: Path, workers: int, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.workers = workers
+        self.sip = free_port()
+        self.http = free_port()
+        self.redis = EmbeddedRedis(str(data_dir / "test-redis.sock"), str(data_dir / "test-redis.log"))
+        self.extra = extra
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.redis.start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shards.cli", "serve", "--data-dir", str(self.data_dir),
+            "--sip-port", str(self.sip), "--http-port", str(self.http),
+            "--workers", str(self.workers), "--domain", DOMAIN, "--redis-url", self.redis.url,
+            *self.extra, env=env,
+        )  # fmt: skip
+        await self.wait_healthy()
+
+    async def wait_healthy(self, timeout_s: float = 20.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if len(self.worker_pids()) == self.workers:
+                try:
+                    if (await http_get(f"http://127.0.0.1:{self.http}/healthz"))[0] == 200:
+                        return
+                except OSError:
+                    pass
+            await asyncio.sleep(0.1)
+        raise TimeoutError("cluster did not become healthy")
+
+    def worker_pids(self) -> dict[int, int]:
+        """worker id -> pid, from the supervisor's pid file."""
+        path = self.data_dir / "workers.pid"
+        if not path.exists():
+            return {}
+        out = {}
+        for line in path.read_text().splitlines():
+            worker, pid = line.split()
+            out[int(worker)] = int(pid)
+        return out
+
+    async def admin(self, *args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shards.cli", "admin", *args, "--data-dir", str(self.data_dir),
+            "--redis-url", self.redis.url, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()
+        return out.decode().strip()
+
+    async def client(self, user: str) -> PchatClient:
+        client = await PchatClient.connect("127.0.0.1", self.sip, f"{user}@{DOMAIN}", PASSWORD)
+        await client.sign_in()
+        return client
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        self.redis.stop()
+
+
+def worker_of(client: PchatClient) -> int:
+    """The worker that holds the client's connection (from the INVITE's Server header)."""
+    return client.server_worker
