@@ -80,14 +80,25 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     for part in parents:
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{part} is a value, so {dotted} cannot be set")
+    if isinstance(node.get(leaf), dict) and not isinstance(value, dict):
+        raise ConfigError(f"{dotted} is a section, not a value")
     node[leaf] = value
+
+
+# PCHAT_* variables that are not settings: the config file's path, the chat client's
+# password, the test suite's switches.
+NOT_SETTINGS = frozenset(
+    {"PCHAT_CONFIG", "PCHAT_PASSWORD", "PCHAT_TEST_LOOP", "PCHAT_TEST_POSTGRES"}
+)
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     """PCHAT_SIP__PORT=5060 sets sip.port; PCHAT_DOMAIN sets domain (double underscore nests)."""
     tree: dict[str, Any] = {}
     for key, raw in env.items():
-        if not key.startswith("PCHAT_"):
+        if not key.startswith("PCHAT_") or key in NOT_SETTINGS:
             continue
         dotted = key[len("PCHAT_") :].lower().replace("__", ".")
         _set_path(tree, dotted, _env_value(raw))
@@ -95,11 +106,14 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _env_value(raw: str) -> Any:
-    """Env values are TOML scalars when they parse as one (numbers, booleans, lists)."""
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
+    """Lists, tables and quoted strings are TOML (PCHAT_SIP__AUTH_ALGORITHMS='["SHA-256"]'); the rest
+    stays a string, converted by the field's type: PCHAT_DATA_DIR=2024 is a path."""
+    if raw.lstrip().startswith(("[", "{", '"', "'")):
+        try:
+            return tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            return raw
+    return raw
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,9 +146,9 @@ def load_settings(
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_path(tree, dotted, value)
-    tree.pop("config", None)
     try:
-        settings = msgspec.convert(tree, Settings)
+        # strict=False: env and flag strings become the numbers and booleans fields expect
+        settings = msgspec.convert(tree, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
     if settings.workers == 0:

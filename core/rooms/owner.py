@@ -69,7 +69,16 @@ class _Pending:
 
 
 class RoomState:
-    __slots__ = ("record", "category", "roster", "next_seq", "ring", "ring_complete", "retries")
+    __slots__ = (
+        "record",
+        "category",
+        "roster",
+        "next_seq",
+        "committed_seq",
+        "ring",
+        "ring_complete",
+        "retries",
+    )
 
     def __init__(
         self, record: RoomRecord, category: CategoryRecord, next_seq: int, ring_size: int
@@ -78,6 +87,7 @@ class RoomState:
         self.category = category
         self.roster: dict[str, Participant] = {}
         self.next_seq = next_seq
+        self.committed_seq = next_seq - 1  # newest durable post: a joiner's feed starts here
         self.ring: deque[MessageRecord] = deque(maxlen=ring_size)
         self.ring_complete = False  # the ring holds every stored post of the room
         self.retries: dict[tuple[str, str], _Pending] = {}
@@ -175,7 +185,7 @@ class RoomOwner:
             self._sink.publish(JoinEvent(room_id, who.user, who.session, who.gateway, ucnt))
         users = state.users() if small else []
         managers = [u for u in users if rules.is_manager(state.record, u)]
-        return JoinResult(state.record, state.category, users, managers, ucnt, state.next_seq - 1)
+        return JoinResult(state.record, state.category, users, managers, ucnt, state.committed_seq)
 
     async def part(self, room_id: str, session: str) -> None:
         state = self._rooms.get(room_id)
@@ -266,6 +276,9 @@ class RoomOwner:
             ts_ms=message.ts_ms,
             text=message.text,
         )
+        state.committed_seq = max(state.committed_seq, message.seq)
+        if len(state.ring) == state.ring.maxlen:
+            state.ring_complete = False  # the oldest post leaves the ring for the store only
         state.ring.append(record)
         if not future.done():
             future.set_result(PostResult(message.seq, message.ts_ms))

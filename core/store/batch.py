@@ -78,6 +78,8 @@ class GroupCommitter:
         self._task = None
 
     def submit(self, message: NewMessage, done: Done) -> None:
+        if self._closing:
+            raise Overloaded("not accepting posts: the store writer is stopped")
         if len(self._pending) >= self._max_pending:
             raise Overloaded("commit queue full")
         self._pending.append((message, done))

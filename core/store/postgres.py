@@ -169,7 +169,7 @@ class PostgresStore:
             await self._migrate()
         except BaseException:
             self._pool = None
-            await pool.close()
+            pool.terminate()  # not awaited: we may be here on cancellation
             raise
 
     async def _migrate(self) -> None:

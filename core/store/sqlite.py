@@ -208,11 +208,11 @@ class _Db:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
+            self.conn.execute("COMMIT")
         except BaseException:
-            if self.conn.in_transaction:
+            if self.conn.in_transaction:  # a failed COMMIT can leave it open
                 self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
 
     def migrate(self) -> None:
         with self.write() as c:

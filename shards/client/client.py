@@ -108,6 +108,7 @@ class PchatClient(asyncio.Protocol):
         self.closed = asyncio.Event()
         self.server_info: dict[str, str] = {}
         self.server_worker = -1  # which pchat worker holds this connection, when it says
+        self.retries_503 = 0  # 503s this client met and retried (SIP or XCCOS)
 
     # -- connection -------------------------------------------------------------------------
 
@@ -328,6 +329,7 @@ class PchatClient(asyncio.Protocol):
             if response.status != 503:
                 _check(response)
                 return str(envid)
+            self.retries_503 += 1
             retry_after = response.get("Retry-After")
             wait = float(retry_after) if retry_after and retry_after.isdigit() else delay
             await asyncio.sleep(min(wait, delay) + random.random() * delay)
@@ -352,15 +354,25 @@ class PchatClient(asyncio.Protocol):
     async def post_envelope(
         self, room: str, text: str, *, envid: int | None = None, timeout: float = 10.0
     ) -> Reply:
-        """Posts and waits for rpl:grpchat; giving the same ``envid`` again is a retry."""
+        """Posts and waits for rpl:grpchat; a 503 reply (an owner restarting) is retried with
+        backoff under the same ``envid``, which the server stores once."""
         envid = next(self._envid) if envid is None else envid
-        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._replies[str(envid)] = fut
-        try:
-            await self.send_envelope(build.post(room, self.uri, text), envid=envid, timeout=timeout)
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            self._replies.pop(str(envid), None)
+        delay = 0.05
+        for _ in range(RETRY_503_ATTEMPTS):
+            fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+            self._replies[str(envid)] = fut
+            try:
+                body = build.post(room, self.uri, text)
+                await self.send_envelope(body, envid=envid, timeout=timeout)
+                reply = await asyncio.wait_for(fut, timeout)
+            finally:
+                self._replies.pop(str(envid), None)
+            if reply.code != 503:
+                return reply
+            self.retries_503 += 1
+            await asyncio.sleep(delay + random.random() * delay)
+            delay = min(delay * 2, 2.0)
+        return reply
 
     async def post(self, room: str, text: str) -> int:
         """Posts; returns the msgid once the server says it is durable."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 from collections import deque
 from collections.abc import Iterable
 from typing import cast
@@ -61,6 +62,11 @@ class SipConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._gw.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # A fixed kernel send buffer (no autotuning up to megabytes): what one client may
+            # leave unread is bounded by it plus max_output_bytes in our own buffer.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._max_output)
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self._peer = peer[0] if isinstance(peer, tuple) else "local"

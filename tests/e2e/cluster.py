@@ -38,18 +38,24 @@ async def http_get(url: str) -> tuple[int, str]:
 class Cluster:
     """A supervisor with N workers on its own data dir and its own redis-server."""
 
-    def __init__(self, data_dir: Path, workers: int, *extra: str) -> None:
+    def __init__(
+        self, data_dir: Path, workers: int, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.workers = workers
         self.sip = free_port()
         self.http = free_port()
-        self.redis = EmbeddedRedis(str(data_dir / "test-redis.sock"), str(data_dir / "test-redis.log"))
+        self.redis = EmbeddedRedis(
+            str(data_dir / "test-redis.sock"), str(data_dir / "test-redis.log")
+        )
         self.extra = extra
+        self.env = env or {}
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         self.redis.start()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
+        env.update(self.env)
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shards.cli", "serve", "--data-dir", str(self.data_dir),
             "--sip-port", str(self.sip), "--http-port", str(self.http),
@@ -106,6 +112,13 @@ class Cluster:
                 self.proc.kill()
                 await self.proc.wait()
         self.redis.stop()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def worker_of(client: PchatClient) -> int:

@@ -8,7 +8,6 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from core import config
 from core.config import ConfigError, Settings, load_settings
 
 
@@ -124,7 +123,7 @@ def test_env_double_underscore_nests() -> None:
         ),
     ],
 )
-def test_env_values_are_toml_scalars_when_they_parse(
+def test_env_values_convert_to_the_field_type(
     var: str, raw: str, path: tuple[str, ...], expected: object
 ) -> None:
     node: object = load_settings(env={var: raw})
@@ -134,9 +133,8 @@ def test_env_values_are_toml_scalars_when_they_parse(
     assert type(node) is type(expected)
 
 
-def test_env_bool_is_parsed() -> None:
-    # No bool setting exists yet: a TOML bool reaches validation as a bool, not a string.
-    with pytest.raises(ConfigError, match="bool"):
+def test_env_text_that_is_no_number_is_rejected_for_a_number() -> None:
+    with pytest.raises(ConfigError, match=r"sip\.port"):
         load_settings(env={"PCHAT_SIP__PORT": "true"})
 
 
@@ -172,33 +170,42 @@ def test_pchat_config_names_the_file_not_a_setting(tmp_path: Path) -> None:
     assert load_settings(path, env={"PCHAT_CONFIG": path}).domain == "file.example"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: load_settings takes every PCHAT_* variable for a setting, but `pchat chat` "
-    "documents PCHAT_PASSWORD (shards/cli.py), so with it set the CLI fails with "
-    "'unknown field `password`' before it can read it",
+@pytest.mark.parametrize("var", ["PCHAT_PASSWORD", "PCHAT_TEST_LOOP", "PCHAT_TEST_POSTGRES"])
+def test_pchat_variables_of_the_client_and_tests_are_not_settings(var: str) -> None:
+    # `pchat chat` reads PCHAT_PASSWORD, the test suite PCHAT_TEST_*: with them set in the
+    # same shell, loading the settings must still work.
+    assert load_settings(env={var: "x"}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("var", "raw", "attr", "expected"),
+    [
+        pytest.param("PCHAT_DATA_DIR", "2024", "data_dir", "2024", id="int-like"),
+        pytest.param("PCHAT_DOMAIN", "1e3", "domain", "1e3", id="float-like"),
+        pytest.param("PCHAT_LOG_LEVEL", "true", "log_level", "true", id="bool-like"),
+    ],
 )
-def test_pchat_password_of_the_chat_client_is_not_a_setting() -> None:
-    assert load_settings(env={"PCHAT_PASSWORD": "secret-pw"}) == Settings()
+def test_env_value_of_a_string_setting_stays_text(
+    var: str, raw: str, attr: str, expected: str
+) -> None:
+    assert getattr(load_settings(env={var: raw}), attr) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: every env value is parsed as TOML, so a str setting whose value looks like a "
-    "number (PCHAT_DATA_DIR=2024) reaches validation as an int and is rejected",
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param({"PCHAT_SIP": "1", "PCHAT_SIP__PORT": "5060"}, id="value-then-table"),
+        pytest.param({"PCHAT_SIP__PORT": "5060", "PCHAT_SIP": "1"}, id="table-then-value"),
+    ],
 )
-def test_numeric_looking_env_value_for_a_string_setting() -> None:
-    assert load_settings(env={"PCHAT_DATA_DIR": "2024"}).data_dir == "2024"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _set_path indexes into a scalar when a key is given both as a value and as "
-    "a table (PCHAT_SIP=1 with PCHAT_SIP__PORT), raising TypeError instead of ConfigError",
-)
-def test_scalar_and_table_for_one_key_is_a_config_error() -> None:
+def test_scalar_and_table_for_one_key_is_a_config_error(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="sip"):
-        load_settings(env={"PCHAT_SIP": "1", "PCHAT_SIP__PORT": "5060"})
+        load_settings(env=env)
+
+
+def test_flag_into_a_scalar_from_the_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="sip"):
+        load_settings(_toml(tmp_path, "sip = 5060\n"), env={}, overrides={"sip.port": 1})
 
 
 # -- precedence: flags over env over file
@@ -252,6 +259,7 @@ def test_falsy_flags_do_override() -> None:
         pytest.param("bogus = 1\n", "bogus", id="top-level"),
         pytest.param("[sip]\nprot = 5060\n", "prot", id="nested"),
         pytest.param("[nosuch]\nx = 1\n", "nosuch", id="table"),
+        pytest.param('config = "other.toml"\n', "config", id="config-key"),
     ],
 )
 def test_unknown_key_in_file_is_rejected(tmp_path: Path, text: str, key: str) -> None:
@@ -282,17 +290,17 @@ def test_unknown_key_in_flags_is_rejected() -> None:
 
 
 def test_workers_zero_means_one_per_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config.os, "cpu_count", lambda: 6)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
     assert load_settings(env={"PCHAT_WORKERS": "0"}).workers == 6
 
 
 def test_workers_zero_without_a_cpu_count_is_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config.os, "cpu_count", lambda: None)
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert load_settings(env={}, overrides={"workers": 0}).workers == 1
 
 
 def test_workers_zero_cannot_exceed_shards(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
     with pytest.raises(ConfigError, match="shards"):
         load_settings(env={"PCHAT_WORKERS": "0", "PCHAT_SHARDS": "8"})
 
