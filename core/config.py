@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+from core.sip.digest import ALGORITHMS as DIGEST_ALGORITHMS
+
 
 class SipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "0.0.0.0"
@@ -106,8 +108,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _env_value(raw: str) -> Any:
-    """Lists, tables and quoted strings are TOML (PCHAT_SIP__AUTH_ALGORITHMS='["SHA-256"]'); the rest
-    stays a string, converted by the field's type: PCHAT_DATA_DIR=2024 is a path."""
+    """Lists, tables and quoted strings are TOML (PCHAT_SIP__AUTH_ALGORITHMS='["SHA-256"]');
+    the rest stays a string, converted by the field's type: PCHAT_DATA_DIR=2024 is a path."""
     if raw.lstrip().startswith(("[", "{", '"', "'")):
         try:
             return tomllib.loads(f"v = {raw}")["v"]
@@ -155,4 +157,10 @@ def load_settings(
         settings = msgspec.structs.replace(settings, workers=os.cpu_count() or 1)
     if settings.workers < 1 or settings.shards < settings.workers:
         raise ConfigError("workers must be >= 1 and shards >= workers")
+    unknown = [a for a in settings.sip.auth_algorithms if a not in DIGEST_ALGORITHMS]
+    if unknown or not settings.sip.auth_algorithms:
+        raise ConfigError(
+            f"sip.auth_algorithms must be a non-empty list of {', '.join(DIGEST_ALGORITHMS)}; "
+            f"got {settings.sip.auth_algorithms}"
+        )
     return settings

@@ -22,6 +22,7 @@ from core.rooms.events import (
     PostEvent,
     RoomEvent,
 )
+from core.rooms.roster import Roster
 from core.store.base import CategoryRecord, ChatStore, MessageRecord, NewMessage, RoomRecord
 from core.store.batch import GroupCommitter
 
@@ -85,15 +86,12 @@ class RoomState:
     ) -> None:
         self.record = record
         self.category = category
-        self.roster: dict[str, Participant] = {}
+        self.roster = Roster()
         self.next_seq = next_seq
         self.committed_seq = next_seq - 1  # newest durable post: a joiner's feed starts here
         self.ring: deque[MessageRecord] = deque(maxlen=ring_size)
         self.ring_complete = False  # the ring holds every stored post of the room
         self.retries: dict[tuple[str, str], _Pending] = {}
-
-    def users(self) -> list[str]:
-        return sorted({p.user for p in self.roster.values()})
 
 
 class RoomOwner:
@@ -117,11 +115,11 @@ class RoomOwner:
 
     @property
     def active_rooms(self) -> int:
-        return sum(1 for state in self._rooms.values() if state.roster)
+        return sum(1 for state in self._rooms.values() if len(state.roster))
 
     def online_count(self, room_id: str) -> int:
         state = self._rooms.get(room_id)
-        return len(state.roster) if state else 0
+        return state.roster.user_count if state else 0
 
     async def _room(self, room_id: str) -> RoomState | None:
         state = self._rooms.get(room_id)
@@ -177,13 +175,12 @@ class RoomOwner:
         """Adds the session to the roster; ``quiet`` (a gateway re-announcing its sessions
         after a restart) sends no ntc:join."""
         state = await self._readable(room_id, who.user)
-        fresh = who.session not in state.roster
-        state.roster[who.session] = who
-        ucnt = len(state.roster)
+        new_user = state.roster.add(who)
+        ucnt = state.roster.user_count
         small = ucnt <= self._settings.participant_update_limit
-        if fresh and small and not quiet:
+        if new_user and small and not quiet:
             self._sink.publish(JoinEvent(room_id, who.user, who.session, who.gateway, ucnt))
-        users = state.users() if small else []
+        users = state.roster.users() if small else []
         managers = [u for u in users if rules.is_manager(state.record, u)]
         return JoinResult(state.record, state.category, users, managers, ucnt, state.committed_seq)
 
@@ -191,17 +188,18 @@ class RoomOwner:
         state = self._rooms.get(room_id)
         if state is None:
             return
-        who = state.roster.pop(session, None)
-        if who is not None and len(state.roster) < self._settings.participant_update_limit:
-            ucnt = len(state.roster)
+        who, user_left = state.roster.remove(session)
+        ucnt = state.roster.user_count
+        if who is not None and user_left and ucnt < self._settings.participant_update_limit:
             self._sink.publish(PartEvent(room_id, who.user, session, who.gateway, ucnt))
 
     def drop_gateway(self, gateway: int) -> None:
         """A gateway restarted or lost touch: its sessions leave every roster silently
         (it re-announces those still alive with quiet joins)."""
         for state in self._rooms.values():
-            for session in [s for s, p in state.roster.items() if p.gateway == gateway]:
-                del state.roster[session]
+            for who in state.roster:
+                if who.gateway == gateway:
+                    state.roster.remove(who.session)
 
     async def post(
         self, room_id: str, session: str, user: str, client_key: str, text: str
@@ -316,18 +314,26 @@ class RoomOwner:
             record = await self._store.get_room(room_id)
             category = await self._store.get_category(record.category_id) if record else None
             if record is None or category is None:
-                self._kick(state, list(state.roster))
+                self._kick(state, [p.session for p in state.roster])
                 del self._rooms[room_id]
                 continue
             state.record, state.category = record, category
-            lost = [
-                s for s, p in state.roster.items() if not rules.can_read(record, category, p.user)
-            ]
+            lost = [p.session for p in state.roster if not rules.can_read(record, category, p.user)]
             self._kick(state, lost)
 
     def _kick(self, state: RoomState, sessions: list[str]) -> None:
+        """Removes sessions at once: they get ntc:part for themselves (KickEvent), the
+        others hear of each user that has no session left (PartEvent)."""
         if not sessions:
             return
+        gone: list[Participant] = []
         for session in sessions:
-            state.roster.pop(session, None)
-        self._sink.publish(KickEvent(state.record.id, sessions))
+            who, user_left = state.roster.remove(session)
+            if who is not None and user_left:
+                gone.append(who)
+        room_id = state.record.id
+        self._sink.publish(KickEvent(room_id, sessions))
+        ucnt = state.roster.user_count
+        if ucnt < self._settings.participant_update_limit:
+            for who in gone:
+                self._sink.publish(PartEvent(room_id, who.user, who.session, who.gateway, ucnt))

@@ -125,16 +125,20 @@ class CommandHandler:
             log.exception("command %s of %s failed", cmd.name, session.user)
             return build.rpl(name, cmd.seqid, cmd.seqid, envid, 500)
 
-    async def post(self, session: SessionView, envid: str, post: Post) -> str:
-        """A grpchat from the client: rpl:grpchat once durable (XCCOS.md §5)."""
+    async def post(
+        self, session: SessionView, envid: str, post: Post, *, client_key: str | None = None
+    ) -> str:
+        """A grpchat from the client: rpl:grpchat once durable (XCCOS.md §5). ``client_key``
+        (default: the envid) makes a re-sent copy of the same post one post."""
         try:
             if post.author and post.author != session.user:
                 raise Forbidden("author is not the signed-in user")
             room_id = self._room_id(post.chan_uri)
             if room_id not in session.joined():
                 raise Forbidden("join the room before posting")
+            key = envid if client_key is None else client_key
             result = await self._rooms.post(
-                room_id, session.session_id, session.user, envid, post.text
+                room_id, session.session_id, session.user, key, post.text
             )
             data = (
                 f'<grpchat chanUri="{build.esc(post.chan_uri)}" msgid="{result.seq}" '
@@ -382,3 +386,4 @@ _HANDLERS: dict[str, Handler] = {
     for name in dir(CommandHandler)
     if name.startswith("_on_")
 }
+COMMANDS = frozenset(_HANDLERS)

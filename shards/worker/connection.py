@@ -209,8 +209,7 @@ class SipConnection(asyncio.Protocol):
     async def _on_control(self, msg: SipMessage) -> None:
         if self.user is None and not await self._sign_in(msg):
             return
-        from_uri = parse_name_addr(msg.get("From") or "")[1]
-        if address_of(from_uri).lower() != address_of(self.user or "").lower():
+        if not self._from_is_user(msg):
             self.reply(msg, 403, warning="From is not the signed-in user")
             return
         method = msg.method
@@ -235,6 +234,13 @@ class SipConnection(asyncio.Protocol):
             self._end_session(session, send_bye=False)
         else:
             self.reply(msg, 405, extra=[("Allow", ALLOW)])
+
+    def _from_is_user(self, msg: SipMessage) -> bool:
+        try:
+            from_uri = parse_name_addr(msg.get("From") or "")[1]
+        except PchatError:
+            return False
+        return address_of(from_uri).lower() == address_of(self.user or "").lower()
 
     # -- sign-in (XCCOS.md §1.1) ----------------------------------------------------------
 
@@ -403,6 +409,9 @@ class SipConnection(asyncio.Protocol):
         if session is None:
             self.reply(msg, 481)
             return
+        if not self._from_is_user(msg):
+            self.reply(msg, 403, warning="From is not the signed-in user")
+            return
         ctype = (msg.get("Content-Type") or "text/plain").split(";")[0].strip().lower()
         if ctype not in XCCOS_TYPES:
             self.reply(msg, 415, extra=[("Accept", "text/plain")])
@@ -443,6 +452,10 @@ class SipConnection(asyncio.Protocol):
 
     def expire_session(self, session: Session) -> None:
         log.info("session of %s expired without refresh", session.user)
+        self._end_session(session, send_bye=True)
+
+    def end_session(self, session: Session) -> None:
+        """The server ends the session: BYE to the client, every room left."""
         self._end_session(session, send_bye=True)
 
     def _end_session(self, session: Session, *, send_bye: bool) -> None:

@@ -77,6 +77,18 @@ class RunningWorker:
         if self.directory is not None:
             self.directory.invalidate()
         await self.owner.refresh()
+        await self._end_disabled_sessions()
+
+    async def _end_disabled_sessions(self) -> None:
+        """A user whose persistent-chat policy was turned off is signed out at once (BYE)."""
+        online = {s.user for s in self.gateway.sessions.values()}
+        if not online:
+            return
+        enabled = {u.uri for u in await self.store.list_users() if u.enabled}
+        for session in list(self.gateway.sessions.values()):
+            if session.user not in enabled:
+                log.info("ending the session of %s: persistent chat disabled", session.user)
+                session.conn.end_session(session)
 
 
 def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from core.sip.dialog import Dialog
 from core.xccos import build
+from core.xccos.commands import COMMANDS
 from core.xccos.envelope import Command, Envelope, Post
 
 if TYPE_CHECKING:
@@ -105,32 +106,42 @@ class Session:
             self._queue.clear()
 
     async def _process(self, envelope: Envelope) -> None:
-        posts = 0
+        """Runs an envelope's items in order; its admission place is freed when the last
+        item is answered (posts answer when durable, after this returns)."""
         handler = self._gw.handler
+        posts = [item for item in envelope.items if isinstance(item, Post)]
+        left = [len(posts)]
         for item in envelope.items:
             if isinstance(item, Post):
                 # Started now, so posts take their seq in arrival order; the session goes on
-                # while the commit runs and the reply follows when the post is durable.
-                posts += 1
-                task = asyncio.get_running_loop().create_task(self._post(envelope.envid, item))
+                # while the commit runs and the reply follows when the post is durable. The
+                # retry key is the envid, made unique per post within one envelope.
+                n = posts.index(item)
+                key = envelope.envid if n == 0 else f"{envelope.envid}.{n}"
+                task = asyncio.get_running_loop().create_task(
+                    self._post(envelope.envid, key, item, left)
+                )
                 self._posts.add(task)
                 task.add_done_callback(self._posts.discard)
             elif isinstance(item, Command):
                 started = time.perf_counter()
                 reply = await handler.command(self, envelope.envid, item)
                 self.send_inner(reply)
-                self._gw.metrics.command(item.name, time.perf_counter() - started)
-        if posts == 0:
+                name = item.name if item.name in COMMANDS else "unknown"  # bounded label set
+                self._gw.metrics.command(name, time.perf_counter() - started)
+        if not posts:
             self._gw.release()
 
-    async def _post(self, envid: str, post: Post) -> None:
+    async def _post(self, envid: str, key: str, post: Post, left: list[int]) -> None:
         started = time.perf_counter()
         try:
-            reply = await self._gw.handler.post(self, envid, post)
+            reply = await self._gw.handler.post(self, envid, post, client_key=key)
             self.send_inner(reply)
             self._gw.metrics.command("grpchat", time.perf_counter() - started)
         finally:
-            self._gw.release()
+            left[0] -= 1
+            if left[0] == 0:
+                self._gw.release()
 
     # -- lifetime -------------------------------------------------------------------------
 

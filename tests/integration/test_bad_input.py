@@ -213,3 +213,32 @@ async def test_keepalive_ping_gets_a_pong(server: RunningWorker) -> None:
     assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
     writer.close()
     await writer.wait_closed()
+
+
+async def test_info_with_someone_elses_from_gets_403(server: RunningWorker) -> None:
+    alice = await signed_in(server)
+    body = build.envelope(5, build.cmd("cmd:getserverinfo", 1, f'<sib domain="{DOMAIN}"/>'))
+    info = (
+        f"INFO {alice._remote_target} SIP/2.0\r\n"
+        "Via: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKf1\r\n"
+        f"From: <sip:mallory@{DOMAIN}>;tag=t\r\nTo: {alice._to}\r\nCall-ID: {alice.call_id}\r\n"
+        f"CSeq: 901 INFO\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    response = await alice.raw_response(info, alice.call_id, 901)
+    assert response.status == 403
+    await alice.close()
+
+
+async def test_digest_for_another_request_uri_is_refused(server: RunningWorker) -> None:
+    from core.sip import digest
+
+    client = await PchatClient.connect("127.0.0.1", server.sip_port, f"alice@{DOMAIN}", PASSWORD)
+    first = await client.raw_response(raw_request("OPTIONS", "d1"), "d1")
+    assert first.status == 401
+    challenge = first.get_all("WWW-Authenticate")[0]
+    answer = digest.authorization(
+        challenge, "OPTIONS", "sip:elsewhere@example.org", f"alice@{DOMAIN}", PASSWORD
+    )
+    retry = raw_request("OPTIONS", "d2", extra=f"Authorization: {answer}\r\n")
+    assert (await client.raw_response(retry, "d2")).status == 401
+    await client.close()

@@ -132,3 +132,37 @@ async def test_second_device_of_the_author_gets_the_post(server: RunningWorker) 
     assert (await laptop.next_post()).text == "from my phone"
     await phone.close()
     await laptop.close()
+
+
+async def test_a_second_device_is_announced_once(server: RunningWorker) -> None:
+    lobby = await add_room(server.store, "People")
+    bob = await connect(server, "bob")
+    await bob.sign_in()
+    await bob.join(lobby)
+    phone, laptop = await connect(server, "alice"), await connect(server, "alice")
+    for device in (phone, laptop):
+        await device.sign_in()
+        await device.join(lobby)
+    assert (await bob.next_notice()).name == "ntc:join"
+    await phone.close()  # alice is still online on her laptop: nobody is told she left
+    await laptop.post(lobby, "still here")
+    assert (await bob.next_post()).text == "still here"
+    assert not bob.notices.items
+    await laptop.close()
+    assert (await bob.next_notice()).name == "ntc:part"
+    await bob.close()
+
+
+async def test_several_posts_in_one_envelope_are_each_stored(server: RunningWorker) -> None:
+    lobby = await add_room(server.store, "Batch")
+    alice = await connect(server, "alice")
+    await alice.sign_in()
+    await alice.join(lobby)
+    inner = "".join(build.post(lobby, alice.uri, f"part {i}") for i in range(3))
+    await alice.send_envelope(inner)
+    for _ in range(50):
+        if len(await alice.history(lobby)) == 3:
+            break
+    assert [m.text for m in await alice.history(lobby)] == ["part 0", "part 1", "part 2"]
+    assert server.gateway.inflight == 0  # its admission place was given back exactly once
+    await alice.close()

@@ -127,3 +127,19 @@ async def test_unrefreshed_session_is_ended_with_bye(tmp_path: Path, redis_url: 
         assert any(r.method == "BYE" for r in alice.server_requests)
         assert not worker.gateway.sessions
         await alice.close()
+
+
+async def test_disabling_a_user_ends_their_sessions(server: RunningWorker) -> None:
+    alice = await signed_in(server.sip_port, "alice")
+    record = await server.store.get_user(f"sip:alice@{DOMAIN}")
+    assert record is not None
+    record.enabled = False
+    await server.store.put_user(record)
+    await server.store.bump_revision()  # what `pchat admin user disable` does
+    for _ in range(30):
+        if any(r.method == "BYE" for r in alice.server_requests):
+            break
+        await asyncio.sleep(0.1)
+    assert any(r.method == "BYE" for r in alice.server_requests)
+    assert not server.gateway.sessions
+    await alice.close()

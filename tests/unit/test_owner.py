@@ -216,12 +216,20 @@ async def test_rejoin_of_a_session_is_not_announced_again(env: Env) -> None:
     assert len(env.sink.of(JoinEvent)) == 1
 
 
-async def test_two_sessions_of_one_user_count_twice_but_list_once(env: Env) -> None:
+async def test_two_sessions_of_one_user_count_and_announce_once(env: Env) -> None:
     owner = env.owner()
     await owner.join("lobby", _who("s1", ALICE))
     result = await owner.join("lobby", _who("s2", ALICE))
     assert result.users == [ALICE]
-    assert result.ucnt == 2
+    assert result.ucnt == 1  # ucnt counts people, not devices
+    assert [e for e in env.sink.events if isinstance(e, JoinEvent)] == [
+        JoinEvent("lobby", ALICE, "s1", 0, 1)
+    ]
+    env.sink.events.clear()
+    await owner.part("lobby", "s1")
+    assert env.sink.events == []  # alice is still there on her other device
+    await owner.part("lobby", "s2")
+    assert env.sink.events == [PartEvent("lobby", ALICE, "s2", 0, 0)]
 
 
 async def test_part_publishes_part_event(env: Env) -> None:
@@ -669,7 +677,11 @@ async def test_refresh_kicks_sessions_that_lost_read_permission(env: Env) -> Non
     await _put_room(env.store, "closed", "closed", members=[BOB], managers=[MANAGER])
     env.sink.events.clear()
     await owner.refresh()
-    assert env.sink.events == [KickEvent("closed", ["a1", "a2"])]
+    # the kicked sessions leave; the others hear once that alice left
+    assert env.sink.events == [
+        KickEvent("closed", ["a1", "a2"]),
+        PartEvent("closed", ALICE, "a2", 0, 1),
+    ]
     assert owner.online_count("closed") == 1
     with pytest.raises(Forbidden):
         await owner.join("closed", _who("a3", ALICE))
@@ -693,7 +705,7 @@ async def test_refresh_applies_the_category_wall(env: Env) -> None:
     )
     env.sink.events.clear()
     await owner.refresh()
-    assert env.sink.events == [KickEvent("lobby", ["b"])]
+    assert env.sink.events == [KickEvent("lobby", ["b"]), PartEvent("lobby", BOB, "b", 0, 1)]
 
 
 async def test_refresh_of_a_disabled_room_kicks_everyone(env: Env) -> None:
@@ -705,7 +717,11 @@ async def test_refresh_of_a_disabled_room_kicks_everyone(env: Env) -> None:
     )
     env.sink.events.clear()
     await owner.refresh()
-    assert env.sink.events == [KickEvent("lobby", ["a", "b"])]
+    assert env.sink.events == [
+        KickEvent("lobby", ["a", "b"]),
+        PartEvent("lobby", ALICE, "a", 0, 0),
+        PartEvent("lobby", BOB, "b", 0, 0),
+    ]
     assert owner.online_count("lobby") == 0
     with pytest.raises(NotFound):
         await owner.join("lobby", _who("a", ALICE))
@@ -717,7 +733,7 @@ async def test_refresh_of_a_deleted_room_kicks_everyone_and_forgets_it(env: Env)
     assert await env.store.delete_room("lobby")
     env.sink.events.clear()
     await owner.refresh()
-    assert env.sink.events == [KickEvent("lobby", ["a"])]
+    assert env.sink.events == [KickEvent("lobby", ["a"]), PartEvent("lobby", ALICE, "a", 0, 0)]
     assert owner.active_rooms == 0
     with pytest.raises(NotFound):
         await owner.join("lobby", _who("a", ALICE))
