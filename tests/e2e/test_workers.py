@@ -125,7 +125,7 @@ async def test_kill_9_of_a_worker_loses_nothing_acknowledged(cluster: Cluster) -
                             ) if "killed" in trouble else None
                         break
                     trouble["503"] += 1
-                except (ConnectionError, SipError, TimeoutError, asyncio.TimeoutError):
+                except (ConnectionError, SipError, TimeoutError):
                     trouble["disconnects"] += 1
                     trouble["503"] += c.retries_503
                     clients[user] = await reconnect(user)
@@ -168,9 +168,46 @@ async def test_kill_9_of_a_worker_loses_nothing_acknowledged(cluster: Cluster) -
             seen = set(range(1, live.get(room, 0) + 1)) | {m.msgid for m in rest}
             mine = {msgid for r, msgid, text in acked if r == room}
             assert mine <= seen, f"{user} cannot catch up in {room}"
+    await check_metrics(cluster, posts=len(acked))
     await reader.close()
     for c in clients.values():
         await c.close()
+
+
+def metric(text: str, name: str) -> float:
+    """Sum of every sample of ``name`` (all label sets) in an exposition text."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name)] in " {":
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    assert found, f"{name} is not exported"
+    return total
+
+
+async def check_metrics(cluster: Cluster, posts: int) -> None:
+    """After steady posting and a kill -9: one /metrics shows the whole host."""
+    status, text = await http_get(f"http://127.0.0.1:{cluster.http}/metrics")
+    assert status == 200
+    assert metric(text, "pchat_rooms_posts_total") >= posts
+    assert metric(text, "pchat_fanout_deliveries_total") >= posts  # 5 others joined each room
+    assert metric(text, "pchat_xccos_command_latency_seconds_count") > posts
+    assert metric(text, "pchat_fanout_delivery_latency_seconds_count") > 0
+    assert metric(text, "pchat_store_commit_seconds_count") > 0
+    batches = metric(text, "pchat_store_commit_batch_size_posts_count")
+    assert 0 < batches <= metric(text, "pchat_store_commit_batch_size_posts_sum")
+    assert metric(text, "pchat_redis_publish_seconds_count") > 0
+    assert metric(text, "pchat_supervisor_worker_restarts_total") == 1
+    assert metric(text, "pchat_gateway_sessions") >= 1  # live sessions of all workers
+    assert metric(text, "pchat_sip_requests_total") > posts
+    for gauge in (
+        "pchat_admission_queue_depth",
+        "pchat_store_commit_queue_depth",
+        "pchat_rooms_active_rooms",
+        "pchat_sip_slow_consumer_disconnects_total",
+        "pchat_admission_rejected_total",
+    ):
+        assert metric(text, gauge) >= 0
 
 
 async def test_overload_gets_503_and_retried_posts_are_stored_once(tmp_path: Path) -> None:
