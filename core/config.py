@@ -43,6 +43,7 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     retry_after_s: int = 1  # Retry-After on 503
     participant_update_limit: int = 75  # above it: no per-user join/part traffic
     recent_ring: int = 200  # posts per room kept in memory for bccontext last/after
+    newcontent_interval_s: float = 5.0  # at most one ntc:newcontent per room and session
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -61,7 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def store_url(self) -> str:
         if self.store:
             return self.store
-        return f"sqlite:///{Path(self.data_dir).resolve() / 'chat.db'}"
+        return f"sqlite://{Path(self.data_dir).resolve() / 'chat.db'}"  # sqlite:///abs/path
 
     @property
     def pool_uri(self) -> str:

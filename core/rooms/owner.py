@@ -223,6 +223,8 @@ class RoomOwner:
             if earlier is not None and now_ms - earlier.ts_ms < RETRY_WINDOW_MS:
                 return earlier.future
         future: asyncio.Future[PostResult] = asyncio.get_running_loop().create_future()
+        if not state.category.history:
+            return self._unlogged(state, session, user, client_key, text, now_ms, future)
         message = NewMessage(
             room_id=room_id,
             seq=state.next_seq,
@@ -237,6 +239,26 @@ class RoomOwner:
         state.next_seq += 1
         if client_key:
             self._remember(state, key, _Pending(message.seq, now_ms, future))
+        return future
+
+    def _unlogged(
+        self,
+        state: RoomState,
+        session: str,
+        user: str,
+        client_key: str,
+        text: str,
+        now_ms: int,
+        future: asyncio.Future[PostResult],
+    ) -> asyncio.Future[PostResult]:
+        """History off in the category: the post is delivered and forgotten (never stored)."""
+        seq = state.next_seq
+        state.next_seq += 1
+        state.committed_seq = seq
+        future.set_result(PostResult(seq, now_ms))
+        if client_key:
+            self._remember(state, (user, client_key), _Pending(seq, now_ms, future))
+        self._sink.publish(PostEvent(state.record.id, seq, user, now_ms, text, session, now_ms))
         return future
 
     def _remember(self, state: RoomState, key: tuple[str, str], pending: _Pending) -> None:
@@ -318,6 +340,10 @@ class RoomOwner:
                 del self._rooms[room_id]
                 continue
             state.record, state.category = record, category
+            # An admin may have removed posts: answer history from the store until new
+            # posts fill the ring again (it only ever holds the newest, contiguous).
+            state.ring.clear()
+            state.ring_complete = False
             lost = [p.session for p in state.roster if not rules.can_read(record, category, p.user)]
             self._kick(state, lost)
 

@@ -60,6 +60,8 @@ class SessionView(Protocol):
     def end_join(self, room_id: str, ok: bool) -> None: ...
     def left(self, room_id: str) -> None: ...
     def joined(self) -> AbstractSet[str]: ...
+    def set_following(self, room_id: str, on: bool) -> None:
+        """The user follows (or stops following) the room on every local device."""
 
 
 class ServerInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -366,11 +368,13 @@ class CommandHandler:
         if not rules.can_read(room, category, session.user):
             raise Forbidden("not a member of this room")
         await self._store.follow(session.user, room_id)
+        session.set_following(room_id, True)
         return build.chanib(room_uri(self._info.domain, room_id))
 
     async def _on_unfollow(self, session: SessionView, data: Element | None) -> str:
         room_id = self._room_ids(data)[0]
         await self._store.unfollow(session.user, room_id)
+        session.set_following(room_id, False)
         return build.chanib(room_uri(self._info.domain, room_id))
 
     async def _on_nodespermcreatechild(self, session: SessionView, data: Element | None) -> str:

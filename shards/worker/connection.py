@@ -372,6 +372,7 @@ class SipConnection(asyncio.Protocol):
         session = Session(self, self._gw, dialog, self.user or "")
         self.sessions[msg.call_id] = session
         self._gw.add_session(session)
+        self._gw.load_follows(session)
         expires = self._session_expires(msg)
         session.refresh(expires)
         self.reply(

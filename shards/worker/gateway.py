@@ -26,6 +26,7 @@ from core.xccos.ids import room_uri, ts_iso
 from shards.metrics import Metrics
 from shards.routing import ShardMap
 from shards.worker.feed import RoomFeeds
+from shards.worker.newcontent import NewContentNotices
 
 if TYPE_CHECKING:
     from shards.bus import RedisBus
@@ -62,6 +63,8 @@ class Gateway:
         self.feeds = RoomFeeds(store, self._deliver_fed)
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections: set[SipConnection] = set()
+        self.followers: dict[str, set[Session]] = {}  # room -> local sessions following it
+        self.newcontent = NewContentNotices(settings.domain, settings.limits.newcontent_interval_s)
         self.metrics = metrics
         self.inflight = 0  # INFOs accepted (200 sent) whose replies are not yet out
         self.admission_cap = settings.limits.admission_queue
@@ -105,8 +108,52 @@ class Gateway:
             if not members:
                 del self.rooms[room_id]
                 self.feeds.drop(room_id)
-                if self.bus is not None:
-                    self.bus.unwatch_room(room_id)
+                self._maybe_unwatch(room_id)
+
+    def _maybe_unwatch(self, room_id: str) -> None:
+        if self.bus is not None and room_id not in self.rooms and room_id not in self.followers:
+            self.bus.unwatch_room(room_id)
+
+    def add_follower(self, room_id: str, session: Session) -> None:
+        self.followers.setdefault(room_id, set()).add(session)
+        bus = self.bus
+        if bus is not None and self.shard_map.owner_of(room_id) != self.worker_id:
+            task = asyncio.get_running_loop().create_task(self._watch_followed(bus, room_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _watch_followed(self, bus: RedisBus, room_id: str) -> None:
+        try:
+            await bus.watch_room(room_id)
+        except PchatError as exc:  # Redis is down: the bus re-subscribes when it is back
+            log.info("cannot follow room %s now: %s", room_id, exc)
+
+    def remove_follower(self, room_id: str, session: Session) -> None:
+        followers = self.followers.get(room_id)
+        if followers is not None:
+            followers.discard(session)
+            if not followers:
+                del self.followers[room_id]
+                self._maybe_unwatch(room_id)
+
+    def load_follows(self, session: Session) -> None:
+        """A new session follows what its user follows (kept in the store, per user)."""
+        task = asyncio.get_running_loop().create_task(self._load_follows(session))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load_follows(self, session: Session) -> None:
+        try:
+            rooms = await self.store.followed(session.user)
+        except PchatError as exc:
+            log.warning("followed rooms of %s not loaded: %s", session.user, exc)
+            return
+        for room_id in rooms:
+            session.follow(room_id, True)
+
+    def _new_content(self, event: PostEvent) -> None:
+        for session in list(self.followers.get(event.room_id, ())):
+            self.newcontent.on_post(session, event.room_id, event.seq)
 
     # -- the Redis bus side (many workers) ----------------------------------------------------
 
@@ -115,6 +162,8 @@ class Gateway:
         if isinstance(event, PostEvent):
             if event.room_id in self.rooms:
                 self.feeds.on_post(event)
+            if event.room_id in self.followers:
+                self._new_content(event)
         else:
             self.on_event(event)
 
@@ -151,6 +200,8 @@ class Gateway:
                 log.info("part of %s from %s not delivered: %s", session_id, room_id, exc)
 
     def on_event(self, event: RoomEvent) -> None:
+        if isinstance(event, PostEvent) and event.room_id in self.followers:
+            self._new_content(event)
         members = self.rooms.get(event.room_id)
         if not members:
             return

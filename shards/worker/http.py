@@ -7,11 +7,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from shards import metrics
+from shards.worker.api import ManagementApi
 
 HealthCheck = Callable[[], Awaitable[dict[str, object]]]
 
 
-def make_app(health: HealthCheck) -> web.Application:
+def make_app(health: HealthCheck, api: ManagementApi | None = None) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         status = await health()
         ok = all(v is True for k, v in status.items() if k.endswith("_ok"))
@@ -23,4 +24,6 @@ def make_app(health: HealthCheck) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
+    if api is not None:
+        api.routes(app)
     return app

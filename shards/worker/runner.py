@@ -26,6 +26,7 @@ from shards.metrics import Metrics
 from shards.routing import RoomRouter, ShardMap
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
+from shards.worker.api import ManagementApi
 from shards.worker.http import make_app
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,14 @@ class RunningWorker:
             "sessions": len(self.gateway.sessions),
             "admission_inflight": self.gateway.inflight,
         }
+
+    async def announce_change(self) -> None:
+        """The management API changed the store: every worker refreshes now."""
+        try:
+            assert self.redis is not None
+            await asyncio.wait_for(self.redis.publish(ADMIN_CHANNEL, "changed"), 1.0)
+        except (OSError, asyncio.TimeoutError, aioredis.RedisError, AssertionError):
+            await self.refresh()  # at least this worker; the others poll the revision
 
     async def refresh(self) -> None:
         """An admin changed the store: drop caches, re-check who may stay in which room."""
@@ -157,7 +166,8 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     worker.sip_port = sip_sock.getsockname()[1]
     runner: web.AppRunner | None = None
     if settings.http.port >= 0:
-        runner = web.AppRunner(make_app(worker.health), access_log=None)
+        api = ManagementApi(store, settings.domain, worker.announce_change)
+        runner = web.AppRunner(make_app(worker.health, api), access_log=None)
         await runner.setup()
         http_sock = _listen_socket(settings.http.host, settings.http.port, reuse)
         site = web.SockSite(runner, http_sock)

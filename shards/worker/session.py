@@ -13,6 +13,7 @@ from core.sip.dialog import Dialog
 from core.xccos import build
 from core.xccos.commands import COMMANDS
 from core.xccos.envelope import Command, Envelope, Post
+from shards.worker.newcontent import Pending
 
 if TYPE_CHECKING:
     from shards.worker.connection import SipConnection
@@ -45,6 +46,8 @@ class Session:
         self._posts: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.TimerHandle | None = None
         self.closed = False
+        self.following: set[str] = set()
+        self.newcontent: dict[str, Pending] = {}
 
     # -- SessionView ----------------------------------------------------------------------
 
@@ -69,6 +72,20 @@ class Session:
 
     def joined(self) -> Set[str]:
         return self._joined
+
+    def set_following(self, room_id: str, on: bool) -> None:
+        """Follow a room on every local session of this user (the list is server-side)."""
+        for session in list(self._gw.sessions.values()):
+            if session.user == self.user:
+                session.follow(room_id, on)
+
+    def follow(self, room_id: str, on: bool) -> None:
+        if on and room_id not in self.following and not self.closed:
+            self.following.add(room_id)
+            self._gw.add_follower(room_id, self)
+        elif not on and room_id in self.following:
+            self.following.discard(room_id)
+            self._gw.remove_follower(room_id, self)
 
     # -- delivery -------------------------------------------------------------------------
 
@@ -161,6 +178,11 @@ class Session:
         rooms = list(self._joined | self._held.keys())
         for room_id in rooms:
             self._gw.detach(room_id, self)
+        for room_id in list(self.following):
+            self.follow(room_id, False)
+        for pending in self.newcontent.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
         self._joined.clear()
         self._held.clear()
         self._gw.remove_session(self)

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from core.config import ConfigError, Settings, load_settings
+from core.store.registry import sqlite_path
 
 
 def _toml(tmp_path: Path, text: str) -> str:
@@ -34,7 +35,9 @@ def test_defaults_without_file_env_or_flags() -> None:
 
 def test_empty_store_means_sqlite_in_the_data_dir(tmp_path: Path) -> None:
     settings = load_settings(env={"PCHAT_DATA_DIR": str(tmp_path)})
-    assert settings.store_url == f"sqlite:///{tmp_path.resolve() / 'chat.db'}"
+    path = tmp_path.resolve() / "chat.db"
+    assert settings.store_url == f"sqlite://{path}"  # sqlite:/// and an absolute path
+    assert sqlite_path(settings.store_url) == str(path)
     assert load_settings(env={"PCHAT_STORE": "sqlite:///x.db"}).store_url == "sqlite:///x.db"
 
 

@@ -1,0 +1,314 @@
+"""Room management with its authorization rules (issue: the full room model).
+
+One place decides who may create, change, disable and delete rooms and categories;
+`pchat admin` (as an administrator) and the HTTP management API (as a signed-in user)
+both call it. Every change bumps the store's revision, which running workers follow.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Literal
+
+import msgspec
+
+from core.errors import BadRequest, Conflict, Forbidden, NotFound
+from core.rooms import rules
+from core.store.base import CategoryRecord, ChatStore, InvitationRecord, RoomRecord, UserRecord
+
+
+class Actor(msgspec.Struct, frozen=True):
+    """Who asks: a user (with the store's admin flag) or the operator's CLI."""
+
+    uri: str
+    admin: bool = False
+
+
+ADMIN = Actor("admin", admin=True)
+
+
+class RoomChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The properties a change may set; None leaves a property as it is."""
+
+    name: str | None = None
+    description: str | None = None
+    topic: str | None = None
+    category: str | None = None  # a category name or id
+    privacy: Literal["open", "closed", "secret"] | None = None
+    type: Literal["normal", "auditorium"] | None = None
+    invitations: Literal["inherit", "off"] | None = None
+    disabled: bool | None = None
+    members: list[str] | None = None
+    managers: list[str] | None = None
+    presenters: list[str] | None = None
+    add_members: list[str] = []
+    remove_members: list[str] = []
+    add_managers: list[str] = []
+    remove_managers: list[str] = []
+    add_presenters: list[str] = []
+    remove_presenters: list[str] = []
+
+
+class CategoryChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str | None = None
+    description: str | None = None
+    allowed: list[str] | None = None
+    denied: list[str] | None = None
+    creators: list[str] | None = None
+    invitations: bool | None = None
+    file_upload: bool | None = None
+    history: bool | None = None
+
+
+def principal(value: str) -> str:
+    """'alice@example.com' -> 'sip:alice@example.com'; 'domain:x' kept; case folded."""
+    value = value.strip().lower()
+    if not value:
+        raise BadRequest("empty principal")
+    if value.startswith(("domain:", "sip:")):
+        return value
+    if "@" not in value:
+        raise BadRequest(f"{value!r} is neither a SIP address nor domain:<name>")
+    return f"sip:{value}"
+
+
+def principals(values: list[str]) -> list[str]:
+    return sorted({principal(v) for value in values for v in value.split(",") if v.strip()})
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def invitations_on(room: RoomRecord, category: CategoryRecord) -> bool:
+    return category.invitations and room.invitations != "off"
+
+
+class Management:
+    """Operations on rooms and categories, checked against the actor's rights."""
+
+    def __init__(self, store: ChatStore) -> None:
+        self._store = store
+
+    # -- lookups -------------------------------------------------------------------------
+
+    async def category(self, ref: str) -> CategoryRecord:
+        found = await self._store.get_category(ref) or await self._store.get_category_by_name(ref)
+        if found is None:
+            raise NotFound(f"no category {ref!r}")
+        return found
+
+    async def room(self, ref: str) -> RoomRecord:
+        room_id = ref.rpartition("/")[2] if ref.startswith("ma-chan://") else ref
+        found = await self._store.get_room(room_id) or await self._store.get_room_by_name(ref)
+        if found is None:
+            raise NotFound(f"no room {ref!r}")
+        return found
+
+    async def _visible_room(self, actor: Actor, ref: str) -> tuple[RoomRecord, CategoryRecord]:
+        room = await self.room(ref)
+        category = await self.category(room.category_id)
+        if not actor.admin and not rules.is_manager(room, actor.uri):
+            if rules.can_see(room, category, actor.uri):
+                raise Forbidden("only the room's managers may change it")
+            raise NotFound(f"no room {ref!r}")
+        return room, category
+
+    async def rooms_for(self, actor: Actor) -> list[RoomRecord]:
+        """Every room for an administrator; the rooms a user manages or may see otherwise."""
+        rooms = await self._store.list_rooms()
+        if actor.admin:
+            return rooms
+        categories = {c.id: c for c in await self._store.list_categories()}
+        return [
+            r
+            for r in rooms
+            if rules.is_manager(r, actor.uri)
+            or (
+                r.category_id in categories
+                and rules.can_see(r, categories[r.category_id], actor.uri)
+            )
+        ]
+
+    # -- rooms ---------------------------------------------------------------------------
+
+    async def create_room(
+        self, actor: Actor, name: str, category_ref: str, change: RoomChange
+    ) -> RoomRecord:
+        category = await self.category(category_ref)
+        if not actor.admin and not (
+            rules.matches(category.creators, actor.uri)
+            and rules.category_allows(category, actor.uri)
+        ):
+            raise Forbidden(f"you may not create rooms in category {category.name!r}")
+        if not name.strip():
+            raise BadRequest("a room needs a name")
+        room = RoomRecord(
+            id=new_id(),
+            name=name.strip(),
+            category_id=category.id,
+            created_by=actor.uri,
+            created_ms=int(time.time() * 1000),
+        )
+        if not actor.admin:
+            room.managers = [actor.uri]  # the creator manages the room
+        change.category = None
+        await self._apply(room, category, change)
+        await self._save(room, category, actor, invite_all=True, before=None)
+        return room
+
+    async def update_room(self, actor: Actor, ref: str, change: RoomChange) -> RoomRecord:
+        room, category = await self._visible_room(actor, ref)
+        before = msgspec.structs.replace(room)
+        if change.category is not None:
+            target = await self.category(change.category)
+            if target.id != room.category_id:
+                if not actor.admin and not (
+                    rules.matches(target.creators, actor.uri)
+                    and rules.category_allows(target, actor.uri)
+                ):
+                    raise Forbidden("only creators in the target category may move a room there")
+                room.category_id, category = target.id, target
+        await self._apply(room, category, change)
+        await self._save(room, category, actor, invite_all=False, before=before)
+        return room
+
+    async def set_disabled(self, actor: Actor, ref: str, disabled: bool) -> RoomRecord:
+        return await self.update_room(actor, ref, RoomChange(disabled=disabled))
+
+    async def delete_room(self, actor: Actor, ref: str) -> None:
+        if not actor.admin:
+            raise Forbidden("only administrators delete rooms; managers may disable them")
+        room = await self.room(ref)
+        await self._store.delete_room(room.id)
+        await self._store.bump_revision()
+
+    async def remove_message(self, actor: Actor, ref: str, seq: int) -> None:
+        if not actor.admin:
+            raise Forbidden("only administrators remove messages")
+        room = await self.room(ref)
+        if not await self._store.delete_message(room.id, seq):
+            raise NotFound(f"no message {seq} in {room.name!r}")
+        await self._store.bump_revision()
+
+    async def _apply(self, room: RoomRecord, category: CategoryRecord, change: RoomChange) -> None:
+        for field in ("name", "description", "topic", "privacy", "type", "invitations", "disabled"):
+            value = getattr(change, field)
+            if value is not None:
+                setattr(
+                    room,
+                    field,
+                    value.strip() if isinstance(value, str) and field == "name" else value,
+                )
+        for role in ("members", "managers", "presenters"):
+            current = set(getattr(room, role))
+            replace = getattr(change, role)
+            if replace is not None:
+                current = set(principals(replace))
+            current |= set(principals(getattr(change, f"add_{role}")))
+            current -= set(principals(getattr(change, f"remove_{role}")))
+            # The ethical wall: a principal the category does not allow is never kept.
+            setattr(room, role, sorted(p for p in current if _allowed_principal(category, p)))
+        if not room.name:
+            raise BadRequest("a room needs a name")
+
+    async def _save(
+        self,
+        room: RoomRecord,
+        category: CategoryRecord,
+        actor: Actor,
+        *,
+        invite_all: bool,
+        before: RoomRecord | None,
+    ) -> None:
+        try:
+            await self._store.put_room(room)
+        except Conflict as exc:
+            raise Conflict(f"a room named {room.name!r} exists") from exc
+        if invitations_on(room, category):
+            old = set(before.members) if before is not None else set()
+            new = [
+                m for m in room.members if m.startswith("sip:") and m not in old and m != actor.uri
+            ]
+            if new:
+                now = int(time.time() * 1000)
+                await self._store.add_invitations(
+                    [
+                        InvitationRecord(
+                            id=0, room_id=room.id, invitee=m, inviter=actor.uri, ts_ms=now
+                        )
+                        for m in new
+                    ]
+                )
+        await self._store.bump_revision()
+
+    # -- categories (administrators only) ---------------------------------------------------
+
+    async def create_category(
+        self, actor: Actor, name: str, change: CategoryChange
+    ) -> CategoryRecord:
+        _need_admin(actor)
+        if await self._store.get_category_by_name(name) is not None:
+            raise Conflict(f"category {name!r} exists")
+        category = CategoryRecord(id=new_id(), name=name)
+        await self._apply_category(category, change)
+        await self._store.put_category(category)
+        await self._store.bump_revision()
+        return category
+
+    async def update_category(
+        self, actor: Actor, ref: str, change: CategoryChange
+    ) -> CategoryRecord:
+        _need_admin(actor)
+        category = await self.category(ref)
+        await self._apply_category(category, change)
+        await self._store.put_category(category)
+        for room in await self._store.list_rooms():
+            if room.category_id == category.id:
+                # Members the category no longer allows leave the room's lists for good.
+                await self._apply(room, category, RoomChange())
+                await self._store.put_room(room)
+        await self._store.bump_revision()
+        return category
+
+    async def delete_category(self, actor: Actor, ref: str) -> None:
+        _need_admin(actor)
+        category = await self.category(ref)
+        if not await self._store.delete_category(category.id):
+            raise Conflict(f"category {category.name!r} still has rooms")
+        await self._store.bump_revision()
+
+    async def _apply_category(self, category: CategoryRecord, change: CategoryChange) -> None:
+        if change.name is not None:
+            other = await self._store.get_category_by_name(change.name)
+            if other is not None and other.id != category.id:
+                raise Conflict(f"category {change.name!r} exists")
+            category.name = change.name
+        for field in ("description", "invitations", "file_upload", "history"):
+            value = getattr(change, field)
+            if value is not None:
+                setattr(category, field, value)
+        for field in ("allowed", "denied", "creators"):
+            value = getattr(change, field)
+            if value is not None:
+                setattr(category, field, principals(value))
+
+    # -- users (administrators only) --------------------------------------------------------
+
+    async def user(self, uri: str) -> UserRecord:
+        found = await self._store.get_user(principal(uri))
+        if found is None:
+            raise NotFound(f"no user {uri}")
+        return found
+
+
+def _allowed_principal(category: CategoryRecord, p: str) -> bool:
+    if p.startswith("domain:"):
+        return p not in category.denied and (not category.allowed or p in category.allowed)
+    return rules.category_allows(category, p)
+
+
+def _need_admin(actor: Actor) -> None:
+    if not actor.admin:
+        raise Forbidden("only administrators manage categories")
