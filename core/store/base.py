@@ -104,7 +104,10 @@ class PrefRecord(msgspec.Struct, kw_only=True):
 
 
 class ChatStore(Protocol):
-    """What the server and ``pchat admin`` need from a chat store."""
+    """What the server and ``pchat admin`` need from a chat store.
+
+    Driver, disk and network failures surface as ``core.errors.StoreError``.
+    """
 
     async def open(self) -> None:
         """Connect and create or migrate the schema; safe to call on an existing store."""
@@ -132,7 +135,8 @@ class ChatStore(Protocol):
 
     # -- rooms
     async def put_room(self, room: RoomRecord) -> None:
-        """Insert or replace; raises ``Conflict`` when another room has the name."""
+        """Insert or replace; raises ``Conflict`` when another room has the name,
+        ``NotFound`` when its category does not exist."""
 
     async def get_room(self, room_id: str) -> RoomRecord | None: ...
     async def get_room_by_name(self, name: str) -> RoomRecord | None:
@@ -150,7 +154,9 @@ class ChatStore(Protocol):
 
     # -- messages
     async def append_messages(self, messages: list[NewMessage]) -> None:
-        """Store all in one transaction: all are durable when it returns, or none."""
+        """Store all in one transaction: all are durable when it returns, or none.
+
+        A ``(room_id, seq)`` already stored (or twice in the list) raises ``Conflict``."""
 
     async def max_seq(self, room_id: str) -> int:
         """Highest stored seq of the room, 0 when it has none."""
@@ -170,6 +176,9 @@ class ChatStore(Protocol):
 
     async def pending_invitations(self, invitee: str) -> list[InvitationRecord]: ...
     async def mark_invitations_delivered(self, ids: list[int]) -> None: ...
+    async def invitations_after(self, last_id: int, limit: int) -> list[InvitationRecord]:
+        """Undelivered invitations with an id above ``last_id``, oldest first (workers
+        follow new ones this way, whoever wrote them)."""
 
     # -- followed rooms
     async def follow(self, user: str, room_id: str) -> None: ...

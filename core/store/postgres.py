@@ -480,6 +480,15 @@ class PostgresStore:
         )
         return [_invitation(row) for row in rows]
 
+    async def invitations_after(self, last_id: int, limit: int) -> list[InvitationRecord]:
+        rows = await self._fetch(
+            f"SELECT {_INVITATION_COLS} FROM invitations"
+            " WHERE id > $1 AND NOT delivered ORDER BY id LIMIT $2",
+            last_id,
+            limit,
+        )
+        return [_invitation(row) for row in rows]
+
     async def mark_invitations_delivered(self, ids: list[int]) -> None:
         if ids:
             sql = "UPDATE invitations SET delivered = true WHERE id = ANY($1::bigint[])"

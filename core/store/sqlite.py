@@ -445,6 +445,14 @@ class _Db:
         )
         return [_invitation(r) for r in rows]
 
+    def invitations_after(self, last_id: int, limit: int) -> list[InvitationRecord]:
+        rows = self.conn.execute(
+            "SELECT id, room_id, invitee, inviter, ts_ms, delivered FROM invitations"
+            " WHERE id > ? AND NOT delivered ORDER BY id LIMIT ?",
+            (last_id, limit),
+        )
+        return [_invitation(r) for r in rows]
+
     def mark_invitations_delivered(self, ids: list[int]) -> None:
         sql = "UPDATE invitations SET delivered = 1 WHERE id IN (SELECT value FROM json_each(?))"
         self.conn.execute(sql, (_json_list(ids),))
@@ -640,6 +648,9 @@ class SqliteStore:
     async def mark_invitations_delivered(self, ids: list[int]) -> None:
         if ids:
             await self._call(_Db.mark_invitations_delivered, ids)
+
+    async def invitations_after(self, last_id: int, limit: int) -> list[InvitationRecord]:
+        return await self._call(_Db.invitations_after, last_id, limit)
 
     # -- followed rooms
     async def follow(self, user: str, room_id: str) -> None:

@@ -23,7 +23,13 @@ from core.errors import BadRequest, Forbidden, NotFound, NotImplementedCommand, 
 from core.rooms import rules
 from core.rooms.events import HistoryQuery, Participant
 from core.rooms.owner import JoinResult, PostResult
-from core.store.base import CategoryRecord, ChatStore, MessageRecord, RoomRecord
+from core.store.base import (
+    CategoryRecord,
+    ChatStore,
+    InvitationRecord,
+    MessageRecord,
+    RoomRecord,
+)
 from core.xccos import build
 from core.xccos.envelope import Command, Post
 from core.xccos.ids import parse_room_uri, room_refs, room_uri, ts_iso
@@ -88,6 +94,15 @@ class Directory:
         if self._categories is None:
             self._categories = {c.id: c for c in await self._store.list_categories()}
         return self._categories.get(category_id)
+
+
+def invitation_block(domain: str, inv: InvitationRecord, room: RoomRecord) -> str:
+    """One invitation, as cmd:getinv lists it and ntc:inv announces it."""
+    return (
+        f'<inv inviteId="{inv.id}" chanUri="{room_uri(domain, room.id)}" '
+        f'name="{build.esc(room.name)}" inviter="{build.esc(inv.inviter)}" '
+        f'ts="{ts_iso(inv.ts_ms)}"/>'
+    )
 
 
 def reply_name(command: str) -> str:
@@ -321,13 +336,8 @@ class CommandHandler:
         out = []
         for inv in pending:
             room = await self._store.get_room(inv.room_id)
-            if room is None:
-                continue
-            out.append(
-                f'<inv inviteId="{inv.id}" chanUri="{room_uri(self._info.domain, room.id)}" '
-                f'name="{build.esc(room.name)}" inviter="{build.esc(inv.inviter)}" '
-                f'ts="{ts_iso(inv.ts_ms)}"/>'
-            )
+            if room is not None:
+                out.append(invitation_block(self._info.domain, inv, room))
         await self._store.mark_invitations_delivered([inv.id for inv in pending])
         return "".join(out)
 

@@ -70,6 +70,7 @@ class Gateway:
         self.admission_cap = settings.limits.admission_queue
         self.rooms: dict[str, dict[str, Session]] = {}  # room id -> session id -> session
         self.sessions: dict[str, Session] = {}
+        self.by_user: dict[str, set[Session]] = {}  # a user's devices signed in here
         self._envids = itertools.count(1)
         self._session_ids = itertools.count(1)
 
@@ -92,11 +93,20 @@ class Gateway:
 
     def add_session(self, session: Session) -> None:
         self.sessions[session.session_id] = session
+        self.by_user.setdefault(session.user, set()).add(session)
         self.metrics.sessions.inc()
 
     def remove_session(self, session: Session) -> None:
         if self.sessions.pop(session.session_id, None) is not None:
+            devices = self.by_user.get(session.user)
+            if devices is not None:
+                devices.discard(session)
+                if not devices:
+                    del self.by_user[session.user]
             self.metrics.sessions.dec()
+
+    def sessions_of(self, user: str) -> list[Session]:
+        return list(self.by_user.get(user, ()))
 
     def attach(self, room_id: str, session: Session) -> None:
         self.rooms.setdefault(room_id, {})[session.session_id] = session

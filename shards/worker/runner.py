@@ -20,19 +20,21 @@ from core.rooms.owner import OwnerSettings, RoomOwner
 from core.store.base import ChatStore
 from core.store.batch import GroupCommitter
 from core.store.registry import make_store
-from core.xccos.commands import CommandHandler, Directory, ServerInfo
+from core.xccos import build
+from core.xccos.commands import CommandHandler, Directory, ServerInfo, invitation_block
 from shards.bus import Fanout, RedisBus
 from shards.metrics import Metrics
 from shards.routing import RoomRouter, ShardMap
+from shards.worker.api import ManagementApi
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
-from shards.worker.api import ManagementApi
 from shards.worker.http import make_app
 
 log = logging.getLogger(__name__)
 
 REVISION_POLL_S = 1.0  # admin changes reach a running worker within this
 ADMIN_CHANNEL = "pchat:admin"  # `pchat admin` publishes here after a change
+INVITATION_PAGE = 1000  # invitations read per query while catching up
 
 
 class RunningWorker:
@@ -56,6 +58,7 @@ class RunningWorker:
         self.sip_port = 0
         self.http_port = 0
         self.redis: aioredis.Redis | None = None
+        self.last_invitation = 0  # invitations up to this id were looked at
         self.directory: Directory | None = None
 
     async def health(self) -> dict[str, object]:
@@ -78,7 +81,7 @@ class RunningWorker:
         try:
             assert self.redis is not None
             await asyncio.wait_for(self.redis.publish(ADMIN_CHANNEL, "changed"), 1.0)
-        except (OSError, asyncio.TimeoutError, aioredis.RedisError, AssertionError):
+        except (TimeoutError, OSError, aioredis.RedisError, AssertionError):
             await self.refresh()  # at least this worker; the others poll the revision
 
     async def refresh(self) -> None:
@@ -87,16 +90,36 @@ class RunningWorker:
             self.directory.invalidate()
         await self.owner.refresh()
         await self._end_disabled_sessions()
+        await self.deliver_invitations()
+
+    async def deliver_invitations(self) -> None:
+        """New invitations reach their online invitees at once as ntc:inv; the others get
+        them from cmd:getinv at their next sign-in."""
+        while True:
+            batch = await self.store.invitations_after(self.last_invitation, INVITATION_PAGE)
+            if not batch:
+                return
+            self.last_invitation = batch[-1].id
+            delivered = []
+            for inv in batch:
+                sessions = self.gateway.sessions_of(inv.invitee)
+                room = await self.store.get_room(inv.room_id) if sessions else None
+                if room is None:
+                    continue
+                notice = build.ntc("ntc:inv", invitation_block(self.settings.domain, inv, room))
+                for session in sessions:
+                    session.send_inner(notice)
+                delivered.append(inv.id)
+            await self.store.mark_invitations_delivered(delivered)
 
     async def _end_disabled_sessions(self) -> None:
         """A user whose persistent-chat policy was turned off is signed out at once (BYE)."""
-        online = {s.user for s in self.gateway.sessions.values()}
-        if not online:
+        if not self.gateway.by_user:
             return
         enabled = {u.uri for u in await self.store.list_users() if u.enabled}
-        for session in list(self.gateway.sessions.values()):
-            if session.user not in enabled:
-                log.info("ending the session of %s: persistent chat disabled", session.user)
+        for user in [u for u in self.gateway.by_user if u not in enabled]:
+            for session in self.gateway.sessions_of(user):
+                log.info("ending the session of %s: persistent chat disabled", user)
                 session.conn.end_session(session)
 
 
@@ -174,6 +197,8 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         await site.start()
         worker.http_port = http_sock.getsockname()[1]
     worker.redis = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=2)
+    while batch := await store.invitations_after(worker.last_invitation, INVITATION_PAGE):
+        worker.last_invitation = batch[-1].id  # older ones wait for cmd:getinv
     watcher = loop.create_task(_watch_revision(worker))
     gauges = loop.create_task(_gauges(worker, metrics))
     log.info("worker %d: SIP on %d, HTTP on %d", worker_id, worker.sip_port, worker.http_port)

@@ -75,9 +75,8 @@ class Session:
 
     def set_following(self, room_id: str, on: bool) -> None:
         """Follow a room on every local session of this user (the list is server-side)."""
-        for session in list(self._gw.sessions.values()):
-            if session.user == self.user:
-                session.follow(room_id, on)
+        for session in self._gw.sessions_of(self.user):
+            session.follow(room_id, on)
 
     def follow(self, room_id: str, on: bool) -> None:
         if on and room_id not in self.following and not self.closed:

@@ -607,3 +607,20 @@ async def test_pref_racing_writers_one_wins(store: ChatStore) -> None:
     assert len(winners) == 1 and winners[0].seqid == 2
     got = await store.get_pref("sip:a@x", "p")
     assert got is not None and got.content == winners[0].content
+
+
+async def test_invitations_after_follows_new_undelivered_ones(store: ChatStore) -> None:
+    await store.put_category(CategoryRecord(id="c", name="C"))
+    await store.put_room(RoomRecord(id="r", name="R", category_id="c"))
+    made = await store.add_invitations(
+        [
+            InvitationRecord(id=0, room_id="r", invitee=f"sip:u{i}@d", inviter="sip:m@d", ts_ms=i)
+            for i in range(4)
+        ]
+    )
+    ids = [inv.id for inv in made]
+    assert [i.id for i in await store.invitations_after(0, 10)] == ids
+    assert [i.id for i in await store.invitations_after(ids[1], 10)] == ids[2:]
+    assert [i.id for i in await store.invitations_after(0, 2)] == ids[:2]
+    await store.mark_invitations_delivered([ids[2]])
+    assert [i.id for i in await store.invitations_after(ids[1], 10)] == [ids[3]]

@@ -1,0 +1,172 @@
+"""The server under test: started here (private redis-server, fresh data dir) or found
+running; its worker pids, CPU and memory (psutil), and a few of its own counters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from shards.redis_server import EmbeddedRedis
+
+HEALTHY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+# Counters read from /metrics before and after a run, to check the generator's own counts.
+SERVER_COUNTERS = (
+    "pchat_rooms_posts_total",
+    "pchat_fanout_deliveries_total",
+    "pchat_admission_rejected_total",
+    "pchat_sip_slow_consumer_disconnects_total",
+    "pchat_supervisor_worker_restarts_total",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def read_pids(data_dir: Path) -> list[int]:
+    """Worker pids from the supervisor's ``workers.pid`` ('worker pid' lines)."""
+    path = data_dir / "workers.pid"
+    if not path.exists():
+        return []
+    return [int(line.split()[1]) for line in path.read_text().splitlines() if line.strip()]
+
+
+class BenchServer:
+    """``pchat serve --workers N`` on free ports with its own redis-server and data dir."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        workers: int,
+        domain: str,
+        *,
+        source: Path | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.workers = workers
+        self.domain = domain
+        self.source = source  # run the server from this source tree (a clean export)
+        self.settings = settings or {}  # extra PCHAT_* variables
+        self.sip_port = free_port()
+        self.http_port = free_port()
+        self.redis = EmbeddedRedis(str(data_dir / "redis.sock"), str(data_dir / "redis.log"))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: object = None
+
+    @property
+    def store_url(self) -> str:
+        return f"sqlite:///{self.data_dir.resolve() / 'chat.db'}"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.redis.start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
+        env.update(self.settings)
+        env["PCHAT_LOG_LEVEL"] = env.get("PCHAT_LOG_LEVEL", "WARNING")
+        cwd = None
+        if self.source is not None:
+            cwd = str(self.source)
+            env["PYTHONPATH"] = str(self.source)
+        log = open(self.data_dir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._log = log
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "shards.cli", "serve",
+                "--data-dir", str(self.data_dir.resolve()), "--store", self.store_url,
+                "--sip-port", str(self.sip_port), "--http-port", str(self.http_port),
+                "--workers", str(self.workers), "--domain", self.domain,
+                "--redis-url", self.redis.url,
+            ],
+            env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + HEALTHY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"pchat serve exited; see {self.data_dir / 'server.log'}")
+            if len(read_pids(self.data_dir)) == self.workers:
+                try:
+                    url = f"http://127.0.0.1:{self.http_port}/healthz"
+                    with urllib.request.urlopen(url, timeout=1) as response:
+                        if response.status == 200:
+                            return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"pchat serve not healthy; see {self.data_dir / 'server.log'}")
+
+    def pids(self) -> list[int]:
+        return read_pids(self.data_dir)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.redis.stop()
+        if self._log is not None:
+            self._log.close()  # type: ignore[attr-defined]
+            self._log = None
+
+
+class ProcessProbe:
+    """CPU (% of one core) and RSS of a set of processes, sampled by the coordinator."""
+
+    def __init__(self, pids: list[int]) -> None:
+        import psutil
+
+        self._procs = []
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                proc.cpu_percent(None)  # the first call only starts the interval
+                self._procs.append(proc)
+            except psutil.Error:
+                continue
+
+    def sample(self) -> tuple[float, int]:
+        """(CPU % summed over the processes since the last sample, RSS bytes summed)."""
+        import psutil
+
+        cpu = 0.0
+        rss = 0
+        for proc in self._procs:
+            try:
+                cpu += proc.cpu_percent(None)
+                rss += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return cpu, rss
+
+
+def scrape(http_port: int, host: str = "127.0.0.1") -> dict[str, float]:
+    """The SERVER_COUNTERS from /metrics (label children summed); {} when unreachable."""
+    try:
+        url = f"http://{host}:{http_port}/metrics"
+        with urllib.request.urlopen(url, timeout=3) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in SERVER_COUNTERS:
+            out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
