@@ -77,7 +77,7 @@ class BenchServer:
         if self.source is not None:
             cwd = str(self.source)
             env["PYTHONPATH"] = str(self.source)
-        log = open(self.data_dir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        log = open(self.data_dir / "server.log", "wb")  # closed in stop()
         self._log = log
         self.proc = subprocess.Popen(
             [
