@@ -73,6 +73,7 @@ class Agent:
         self._tasks: set[asyncio.Task[None]] = set()
         self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self.ceiling = CeilingReceivers()
+        self.signin_window = [0.0, 0.0]  # wall clock: first sign-in started, last one ended
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -117,6 +118,7 @@ class Agent:
         phase's time limit; sessions still signing in then are left out of the run."""
         cfg = self.cfg
         gate = asyncio.Semaphore(cfg.signin_concurrency)
+        self.signin_window[0] = time.time()
         started = time.monotonic()
         deadline = started + cfg.signin_timeout_s
         pending: set[asyncio.Task[None]] = set()
@@ -131,7 +133,8 @@ class Agent:
                 break
             task = asyncio.get_running_loop().create_task(self._sign_in_one(n))
             pending.add(task)
-            task.add_done_callback(lambda t: (pending.discard(t), gate.release()))
+            task.add_done_callback(pending.discard)
+            task.add_done_callback(lambda _: gate.release())
         if pending:
             await asyncio.wait(pending, timeout=max(1.0, deadline - time.monotonic()))
         for n, client in enumerate(self.clients):
@@ -156,6 +159,7 @@ class Agent:
                 client.abort()
             return
         self.observe("signin", started)
+        self.signin_window[1] = time.time()
         self.count("signins")
         self.totals["signed_in"] += 1
         self.clients[n] = client
@@ -304,7 +308,7 @@ class Agent:
             self.clients = [None] * len(self.clients)
             self.pipe.send(("closed", self.cfg.agent_id))
         elif kind == "ceiling":
-            await self.ceiling.run(self.pipe, self.cfg, *message[1:])
+            await self.ceiling.run(self.pipe, self.cfg, message[1], *message[2:])
         elif kind == "exit":
             return False
         return True
@@ -323,6 +327,7 @@ class Agent:
             "posts_received": sum(c.posts_received for c in live),
             "notices_received": sum(c.notices_received for c in live),
             "cpu_s": usage.ru_utime + usage.ru_stime,
+            "signin_window": self.signin_window,
         }
 
 

@@ -118,7 +118,8 @@ def build(name: str, scale: float = 1.0) -> Profile:
         return lync_model(scale)
     if name == "fanout-max":
         # 1,000 connections as in MEASUREMENTS.md; 5 rooms of 200: 199 deliveries per post.
-        return _fanout(name, "ramp", max(20, round(1000 * scale)), 200, 0.0)
+        # post_rate 1.0 is the unit the ramp multiplies.
+        return _fanout(name, "ramp", max(20, round(1000 * scale)), 200, 1.0)
     if name == "fanout-10k":
         # The same room shape, held at 10,000 deliveries/s (the 5 ms p99 target).
         return _fanout(name, "steady", max(20, round(1000 * scale)), 200, 10_000 / 199)

@@ -128,8 +128,9 @@ class ProcessProbe:
     """CPU (% of one core) and RSS of a set of processes, sampled by the coordinator."""
 
     def __init__(self, pids: list[int]) -> None:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
+        self._error: type[Exception] = psutil.Error
         self._procs = []
         for pid in pids:
             try:
@@ -141,15 +142,13 @@ class ProcessProbe:
 
     def sample(self) -> tuple[float, int]:
         """(CPU % summed over the processes since the last sample, RSS bytes summed)."""
-        import psutil
-
         cpu = 0.0
         rss = 0
         for proc in self._procs:
             try:
                 cpu += proc.cpu_percent(None)
                 rss += proc.memory_info().rss
-            except psutil.Error:
+            except self._error:
                 continue
         return cpu, rss
 

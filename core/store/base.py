@@ -103,6 +103,21 @@ class PrefRecord(msgspec.Struct, kw_only=True):
     content: bytes
 
 
+class OutboxEvent(msgspec.Struct, kw_only=True, gc=False):
+    """An activity record for the compliance service (payload: its JSON)."""
+
+    kind: str
+    payload: str
+    ts_ms: int
+
+
+class OutboxRecord(msgspec.Struct, kw_only=True, gc=False):
+    id: int
+    kind: str
+    payload: str
+    ts_ms: int
+
+
 class ChatStore(Protocol):
     """What the server and ``pchat admin`` need from a chat store.
 
@@ -153,8 +168,11 @@ class ChatStore(Protocol):
         """Delete a room with its messages, roles, follows and invitations."""
 
     # -- messages
-    async def append_messages(self, messages: list[NewMessage]) -> None:
-        """Store all in one transaction: all are durable when it returns, or none.
+    async def append_messages(
+        self, messages: list[NewMessage], outbox: list[OutboxEvent] | None = None
+    ) -> None:
+        """Store all in one transaction, with their compliance ``outbox`` rows: all are
+        durable when it returns, or none (a post never exists without its CHAT event).
 
         A ``(room_id, seq)`` already stored (or twice in the list) raises ``Conflict``."""
 
@@ -169,6 +187,17 @@ class ChatStore(Protocol):
         """The ``count`` newest posts matching ``text`` (full-text), oldest first."""
 
     async def delete_message(self, room_id: str, seq: int) -> bool: ...
+
+    # -- compliance outbox (the durable queue)
+    async def add_outbox(self, events: list[OutboxEvent]) -> None:
+        """One transaction for the whole list."""
+
+    async def outbox_head(self, limit: int) -> list[OutboxRecord]:
+        """The oldest rows, by id."""
+
+    async def delete_outbox(self, ids: list[int]) -> None: ...
+    async def outbox_stats(self) -> tuple[int, int]:
+        """(rows, ts_ms of the oldest row or 0)."""
 
     # -- invitations
     async def add_invitations(self, invitations: list[InvitationRecord]) -> list[InvitationRecord]:

@@ -16,6 +16,8 @@ from core.store.base import (
     InvitationRecord,
     MessageRecord,
     NewMessage,
+    OutboxEvent,
+    OutboxRecord,
     PrefRecord,
     RoomRecord,
     RoomRole,
@@ -105,6 +107,7 @@ _ROOM_COLS = (
     " created_by, created_ms"
 )
 _MESSAGE_COLS = "room_id, seq, author, ts_ms, text"
+_INSERT_OUTBOX = "INSERT INTO compliance_outbox (kind, payload, ts_ms) VALUES ($1, $2, $3)"
 _INVITATION_COLS = "id, room_id, invitee, inviter, ts_ms, delivered"
 # COLLATE "C" orders by code point, as SQLite does, whatever the database locale.
 _BY_NAME = 'ORDER BY name_key COLLATE "C", id COLLATE "C"'
@@ -389,20 +392,47 @@ class PostgresStore:
         return status != "DELETE 0"
 
     # -- messages
-    async def append_messages(self, messages: list[NewMessage]) -> None:
-        if not messages:
+    async def append_messages(
+        self, messages: list[NewMessage], outbox: list[OutboxEvent] | None = None
+    ) -> None:
+        if not messages and not outbox:
             return
         rows = [(m.room_id, m.seq, m.author, m.ts_ms, m.text, m.client_key) for m in messages]
+        events = [(e.kind, e.payload, e.ts_ms) for e in outbox or []]
         async with self._conn() as conn:
             try:
                 async with conn.transaction():
-                    await conn.executemany(
-                        "INSERT INTO messages (room_id, seq, author, ts_ms, text, client_key)"
-                        " VALUES ($1, $2, $3, $4, $5, $6)",
-                        rows,
-                    )
+                    if rows:
+                        await conn.executemany(
+                            "INSERT INTO messages (room_id, seq, author, ts_ms, text, client_key)"
+                            " VALUES ($1, $2, $3, $4, $5, $6)",
+                            rows,
+                        )
+                    if events:
+                        await conn.executemany(_INSERT_OUTBOX, events)
             except asyncpg.UniqueViolationError as exc:
                 raise Conflict(f"a message seq is already stored ({exc})") from exc
+
+    async def add_outbox(self, events: list[OutboxEvent]) -> None:
+        if events:
+            async with self._conn() as conn, conn.transaction():
+                await conn.executemany(
+                    _INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in events]
+                )
+
+    async def outbox_head(self, limit: int) -> list[OutboxRecord]:
+        rows = await self._fetch(
+            "SELECT id, kind, payload, ts_ms FROM compliance_outbox ORDER BY id LIMIT $1", limit
+        )
+        return [OutboxRecord(id=r[0], kind=r[1], payload=r[2], ts_ms=r[3]) for r in rows]
+
+    async def delete_outbox(self, ids: list[int]) -> None:
+        if ids:
+            await self._execute("DELETE FROM compliance_outbox WHERE id = ANY($1::bigint[])", ids)
+
+    async def outbox_stats(self) -> tuple[int, int]:
+        rows = await self._fetch("SELECT count(*), min(ts_ms) FROM compliance_outbox")
+        return int(rows[0][0]), int(rows[0][1] or 0)
 
     async def max_seq(self, room_id: str) -> int:
         sql = "SELECT max(seq) FROM messages WHERE room_id = $1"

@@ -25,6 +25,8 @@ from core.store.base import (
     InvitationRecord,
     MessageRecord,
     NewMessage,
+    OutboxEvent,
+    OutboxRecord,
     PrefRecord,
     RoomRecord,
     RoomRole,
@@ -136,6 +138,7 @@ _HISTORY_SEARCH = (
 _INSERT_MESSAGE = (
     "INSERT INTO messages (room_id, seq, author, ts_ms, text, client_key) VALUES (?, ?, ?, ?, ?, ?)"
 )
+_INSERT_OUTBOX = "INSERT INTO compliance_outbox (kind, payload, ts_ms) VALUES (?, ?, ?)"
 _CATEGORY_ROLES = {"allowed": "allowed", "denied": "denied", "creator": "creators"}
 _ROOM_ROLES = {"member": "members", "manager": "managers", "presenter": "presenters"}
 
@@ -390,13 +393,34 @@ class _Db:
             return c.execute("DELETE FROM rooms WHERE id = ?", (room_id,)).rowcount > 0
 
     # -- messages
-    def append_messages(self, messages: list[NewMessage]) -> None:
+    def append_messages(self, messages: list[NewMessage], outbox: list[OutboxEvent]) -> None:
         rows = [(m.room_id, m.seq, m.author, m.ts_ms, m.text, m.client_key) for m in messages]
         try:
             with self.write() as c:
                 c.executemany(_INSERT_MESSAGE, rows)
+                if outbox:
+                    c.executemany(_INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in outbox])
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"a message seq is already stored ({exc})") from exc
+
+    def add_outbox(self, events: list[OutboxEvent]) -> None:
+        with self.write() as c:
+            c.executemany(_INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in events])
+
+    def outbox_head(self, limit: int) -> list[OutboxRecord]:
+        rows = self.conn.execute(
+            "SELECT id, kind, payload, ts_ms FROM compliance_outbox ORDER BY id LIMIT ?", (limit,)
+        )
+        return [OutboxRecord(id=r[0], kind=r[1], payload=r[2], ts_ms=r[3]) for r in rows]
+
+    def delete_outbox(self, ids: list[int]) -> None:
+        with self.write() as c:
+            sql = "DELETE FROM compliance_outbox WHERE id IN (SELECT value FROM json_each(?))"
+            c.execute(sql, (_json_list(ids),))
+
+    def outbox_stats(self) -> tuple[int, int]:
+        row = self.conn.execute("SELECT count(*), min(ts_ms) FROM compliance_outbox").fetchone()
+        return int(row[0]), int(row[1] or 0)
 
     def max_seq(self, room_id: str) -> int:
         sql = "SELECT max(seq) FROM messages WHERE room_id = ?"
@@ -601,9 +625,25 @@ class SqliteStore:
         return await self._call(_Db.delete_room, room_id)
 
     # -- messages
-    async def append_messages(self, messages: list[NewMessage]) -> None:
-        if messages:
-            await self._call(_Db.append_messages, messages)
+    async def append_messages(
+        self, messages: list[NewMessage], outbox: list[OutboxEvent] | None = None
+    ) -> None:
+        if messages or outbox:
+            await self._call(_Db.append_messages, messages, outbox or [])
+
+    async def add_outbox(self, events: list[OutboxEvent]) -> None:
+        if events:
+            await self._call(_Db.add_outbox, events)
+
+    async def outbox_head(self, limit: int) -> list[OutboxRecord]:
+        return await self._call(_Db.outbox_head, limit)
+
+    async def delete_outbox(self, ids: list[int]) -> None:
+        if ids:
+            await self._call(_Db.delete_outbox, ids)
+
+    async def outbox_stats(self) -> tuple[int, int]:
+        return await self._call(_Db.outbox_stats)
 
     async def max_seq(self, room_id: str) -> int:
         return await self._call(_Db.max_seq, room_id)

@@ -18,6 +18,7 @@ from core.store.base import (
     InvitationRecord,
     MessageRecord,
     NewMessage,
+    OutboxEvent,
     RoomRecord,
     UserRecord,
 )
@@ -624,3 +625,27 @@ async def test_invitations_after_follows_new_undelivered_ones(store: ChatStore) 
     assert [i.id for i in await store.invitations_after(0, 2)] == ids[:2]
     await store.mark_invitations_delivered([ids[2]])
     assert [i.id for i in await store.invitations_after(ids[1], 10)] == [ids[3]]
+
+
+async def test_a_post_and_its_outbox_row_are_one_transaction(store: ChatStore) -> None:
+    await store.put_category(CategoryRecord(id="c", name="C"))
+    await store.put_room(RoomRecord(id="r", name="R", category_id="c"))
+    post = NewMessage(room_id="r", seq=1, author="sip:a@d", ts_ms=5, text="hi")
+    chat = OutboxEvent(kind="CHAT", payload='{"msgid":1}', ts_ms=5)
+    await store.append_messages([post], [chat])
+    assert [(r.kind, r.payload) for r in await store.outbox_head(10)] == [("CHAT", '{"msgid":1}')]
+    again = NewMessage(room_id="r", seq=1, author="sip:a@d", ts_ms=6, text="dup")
+    with pytest.raises(Conflict):  # the message fails: its outbox row is not kept either
+        await store.append_messages([again], [OutboxEvent(kind="CHAT", payload="{}", ts_ms=6)])
+    assert len(await store.outbox_head(10)) == 1
+
+
+async def test_outbox_queue_operations(store: ChatStore) -> None:
+    assert await store.outbox_stats() == (0, 0)
+    await store.add_outbox([OutboxEvent(kind="JOIN", payload=str(i), ts_ms=100 + i) for i in range(5)])
+    head = await store.outbox_head(3)
+    assert [r.payload for r in head] == ["0", "1", "2"]
+    assert await store.outbox_stats() == (5, 100)
+    await store.delete_outbox([r.id for r in head])
+    assert [r.payload for r in await store.outbox_head(10)] == ["3", "4"]
+    assert await store.outbox_stats() == (2, 103)
