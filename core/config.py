@@ -46,6 +46,20 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     newcontent_interval_s: float = 5.0  # at most one ntc:newcontent per room and session
 
 
+class ComplianceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The optional compliance service (off by default, as in the original)."""
+
+    enabled: bool = False  # on: every join, part, post and history read is recorded first
+    store: str = ""  # compliance store (SQLite file); "": <data_dir>/compliance.db
+    output_dir: str = ""  # where adapters write; "": <data_dir>/compliance
+    adapters: list[str] = msgspec.field(default_factory=lambda: ["xml"])  # xml, jsonl, entry points
+    run_interval_s: int = 900  # adapters run this often: 60 s to 30 days
+    xml_file_per_room: bool = False  # XML adapter: one file per room instead of one per run
+    xml_room_details: bool = True  # XML adapter: add the room's name to each Channel
+    xml_user_details: bool = False  # XML adapter: add display names to each Sender
+    lease_ttl_s: float = 10.0  # one active service per pool: a Redis lease of this length
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     domain: str = "example.com"
     data_dir: str = "./data"
@@ -57,6 +71,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sip: SipSettings = msgspec.field(default_factory=SipSettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
+    compliance: ComplianceSettings = msgspec.field(default_factory=ComplianceSettings)
+
+    @property
+    def compliance_store_path(self) -> str:
+        return self.compliance.store or str(Path(self.data_dir).resolve() / "compliance.db")
+
+    @property
+    def compliance_output_dir(self) -> str:
+        return self.compliance.output_dir or str(Path(self.data_dir).resolve() / "compliance")
 
     @property
     def store_url(self) -> str:
@@ -158,6 +181,9 @@ def load_settings(
         settings = msgspec.structs.replace(settings, workers=os.cpu_count() or 1)
     if settings.workers < 1 or settings.shards < settings.workers:
         raise ConfigError("workers must be >= 1 and shards >= workers")
+    interval = settings.compliance.run_interval_s
+    if not 60 <= interval <= 30 * 86400:
+        raise ConfigError(f"compliance.run_interval_s must be 60 s to 30 days; got {interval}")
     unknown = [a for a in settings.sip.auth_algorithms if a not in DIGEST_ALGORITHMS]
     if unknown or not settings.sip.auth_algorithms:
         raise ConfigError(

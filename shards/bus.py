@@ -240,9 +240,9 @@ class RedisBus:
         return result
 
     async def history(
-        self, worker: int, room_id: str, user: str, query: HistoryQuery
+        self, worker: int, room_id: str, user: str, query: HistoryQuery, session: str = ""
     ) -> list[MessageRecord]:
-        result = await self._request(worker, wire.HistoryReq(room_id, user, query))
+        result = await self._request(worker, wire.HistoryReq(room_id, user, query, session))
         assert isinstance(result, wire.HistoryResult)
         return result.messages
 
@@ -293,9 +293,8 @@ class RedisBus:
                 await self._owner.part(op.room_id, op.session)
                 result = None
             else:
-                result = wire.HistoryResult(
-                    await self._owner.history(op.room_id, op.user, op.query)
-                )
+                messages = await self._owner.history(op.room_id, op.user, op.query, op.session)
+                result = wire.HistoryResult(messages)
             reply = wire.Reply(request.id, 0, "", result)
         except PchatError as exc:
             reply = wire.Reply(request.id, exc.xccos_code, str(exc))

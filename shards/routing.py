@@ -39,7 +39,7 @@ class RemoteOwners(Protocol):
         self, worker: int, room_id: str, session: str, user: str, client_key: str, text: str
     ) -> PostResult: ...
     async def history(
-        self, worker: int, room_id: str, user: str, query: HistoryQuery
+        self, worker: int, room_id: str, user: str, query: HistoryQuery, session: str = ""
     ) -> list[MessageRecord]: ...
 
 
@@ -83,12 +83,14 @@ class RoomRouter:
         assert self.remote is not None
         return await self.remote.post(worker, room_id, session, user, client_key, text)
 
-    async def history(self, room_id: str, user: str, query: HistoryQuery) -> list[MessageRecord]:
+    async def history(
+        self, room_id: str, user: str, query: HistoryQuery, session: str = ""
+    ) -> list[MessageRecord]:
         worker = self._where(room_id)
         if worker == self._me:
-            return await self._owner.history(room_id, user, query)
+            return await self._owner.history(room_id, user, query, session)
         assert self.remote is not None
-        return await self.remote.history(worker, room_id, user, query)
+        return await self.remote.history(worker, room_id, user, query, session)
 
     def online_count(self, room_id: str) -> int | None:
         if self._map.owner_of(room_id) == self._me:

@@ -45,6 +45,7 @@ class HistoryReq(msgspec.Struct, tag="history", gc=False):
     room_id: str
     user: str
     query: HistoryQuery
+    session: str = ""
 
 
 class HistoryResult(msgspec.Struct, tag=True, gc=False):

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import msgspec
 
+from core.compliance.events import Activity, Kind, to_outbox
 from core.errors import BadRequest, Forbidden, NotFound, Overloaded, StoreError, TooLarge
 from core.rooms import rules
 from core.rooms.events import (
@@ -23,7 +24,14 @@ from core.rooms.events import (
     RoomEvent,
 )
 from core.rooms.roster import Roster
-from core.store.base import CategoryRecord, ChatStore, MessageRecord, NewMessage, RoomRecord
+from core.store.base import (
+    CategoryRecord,
+    ChatStore,
+    MessageRecord,
+    NewMessage,
+    OutboxEvent,
+    RoomRecord,
+)
 from core.store.batch import GroupCommitter
 
 log = logging.getLogger(__name__)
@@ -100,13 +108,17 @@ class RoomOwner:
     def __init__(
         self,
         store: ChatStore,
-        committer: GroupCommitter,
+        committer: GroupCommitter[NewMessage],
         sink: EventSink,
         settings: OwnerSettings,
         clock: Callable[[], float] = time.time,
+        recorder: GroupCommitter[OutboxEvent] | None = None,
     ) -> None:
         self._store = store
         self._committer = committer
+        # Compliance: JOIN, PART, BACKCHAT (and posts of rooms without history) are written
+        # here before they take effect; posts carry theirs in their own transaction.
+        self._recorder = recorder
         self._sink = sink
         self._settings = settings
         self._clock = clock
@@ -175,6 +187,8 @@ class RoomOwner:
         """Adds the session to the roster; ``quiet`` (a gateway re-announcing its sessions
         after a restart) sends no ntc:join."""
         state = await self._readable(room_id, who.user)
+        if self._recorder is not None and not quiet and who.session not in state.roster:
+            await self._record("JOIN", state, who.user, who.session)
         new_user = state.roster.add(who)
         ucnt = state.roster.user_count
         small = ucnt <= self._settings.participant_update_limit
@@ -189,6 +203,8 @@ class RoomOwner:
         if state is None:
             return
         who, user_left = state.roster.remove(session)
+        if who is not None and self._recorder is not None:
+            await self._record("PART", state, who.user, session)
         ucnt = state.roster.user_count
         if who is not None and user_left and ucnt < self._settings.participant_update_limit:
             self._sink.publish(PartEvent(room_id, who.user, session, who.gateway, ucnt))
@@ -200,6 +216,7 @@ class RoomOwner:
             for who in state.roster:
                 if who.gateway == gateway:
                     state.roster.remove(who.session)
+                    self._record_later("PART", state, who.user, who.session)
 
     async def post(
         self, room_id: str, session: str, user: str, client_key: str, text: str
@@ -224,6 +241,23 @@ class RoomOwner:
                 return earlier.future
         future: asyncio.Future[PostResult] = asyncio.get_running_loop().create_future()
         if not state.category.history:
+            if self._recorder is not None:  # kept by nobody but the compliance archive
+                seq = state.next_seq
+                state.next_seq += 1
+                await self._recorder.write(
+                    to_outbox(
+                        Activity(
+                            kind="CHAT",
+                            user=user,
+                            room_id=room_id,
+                            ts_ms=now_ms,
+                            session=session,
+                            msgid=seq,
+                            text=text,
+                        )
+                    )
+                )
+                return self._unlogged(state, session, user, client_key, text, now_ms, future, seq)
             return self._unlogged(state, session, user, client_key, text, now_ms, future)
         message = NewMessage(
             room_id=room_id,
@@ -232,6 +266,7 @@ class RoomOwner:
             ts_ms=now_ms,
             text=text,
             client_key=client_key,
+            session=session,
         )
         self._committer.submit(
             message, lambda error: self._committed(state, message, session, future, error)
@@ -250,10 +285,12 @@ class RoomOwner:
         text: str,
         now_ms: int,
         future: asyncio.Future[PostResult],
+        seq: int = 0,
     ) -> asyncio.Future[PostResult]:
         """History off in the category: the post is delivered and forgotten (never stored)."""
-        seq = state.next_seq
-        state.next_seq += 1
+        if not seq:
+            seq = state.next_seq
+            state.next_seq += 1
         state.committed_seq = seq
         future.set_result(PostResult(seq, now_ms))
         if client_key:
@@ -314,8 +351,13 @@ class RoomOwner:
             )
         )
 
-    async def history(self, room_id: str, user: str, query: HistoryQuery) -> list[MessageRecord]:
+    async def history(
+        self, room_id: str, user: str, query: HistoryQuery, session: str = ""
+    ) -> list[MessageRecord]:
         state = await self._readable(room_id, user)
+        if self._recorder is not None:
+            detail = f"{query.kind} {query.count}" + (f" {query.seq}" if query.seq else "")
+            await self._record("BACKCHAT", state, user, session, query.text or detail)
         ring = state.ring
         if query.kind == "last" and (len(ring) >= query.count or state.ring_complete):
             return list(ring)[-query.count :] if query.count else []
@@ -347,6 +389,40 @@ class RoomOwner:
             lost = [p.session for p in state.roster if not rules.can_read(record, category, p.user)]
             self._kick(state, lost)
 
+    def _activity(
+        self, kind: Kind, state: RoomState, user: str, session: str, text: str
+    ) -> OutboxEvent:
+        now_ms = int(self._clock() * 1000)
+        return to_outbox(
+            Activity(
+                kind=kind,
+                user=user,
+                room_id=state.record.id,
+                ts_ms=now_ms,
+                session=session,
+                text=text,
+                room_name=state.record.name,
+            )
+        )
+
+    async def _record(
+        self, kind: Kind, state: RoomState, user: str, session: str, text: str = ""
+    ) -> None:
+        """Durable before the action is acknowledged; a store failure refuses the action."""
+        assert self._recorder is not None
+        await self._recorder.write(self._activity(kind, state, user, session, text))
+
+    def _record_later(self, kind: Kind, state: RoomState, user: str, session: str) -> None:
+        """For departures nobody waits on (a dead gateway, a kick): queued, not awaited."""
+        if self._recorder is None:
+            return
+        try:
+            self._recorder.submit(self._activity(kind, state, user, session, ""), _ignore)
+        except Overloaded:
+            log.error(
+                "compliance queue full: PART of %s in %s not recorded", session, state.record.id
+            )
+
     def _kick(self, state: RoomState, sessions: list[str]) -> None:
         """Removes sessions at once: they get ntc:part for themselves (KickEvent), the
         others hear of each user that has no session left (PartEvent)."""
@@ -355,6 +431,8 @@ class RoomOwner:
         gone: list[Participant] = []
         for session in sessions:
             who, user_left = state.roster.remove(session)
+            if who is not None:
+                self._record_later("PART", state, who.user, session)
             if who is not None and user_left:
                 gone.append(who)
         room_id = state.record.id
@@ -363,3 +441,8 @@ class RoomOwner:
         if ucnt < self._settings.participant_update_limit:
             for who in gone:
                 self._sink.publish(PartEvent(room_id, who.user, who.session, who.gateway, ucnt))
+
+
+def _ignore(error: BaseException | None) -> None:
+    if error is not None:
+        log.error("a compliance record was lost with the store: %s", error)

@@ -70,6 +70,7 @@ class NewMessage(msgspec.Struct, kw_only=True, gc=False):
     ts_ms: int
     text: str
     client_key: str = ""  # the sender's envelope id: retries within 5 minutes are one post
+    session: str = ""  # the posting session, for its compliance record (not a column)
 
 
 class MessageRecord(msgspec.Struct, kw_only=True, gc=False):

@@ -47,7 +47,7 @@ class RoomAccess(Protocol):
         self, room_id: str, session: str, user: str, client_key: str, text: str
     ) -> PostResult: ...
     async def history(
-        self, room_id: str, user: str, query: HistoryQuery
+        self, room_id: str, user: str, query: HistoryQuery, session: str = ""
     ) -> list[MessageRecord]: ...
     def online_count(self, room_id: str) -> int | None:
         """Participants online, when known without asking another worker."""
@@ -308,7 +308,7 @@ class CommandHandler:
     async def _on_bccontext(self, session: SessionView, data: Element | None) -> str:
         room_id = self._room_ids(data)[0]
         query = self._history_query(data)
-        messages = await self._rooms.history(room_id, session.user, query)
+        messages = await self._rooms.history(room_id, session.user, query, session.session_id)
         uri = room_uri(self._info.domain, room_id)
         items = "".join(build.msg(uri, m.author, ts_iso(m.ts_ms), m.seq, m.text) for m in messages)
         return build.chanib(uri, inner=items)

@@ -15,9 +15,10 @@ import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from core.compliance.events import chat_event
 from core.config import Settings
 from core.rooms.owner import OwnerSettings, RoomOwner
-from core.store.base import ChatStore
+from core.store.base import ChatStore, NewMessage, OutboxEvent
 from core.store.batch import GroupCommitter
 from core.store.registry import make_store
 from core.xccos import build
@@ -47,7 +48,7 @@ class RunningWorker:
         store: ChatStore,
         gateway: Gateway,
         owner: RoomOwner,
-        committer: GroupCommitter,
+        committer: GroupCommitter[NewMessage],
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id
@@ -141,7 +142,17 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     metrics = Metrics()
     store = make_store(settings.store_url)
     await store.open()
-    committer = GroupCommitter(store, stats=metrics)
+    recorder: GroupCommitter[OutboxEvent] | None = None
+    if settings.compliance.enabled:
+        recorder = GroupCommitter(store.add_outbox)
+        recorder.start()
+
+    async def write_posts(batch: list[NewMessage]) -> None:
+        # With compliance on, each post's CHAT record shares its transaction.
+        outbox = [chat_event(m) for m in batch] if recorder is not None else None
+        await store.append_messages(batch, outbox)
+
+    committer: GroupCommitter[NewMessage] = GroupCommitter(write_posts, stats=metrics)
     committer.start()
     gateway_box: list[Gateway] = []
     fanout = Fanout(lambda event: gateway_box[0].on_event(event))
@@ -154,6 +165,7 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
             message_size_limit=settings.limits.message_size_limit,
             participant_update_limit=settings.limits.participant_update_limit,
         ),
+        recorder=recorder,
     )
     shard_map = ShardMap(shards=settings.shards, workers=settings.workers, domain=settings.domain)
     router = RoomRouter(shard_map, worker_id, owner, remote=None)
@@ -213,6 +225,8 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         gauges.cancel()
         await asyncio.gather(watcher, gauges, return_exceptions=True)
         await committer.stop()
+        if recorder is not None:
+            await recorder.stop()
         if bus is not None:
             await bus.stop()
         if runner is not None:

@@ -642,7 +642,9 @@ async def test_a_post_and_its_outbox_row_are_one_transaction(store: ChatStore) -
 
 async def test_outbox_queue_operations(store: ChatStore) -> None:
     assert await store.outbox_stats() == (0, 0)
-    await store.add_outbox([OutboxEvent(kind="JOIN", payload=str(i), ts_ms=100 + i) for i in range(5)])
+    await store.add_outbox(
+        [OutboxEvent(kind="JOIN", payload=str(i), ts_ms=100 + i) for i in range(5)]
+    )
     head = await store.outbox_head(3)
     assert [r.payload for r in head] == ["0", "1", "2"]
     assert await store.outbox_stats() == (5, 100)

@@ -83,7 +83,7 @@ def dones() -> Dones:
 
 @pytest.fixture
 async def committer(sink: FakeSink) -> AsyncIterator[GroupCommitter]:
-    committer = GroupCommitter(sink)
+    committer = GroupCommitter(sink.append_messages)
     committer.start()
     yield committer
     if sink.gate is not None:
@@ -126,7 +126,7 @@ async def test_posts_gather_while_a_commit_is_in_flight(
 
 
 async def test_batches_are_cut_at_max_batch(sink: FakeSink, dones: Dones) -> None:
-    committer = GroupCommitter(sink, max_batch=2)
+    committer = GroupCommitter(sink.append_messages, max_batch=2)
     for seq in range(1, 6):
         committer.submit(_msg(seq), dones(seq))
     committer.start()
@@ -184,7 +184,7 @@ async def test_failure_reaches_every_done_of_the_batch_and_the_next_batch_commit
 async def test_failure_of_a_multi_post_batch_fails_each_post(sink: FakeSink, dones: Dones) -> None:
     boom = OSError("io error")
     sink.failures[1] = boom
-    committer = GroupCommitter(sink)
+    committer = GroupCommitter(sink.append_messages)
     for seq in (1, 2, 3):
         committer.submit(_msg(seq), dones(seq))
     committer.start()
@@ -214,7 +214,7 @@ async def test_a_raising_done_does_not_strand_the_rest(
 async def test_stats_see_successful_commits_only(sink: FakeSink, dones: Dones) -> None:
     stats = Stats()
     sink.failures[2] = RuntimeError("once")
-    committer = GroupCommitter(sink, stats=stats)
+    committer = GroupCommitter(sink.append_messages, stats=stats)
     committer.submit(_msg(1), dones(1))
     committer.submit(_msg(2), dones(2))
     committer.start()
@@ -232,7 +232,7 @@ async def test_stats_see_successful_commits_only(sink: FakeSink, dones: Dones) -
 
 
 async def test_max_pending_raises_overloaded(sink: FakeSink, dones: Dones) -> None:
-    committer = GroupCommitter(sink, max_pending=3)
+    committer = GroupCommitter(sink.append_messages, max_pending=3)
     for seq in (1, 2, 3):
         committer.submit(_msg(seq), dones(seq))
     assert committer.depth == 3
@@ -251,7 +251,7 @@ async def test_max_pending_counts_queued_posts_not_the_one_in_flight(
     sink: FakeSink, dones: Dones
 ) -> None:
     sink.gate = asyncio.Event()
-    committer = GroupCommitter(sink, max_pending=2)
+    committer = GroupCommitter(sink.append_messages, max_pending=2)
     committer.start()
     committer.submit(_msg(1), dones(1))
     await asyncio.wait_for(sink.entered.wait(), 2)
@@ -271,7 +271,7 @@ async def test_max_pending_counts_queued_posts_not_the_one_in_flight(
 
 
 async def test_stop_commits_what_is_queued(sink: FakeSink, dones: Dones) -> None:
-    committer = GroupCommitter(sink)
+    committer = GroupCommitter(sink.append_messages)
     committer.start()
     for seq in (1, 2, 3):
         committer.submit(_msg(seq), dones(seq))
@@ -285,7 +285,7 @@ async def test_stop_during_a_commit_waits_and_commits_the_rest(
     sink: FakeSink, dones: Dones
 ) -> None:
     sink.gate = asyncio.Event()
-    committer = GroupCommitter(sink, max_batch=2)
+    committer = GroupCommitter(sink.append_messages, max_batch=2)
     committer.start()
     committer.submit(_msg(1), dones(1))
     await asyncio.wait_for(sink.entered.wait(), 2)
@@ -301,7 +301,7 @@ async def test_stop_during_a_commit_waits_and_commits_the_rest(
 
 
 async def test_stop_twice_is_harmless(sink: FakeSink) -> None:
-    committer = GroupCommitter(sink)
+    committer = GroupCommitter(sink.append_messages)
     committer.start()
     await committer.stop()
     await committer.stop()
@@ -309,7 +309,7 @@ async def test_stop_twice_is_harmless(sink: FakeSink) -> None:
 
 
 async def test_submit_after_stop_is_refused_or_completed(sink: FakeSink, dones: Dones) -> None:
-    committer = GroupCommitter(sink)
+    committer = GroupCommitter(sink.append_messages)
     committer.start()
     await committer.stop()
     # Queued with no task left to commit it, its done would never run and a post would hang.

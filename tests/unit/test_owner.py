@@ -134,7 +134,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     await _put_room(store, "stage", "open", "auditorium", presenters=[PRESENTER])
     await store.put_room(RoomRecord(id="off", name="Off", category_id="general", disabled=True))
     gated = GatedSink(store)
-    committer = GroupCommitter(gated)
+    committer = GroupCommitter(gated.append_messages)
     committer.start()
     try:
         yield Env(store, committer, gated)
@@ -447,7 +447,9 @@ async def test_failed_commit_is_not_acknowledged_and_a_retry_gets_a_new_seq(env:
 
 
 async def test_commit_queue_full_is_overloaded_and_uses_no_seq(env: Env) -> None:
-    committer = GroupCommitter(env.gated, max_pending=1)  # never started: nothing drains
+    committer = GroupCommitter(
+        env.gated.append_messages, max_pending=1
+    )  # never started: nothing drains
     owner = RoomOwner(env.store, committer, env.sink, OwnerSettings(), clock=env.clock)
     await owner.join("lobby", _who("s1", ALICE))
     first = await owner.post("lobby", "s1", ALICE, "", "one")

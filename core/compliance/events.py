@@ -1,0 +1,56 @@
+"""Activity events recorded for compliance: what happened, to whom, where, when.
+
+Each event travels as an outbox row (kind + JSON payload) written in the chat store's
+transaction, then moves to the compliance store and on to the adapters.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from core.store.base import NewMessage, OutboxEvent
+
+Kind = Literal["JOIN", "PART", "CHAT", "BACKCHAT", "FILEUPLOAD", "FILEDOWNLOAD"]
+KINDS: tuple[Kind, ...] = ("JOIN", "PART", "CHAT", "BACKCHAT", "FILEUPLOAD", "FILEDOWNLOAD")
+
+
+class Activity(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
+    """One recorded action; ``ts_ms`` is the server's clock."""
+
+    kind: Kind
+    user: str
+    room_id: str
+    ts_ms: int
+    session: str = ""  # the session (device) that acted
+    msgid: int = 0  # CHAT: the post's id in its room
+    text: str = ""  # CHAT: the post; BACKCHAT: the history query
+    room_name: str = ""
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(Activity).decode
+
+
+def to_outbox(activity: Activity) -> OutboxEvent:
+    return OutboxEvent(kind=activity.kind, payload=_encode(activity).decode(), ts_ms=activity.ts_ms)
+
+
+def from_payload(payload: str | bytes) -> Activity:
+    return _decode(payload)
+
+
+def chat_event(message: NewMessage) -> OutboxEvent:
+    """The CHAT row written in the same transaction as the post itself."""
+    return to_outbox(
+        Activity(
+            kind="CHAT",
+            user=message.author,
+            room_id=message.room_id,
+            ts_ms=message.ts_ms,
+            session=message.session,
+            msgid=message.seq,
+            text=message.text,
+        )
+    )
