@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--http-port", type=int, help="HTTP port for /healthz, /metrics (default 8080)"
     )
     serve.add_argument("--workers", type=int, help="worker processes (default 1; 0: one per CPU)")
+    serve.add_argument(
+        "--compliance",
+        action="store_true",
+        default=None,
+        help="record activity for compliance and run the compliance service",
+    )
     common = argparse.ArgumentParser(add_help=False)
     _common(common)
     admin.add_parser(sub, common)
@@ -74,6 +80,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "sip.port": getattr(args, "sip_port", None),
         "http.port": getattr(args, "http_port", None),
         "workers": getattr(args, "workers", None),
+        "compliance.enabled": getattr(args, "compliance", None),
     }
     return load_settings(args.config, overrides=overrides)
 

@@ -67,6 +67,25 @@ REDIS_PUBLISH = Histogram(
     "pchat_redis_publish_seconds", "Time of one Redis publish", buckets=LATENCY_BUCKETS
 )
 WORKER_RESTARTS = Counter("pchat_supervisor_worker_restarts_total", "Workers restarted")
+COMPLIANCE_BACKLOG = Gauge(
+    "pchat_compliance_backlog_events",
+    "Activity events not yet archived (outbox + compliance store)",
+    multiprocess_mode="max",
+)
+COMPLIANCE_BACKLOG_AGE = Gauge(
+    "pchat_compliance_backlog_age_seconds",
+    "Age of the oldest activity event not yet archived",
+    multiprocess_mode="max",
+)
+COMPLIANCE_FAILURES = Counter(
+    "pchat_compliance_adapter_failures_total", "Failed adapter runs, by adapter", ["adapter"]
+)
+COMPLIANCE_RELAYED = Counter(
+    "pchat_compliance_relayed_events_total", "Events moved from the outbox to the compliance store"
+)
+COMPLIANCE_ARCHIVED = Counter(
+    "pchat_compliance_archived_events_total", "Events written by every adapter and deleted"
+)
 
 
 class Metrics:

@@ -25,7 +25,12 @@ STABLE_AFTER_S = 10.0  # a worker alive this long has its backoff reset
 STOP_GRACE_S = 10.0  # workers get this long to commit queued posts after SIGTERM
 
 
+COMPLIANCE = -1  # the compliance service's id among the supervised children
+
+
 class Worker:
+    """A supervised child: a worker (id >= 0) or the compliance service."""
+
     def __init__(self, worker_id: int) -> None:
         self.worker_id = worker_id
         self.proc: subprocess.Popen[bytes] | None = None
@@ -40,6 +45,8 @@ class Supervisor:
         self._stopping = False
         self._redis: EmbeddedRedis | None = None
         self._workers = [Worker(i) for i in range(settings.workers)]
+        if settings.compliance.enabled:
+            self._workers.append(Worker(COMPLIANCE))
         self._env: dict[str, str] = {}
 
     def run(self) -> int:
@@ -78,18 +85,32 @@ class Supervisor:
         self._stopping = True
 
     def _spawn(self, worker: Worker) -> None:
-        cmd = [sys.executable, "-m", "shards.worker.runner", "--worker-id", str(worker.worker_id)]
+        if worker.worker_id == COMPLIANCE:
+            cmd = [sys.executable, "-m", "shards.compliance"]
+        else:
+            cmd = [
+                sys.executable,
+                "-m",
+                "shards.worker.runner",
+                "--worker-id",
+                str(worker.worker_id),
+            ]
         worker.proc = subprocess.Popen(cmd, env=self._env, stdin=subprocess.DEVNULL)
         worker.started = time.monotonic()
         self._write_pids()
 
     def _write_pids(self) -> None:
         """data_dir/workers.pid: 'worker pid' lines, for operators and tests."""
-        lines = [f"{w.worker_id} {w.proc.pid}\n" for w in self._workers if w.proc is not None]
-        path = Path(self.settings.data_dir) / "workers.pid"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(lines))
-        tmp.replace(path)
+        folder = Path(self.settings.data_dir)
+        children = [w for w in self._workers if w.proc is not None]
+        for name, group in (
+            ("workers.pid", [w for w in children if w.worker_id != COMPLIANCE]),
+            ("compliance.pid", [w for w in children if w.worker_id == COMPLIANCE]),
+        ):
+            lines = [f"{w.worker_id} {w.proc.pid}\n" for w in group if w.proc is not None]
+            tmp = folder / f"{name}.tmp"
+            tmp.write_text("".join(lines))
+            tmp.replace(folder / name)
 
     def _watch(self) -> None:
         from prometheus_client import multiprocess
@@ -107,19 +128,18 @@ class Supervisor:
                         worker.failures = 0
                     continue
                 if proc is not None:
-                    code = proc.returncode
+                    is_worker = worker.worker_id != COMPLIANCE
+                    name = f"worker {worker.worker_id}" if is_worker else "compliance service"
                     log.error(
-                        "worker %d (pid %d) exited with %s; restarting",
-                        worker.worker_id,
-                        proc.pid,
-                        code,
+                        "%s (pid %d) exited with %s; restarting", name, proc.pid, proc.returncode
                     )
                     multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
                     worker.proc = None
                     step = min(worker.failures, len(RESTART_BACKOFF_S) - 1)
                     worker.due = now + RESTART_BACKOFF_S[step]
                     worker.failures += 1
-                    WORKER_RESTARTS.inc()
+                    if is_worker:
+                        WORKER_RESTARTS.inc()
                 if now >= worker.due:
                     self._spawn(worker)
             time.sleep(0.1)

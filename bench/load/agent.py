@@ -302,6 +302,12 @@ class Agent:
             await asyncio.sleep(message[1])  # the drain: deliveries of the last posts
             self.pipe.send(("result", self.cfg.agent_id, self.result()))
         elif kind == "close":
+            # Cancel what still waits for the server first: a future failed by the aborted
+            # connection with nobody left to await it would be logged as never retrieved.
+            pending = list(self._tasks)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             for client in self.clients:
                 if client is not None:
                     client.abort()

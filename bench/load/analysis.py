@@ -21,6 +21,7 @@ P99_AT_10K_MS = 5.0
 LYNC_P99_MS = 100.0
 SIGNIN_MIN_PER_S = 2_000.0
 IDLE_MAX_KB = 50.0
+KEEPING_UP = 0.95  # a ramp step keeps up when this share of the posts asked is accepted
 
 
 def _seconds(start: float, end: float) -> range:
@@ -166,6 +167,18 @@ def _traffic(
         best = max(out["ramp"], key=lambda s: s["deliveries_per_s"])
         out["deliveries"]["per_s"] = best["deliveries_per_s"]
         out["deliveries"]["best_step"] = best
+        # The most the server delivered while still keeping up: nearly every post asked
+        # for accepted, and p99 under the lync-model bound.
+        keeping_up = [
+            s
+            for s in out["ramp"]
+            if s["accepted_per_s"] >= KEEPING_UP * s["posts_per_s"]
+            and s["p99_ms"] is not None
+            and s["p99_ms"] < LYNC_P99_MS
+        ]
+        out["deliveries"]["keeping_up"] = (
+            max(keeping_up, key=lambda s: s["deliveries_per_s"]) if keeping_up else None
+        )
     return out
 
 

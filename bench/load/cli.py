@@ -14,7 +14,7 @@ import msgspec
 from bench.load import report
 from bench.load.analysis import analyse
 from bench.load.coordinator import Coordinator, Target
-from bench.load.population import populate
+from bench.load.population import populate, seat
 from bench.load.profiles import PROFILES, Profile, build
 
 DEFAULT_MESSAGE_BYTES = 500  # the ceiling's message size when no post was delivered
@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--server-data-dir", help="the running server's data dir (worker pids)")
     p.add_argument("--http-port", type=int, help="the running server's HTTP port (/metrics)")
     p.add_argument("--populate", metavar="STORE_URL", help="with --target: write users/rooms")
+    p.add_argument(
+        "--populate-only", action="store_true", help="write --populate's users/rooms and exit"
+    )
     p.add_argument("--server-src", type=Path, help="run the server from this source tree")
     p.add_argument(
         "--server-set", action="append", default=[], metavar="PCHAT_KEY=VALUE",
@@ -115,6 +118,12 @@ def _env(pairs: list[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     profile = profile_from(args)
+    if args.populate_only:
+        if not args.populate:
+            raise SystemExit("--populate-only needs --populate STORE_URL")
+        seconds = asyncio.run(populate(args.populate, args.domain, profile, seat(profile)))
+        print(f"{profile.users} users, {len(seat(profile).rooms)} rooms in {seconds:.1f} s")
+        return 0
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     run = time.strftime("%Y%m%d-%H%M%S-") + profile.name + (f"-{args.name}" if args.name else "")
     run_dir = args.out or report.RESULTS / run

@@ -156,6 +156,14 @@ def summary(r: dict[str, Any]) -> str:
                 f"{_fmt(s['deliveries_per_s'])} | {_fmt(s['p50_ms'])} | {_fmt(s['p99_ms'])} | "
                 f"{_fmt(s['retries_503'])} | {_fmt(s['server_cpu'])} | {_fmt(s['loadgen_cpu'])} |"
             )
+    up = r.get("deliveries", {}).get("keeping_up")
+    if r.get("ramp"):
+        lines += [
+            "",
+            "Most deliveries/s while keeping up (>= 95 % of the posts asked accepted, p99 < "
+            f"100 ms): {_fmt(up['deliveries_per_s']) if up else 'none'}"
+            + (f" at p99 {_fmt(up['p99_ms'])} ms." if up else "."),
+        ]
     if r.get("ceiling"):
         c = r["ceiling"]
         lines += [

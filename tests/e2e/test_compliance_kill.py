@@ -1,0 +1,112 @@
+"""kill -9 of the compliance service and of a worker mid-run: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from core.compliance.store import ComplianceStore
+from core.store.registry import make_store
+from shards.client.client import PchatClient, SipError, XccosError
+from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster
+
+USERS = ["a0", "a1", "a2", "a3"]
+
+
+def pid_of(data_dir: Path, name: str) -> dict[int, int]:
+    path = data_dir / name
+    if not path.exists():
+        return {}
+    return {int(w): int(p) for w, p in (line.split() for line in path.read_text().splitlines())}
+
+
+async def test_kill_9_of_compliance_and_a_worker_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, 2, "--compliance", env={"PCHAT_COMPLIANCE__ADAPTERS": '["jsonl"]'})
+    try:
+        await cluster.start()
+        for _ in range(100):
+            if pid_of(tmp_path, "compliance.pid"):
+                break
+            await asyncio.sleep(0.1)
+        for user in USERS:
+            await cluster.admin("user", "add", f"{user}@{DOMAIN}", "--password", PASSWORD)
+        await cluster.admin("category", "add", "General")
+        rooms = [
+            await cluster.admin(
+                "room", "add", f"R{i}", "--category", "General", "--privacy", "open"
+            )
+            for i in range(2)
+        ]
+        acked: set[tuple[str, int]] = set()
+        stop = time.monotonic() + 6
+
+        async def poster(user: str) -> None:
+            client: PchatClient | None = None
+            n = 0
+            while time.monotonic() < stop:
+                try:
+                    if client is None:
+                        client = await cluster.client(user)
+                        for room in rooms:
+                            await client.join(room)
+                    room = rooms[n % 2]
+                    reply = await client.post_envelope(
+                        room, f"{user}-{n}", envid=50_000 + n, timeout=5
+                    )
+                    if reply.code == 200:
+                        acked.add(
+                            (room.rpartition("/")[2], int(reply.data.find("grpchat").get("msgid")))
+                        )  # type: ignore[union-attr]
+                        n += 1
+                except (ConnectionError, SipError, XccosError, TimeoutError, OSError):
+                    client = None
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(0.01)
+            if client is not None:
+                await client.close()
+
+        async def chaos() -> None:
+            await asyncio.sleep(1.5)
+            await cluster.admin("compliance", "run-now")
+            await asyncio.sleep(0.5)
+            os.kill(pid_of(tmp_path, "compliance.pid")[-1], signal.SIGKILL)
+            await asyncio.sleep(1.0)
+            os.kill(cluster.worker_pids()[1], signal.SIGKILL)
+            await asyncio.sleep(1.0)
+            await cluster.admin("compliance", "run-now")
+
+        await asyncio.gather(chaos(), *(poster(u) for u in USERS))
+        assert acked, "nothing was posted"
+        chat = make_store(f"sqlite:///{tmp_path / 'chat.db'}")
+        await chat.open()
+        archive = ComplianceStore(str(tmp_path / "compliance.db"))
+        deadline = time.monotonic() + 30
+        while True:  # the restarted service drains everything
+            await cluster.admin("compliance", "run-now")
+            await asyncio.sleep(1.0)
+            outbox, _ = await chat.outbox_stats()
+            if outbox == 0 and archive.status().pending_events == 0:
+                break
+            assert time.monotonic() < deadline, f"backlog not drained: {outbox}, {archive.status()}"
+        events = [
+            json.loads(line)
+            for f in sorted((tmp_path / "compliance").glob("*.jsonl"))
+            for line in f.read_text().splitlines()
+        ]
+        ids = [e["id"] for e in events]
+        assert len(ids) == len(set(ids)), "an event was archived twice"
+        chats = [(e["room_id"], e["msgid"]) for e in events if e["kind"] == "CHAT"]
+        assert len(chats) == len(set(chats)), "a post was archived twice"
+        assert acked <= set(chats), f"acknowledged posts missing: {sorted(acked - set(chats))[:5]}"
+        stored = 0
+        for room in rooms:
+            stored += await chat.max_seq(room.rpartition("/")[2])
+        assert len(chats) >= len(acked) and len(set(chats)) <= stored
+        archive.close()
+        await chat.close()
+    finally:
+        await cluster.stop()
