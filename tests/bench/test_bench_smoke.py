@@ -1,0 +1,105 @@
+"""The benchmark tools run end to end on tiny numbers, so they never rot (HS-15).
+
+The real profiles take minutes and stay out of the suite; see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from bench.load.population import populate, seat
+from bench.load.profiles import build
+from bench.load.server import BenchServer
+
+REPO = Path(__file__).resolve().parents[2]
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+HAS_LOCUST = importlib.util.find_spec("locust") is not None
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
+
+
+def test_load_generator_smoke(tmp_path: Path) -> None:
+    """4 users, 2 rooms of 2, 2 s of posts against a server it starts, then the ceiling."""
+    run_dir, runs = tmp_path / "run", tmp_path / "runs.jsonl"
+    args = [sys.executable, "-m", "bench.load", "--profile", "smoke", "--quiet"]
+    args += ["--out", str(run_dir), "--runs-log", str(runs)]
+    if not HAS_MATPLOTLIB:
+        args.append("--no-plots")
+    done = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["sessions"] == 4 and not result["errors"]
+    assert result["posts"]["accepted"] > 0 and result["posts"]["accepted_per_s"] > 0
+    deliveries = result["deliveries"]
+    assert deliveries["per_s"] > 0 and deliveries["message_bytes"] > 0
+    lat = deliveries["latency_ms"]
+    assert 0 <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+    assert result["server_counters"]["pchat_fanout_deliveries_total"] > 0
+    ceiling = result["ceiling"]
+    assert ceiling["connections"] == 4
+    assert ceiling["batch_1"]["per_s"] > 0 and ceiling["batch_8"]["per_s"] > 0
+    line = json.loads(runs.read_text().splitlines()[-1])
+    assert line["git"]["sha"] and line["loop"] == "uvloop" and line["host"]["cores"]
+    assert line["headline"]["deliveries_per_s"] == deliveries["per_s"]
+    assert (run_dir / "summary.md").read_text().startswith("# ")
+    if HAS_MATPLOTLIB:
+        for name in ("latency_cdf.png", "throughput.png", "latency.png"):
+            assert (run_dir / name).stat().st_size > 1000
+
+
+@pytest.mark.skipif(not HAS_LOCUST, reason="locust is not installed (pip install -e '.[bench]')")
+def test_locust_user_smoke(tmp_path: Path) -> None:
+    """locust headless for 3 s with 2 users in one room: sign-ins, posts and deliveries."""
+    profile = build("smoke")
+    server = BenchServer(tmp_path / "data", 1, "example.com")
+    (tmp_path / "data").mkdir()
+    asyncio.run(populate(server.store_url, "example.com", profile, seat(profile)))
+    server.start()
+    try:
+        args = [sys.executable, "-m", "locust", "-f", str(REPO / "bench" / "locustfile.py")]
+        args += ["--headless", "-u", "2", "-r", "2", "-t", "3s", "--only-summary"]
+        args += ["--host", f"127.0.0.1:{server.sip_port}", "--pchat-rooms", "1"]
+        args += ["--csv", str(tmp_path / "locust")]
+        done = subprocess.run(
+            args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=40
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr[-3000:]
+    with (tmp_path / "locust_stats.csv").open() as f:
+        rows = {(r["Type"], r["Name"]): r for r in csv.DictReader(f)}
+    assert int(rows[("SIP", "signin")]["Request Count"]) == 2
+    for key in (("SIP", "signin"), ("XCCOS", "join"), ("XCCOS", "grpchat")):
+        assert int(rows[key]["Failure Count"]) == 0, rows[key]
+    assert int(rows[("XCCOS", "grpchat")]["Request Count"]) > 0
+    assert int(rows[("DELIVER", "grpchat")]["Request Count"]) > 0
+
+
+def test_profiles_are_bounded() -> None:
+    """Every profile has a finite size and duration; lync-model keeps the model's shape."""
+    for name in ("lync-model", "fanout-max", "fanout-10k", "signin-storm", "idle", "smoke"):
+        profile = build(name, 0.01)
+        assert 0 < profile.users <= 100_000 and 0 < profile.duration_s <= 600
+    full = build("lync-model", 1.0)
+    assert full.users == 80_000
+    assert [(c.size, c.count) for c in full.rooms] == [(30, 32_000), (150, 1_067), (16_000, 10)]
+    assert round(full.post_rate, 2) == 24.04
+    small = build("lync-model", 0.01)
+    seating = seat(small)
+    assert all(seats for seats in seating.seats)
+    for index, room in enumerate(seating.rooms):
+        holders = [u for u, seats in enumerate(seating.seats) if index in seats]
+        assert len(holders) == len(set(holders)), room
+    assert msgspec.json.decode(msgspec.json.encode(small), type=type(small)) == small
