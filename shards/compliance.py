@@ -113,6 +113,7 @@ class ComplianceService:
             else 0
         )
         metrics.COMPLIANCE_BACKLOG.set(outbox + status.pending_events)
+        metrics.COMPLIANCE_OUTBOX.set(outbox)
         metrics.COMPLIANCE_BACKLOG_AGE.set(max(0.0, time.time() - oldest / 1000) if oldest else 0.0)
 
     async def run_adapters(self) -> bool:

@@ -77,6 +77,11 @@ COMPLIANCE_BACKLOG_AGE = Gauge(
     "Age of the oldest activity event not yet archived",
     multiprocess_mode="max",
 )
+COMPLIANCE_OUTBOX = Gauge(
+    "pchat_compliance_outbox_events",
+    "Activity events in the chat store's outbox, not yet moved to the compliance store",
+    multiprocess_mode="max",
+)
 COMPLIANCE_FAILURES = Counter(
     "pchat_compliance_adapter_failures_total", "Failed adapter runs, by adapter", ["adapter"]
 )
