@@ -15,6 +15,7 @@ import pytest
 from core.config import HttpSettings, LimitSettings, Settings, SipSettings
 from core.sip.digest import user_ha1s
 from core.store.base import CategoryRecord, ChatStore, RoomRecord, UserRecord
+from shards.client.client import PchatClient
 from shards.redis_server import EmbeddedRedis
 from shards.worker.runner import RunningWorker, run_worker
 
@@ -72,6 +73,13 @@ async def loop_errors() -> AsyncIterator[list[dict[str, object]]]:
     asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
     yield errors
     assert not errors, f"unhandled exceptions in the event loop: {errors}"
+
+
+async def signed_in(server: RunningWorker, user: str = "alice") -> PchatClient:
+    """A client of ``user``@example.com through the whole sign-in sequence."""
+    client = await PchatClient.connect("127.0.0.1", server.sip_port, f"{user}@{DOMAIN}", PASSWORD)
+    await client.sign_in()
+    return client
 
 
 async def add_user(store: ChatStore, name: str, *, enabled: bool = True) -> str:

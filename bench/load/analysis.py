@@ -13,6 +13,7 @@ from typing import Any
 
 from bench.load import stats
 from bench.load.profiles import Profile
+from bench.load.server import SERVER_HISTOGRAMS, histogram_quantiles
 
 # The issue's targets (2-core machine, generator on the same host).
 FANOUT_MIN_PER_S = 100_000.0
@@ -101,10 +102,15 @@ def analyse(
         result.update(_traffic(profile, m, raw, events, samples))
     result["server"] = _usage(samples, events, "server", info)
     result["loadgen"] = {**_usage(samples, events, "loadgen", {}), "cpu_s": round(m.cpu_s, 1)}
+    result["machine"] = _others(samples, events)
+    before, after = raw["counters_before"], raw["counters_after"]
     result["server_counters"] = {
-        k: raw["counters_after"].get(k, 0.0) - raw["counters_before"].get(k, 0.0)
-        for k in raw["counters_after"]
+        k: after.get(k, 0.0) - before.get(k, 0.0) for k in after if "{" not in k
     }
+    result["server_latency_ms"] = {
+        name: histogram_quantiles(before, after, name, (50.0, 99.0)) for name in SERVER_HISTOGRAMS
+    }
+    result["cost"] = _cost(profile, result)
     if profile.mode == "idle":
         result["idle"] = _idle(m, events, samples, info)
     if ceiling is not None:
@@ -197,15 +203,32 @@ def _step(step: dict[str, float], m: Merged, samples: list[dict[str, float]]) ->
         - _near(samples, step["start"], "retries_503"),
         "server_cpu": _mean(inside, "server_cpu"),
         "loadgen_cpu": _mean(inside, "loadgen_cpu"),
+        "others_cpu": _mean(
+            [
+                {"x": r["machine_cpu"] - r.get("server_cpu", 0.0) - r.get("loadgen_cpu", 0.0)}
+                for r in inside
+                if "machine_cpu" in r
+            ],
+            "x",
+        ),
     }
+
+
+def _window(events: dict[str, float]) -> tuple[float, float]:
+    """The measured phase: the run of a traffic profile, else the sign-ins (signin-storm),
+    else the held sessions (idle)."""
+    if "run" in events:
+        return events["run"], events["stop"]
+    if events["stop"] - events["signed_in"] < 1:
+        return events["agents"], events["signed_in"]
+    return events["signed_in"], events["stop"]
 
 
 def _usage(
     samples: list[dict[str, float]], events: dict[str, float], who: str, info: dict[str, Any]
 ) -> dict[str, Any]:
-    busy = [
-        r for r in samples if events.get("run", events["signed_in"]) <= r["t"] <= events["stop"]
-    ]
+    start, end = _window(events)
+    busy = [r for r in samples if start <= r["t"] <= end]
     rss = [r[f"{who}_rss_mb"] for r in samples if f"{who}_rss_mb" in r]
     out: dict[str, Any] = {
         "cpu_percent_mean": _mean(busy, f"{who}_cpu"),
@@ -215,6 +238,34 @@ def _usage(
     }
     if "server_rss_before_mb" in info:
         out["rss_mb_before"] = round(info["server_rss_before_mb"], 1)
+    return out
+
+
+def _others(samples: list[dict[str, float]], events: dict[str, float]) -> dict[str, Any]:
+    """CPU of the whole machine during the run, and what neither side of the test used:
+    another job on the host makes the figures of that run suspect."""
+    start, end = _window(events)
+    busy = [r for r in samples if start <= r["t"] <= end and "machine_cpu" in r]
+    others = [r["machine_cpu"] - r.get("server_cpu", 0.0) - r.get("loadgen_cpu", 0.0) for r in busy]
+    return {
+        "cpu_percent_mean": _mean(busy, "machine_cpu"),
+        "others_cpu_percent_mean": round(sum(others) / len(others), 1) if others else None,
+        "others_cpu_percent_max": round(max(others), 1) if others else None,
+    }
+
+
+def _cost(profile: Profile, r: dict[str, Any]) -> dict[str, Any]:
+    """CPU per unit of work, from mean CPU over the measured phase: what a core buys."""
+    out: dict[str, Any] = {}
+    for who in ("server", "loadgen"):
+        cpu = r[who].get("cpu_percent_mean")
+        if not cpu:
+            continue
+        if profile.mode == "signin" and r["signin"]["per_s"]:
+            out[f"{who}_ms_per_signin"] = round(cpu / 100 * 1000 / r["signin"]["per_s"], 3)
+        per_s = r.get("deliveries", {}).get("per_s")
+        if profile.mode == "steady" and per_s:
+            out[f"{who}_us_per_delivery"] = round(cpu / 100 * 1e6 / per_s, 2)
     return out
 
 
@@ -310,7 +361,7 @@ def targets(profile: Profile, r: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(
             _target("fanout-max / raw ceiling", ">= 0.5", ratio, FANOUT_MIN_CEILING_RATIO, True)
         )
-    if profile.name == "fanout-10k":
+    if profile.name == "fanout-10k" and abs((d.get("per_s") or 0) - 10_000) < 1_000:
         p99 = d.get("latency_ms", {}).get("p99")
         out.append(_target("p99 at 10k deliveries/s (ms)", "< 5", p99, P99_AT_10K_MS, False))
     if profile.name == "lync-model":

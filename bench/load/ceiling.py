@@ -17,6 +17,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, Protocol, cast
 
+from shards.client.client import bound_socket
+
 # Per-connection kernel send buffer, as the server sets it (sip.max_output_bytes default).
 SNDBUF_BYTES = 256 * 1024
 CONNECT_CONCURRENCY = 200  # connections being opened at once per load process
@@ -51,13 +53,15 @@ class CeilingReceivers:
     async def connect(self, cfg: _AgentConfig, host: str, port: int, count: int) -> int:
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-        local = (cfg.local_host, 0) if cfg.local_host else None
 
         async def one() -> None:
             async with gate:
-                transport, _ = await loop.create_connection(
-                    lambda: _Count(self), host, port, local_addr=local
-                )
+                if cfg.local_host:
+                    sock = bound_socket(cfg.local_host)
+                    await loop.sock_connect(sock, (host, port))
+                    transport, _ = await loop.create_connection(lambda: _Count(self), sock=sock)
+                else:
+                    transport, _ = await loop.create_connection(lambda: _Count(self), host, port)
                 self._transports.append(transport)
 
         results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)

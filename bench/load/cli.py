@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -59,6 +60,7 @@ def parser() -> argparse.ArgumentParser:
         "--runs-log", type=Path, help="where the run's JSON line goes (bench/results/runs.jsonl)"
     )
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--keep-data", action="store_true", help="keep the server's data dir")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -115,6 +117,17 @@ def _env(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _tidy(run_dir: Path, *, keep: bool) -> None:
+    """Keeps the server's log next to the results (when it says anything) and drops its
+    data directory: a lync-model store is hundreds of megabytes."""
+    data = run_dir / "tmp" / "data"
+    log = data / "server.log"
+    if log.exists() and log.stat().st_size:
+        shutil.copy(log, run_dir / "server.log")
+    if not keep:
+        shutil.rmtree(run_dir / "tmp", ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     profile = profile_from(args)
@@ -125,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{profile.users} users, {len(seat(profile).rooms)} rooms in {seconds:.1f} s")
         return 0
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    host = report.host()  # before the run: its load average says whether the host was quiet
     run = time.strftime("%Y%m%d-%H%M%S-") + profile.name + (f"-{args.name}" if args.name else "")
     run_dir = args.out or report.RESULTS / run
     coord = Coordinator(profile, run_dir, quiet=args.quiet)
@@ -175,10 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         "git": report.git_state(),
         "versions": report.versions(),
         "loop": "uvloop",
-        "host": report.host(),
+        "host": host,
         **result,
     }  # fmt: skip
     report.write(run_dir, result, plots=not args.no_plots, runs_log=args.runs_log)
+    _tidy(run_dir, keep=args.keep_data)
     print(report.summary(result))
     print(f"results in {run_dir}", file=sys.stderr)
     return 0

@@ -18,7 +18,14 @@ from bench.load.agent import AgentConfig, agent_main
 from bench.load.ceiling import writer_main
 from bench.load.population import PASSWORD, Seating, populate, seat
 from bench.load.profiles import Profile
-from bench.load.server import BenchServer, ProcessProbe, free_port, read_pids, scrape
+from bench.load.server import (
+    BenchServer,
+    MachineProbe,
+    ProcessProbe,
+    free_port,
+    read_pids,
+    scrape,
+)
 
 SAMPLE_S = 1.0
 REPLY_TIMEOUT_S = 120.0  # the load processes answer a control message within this
@@ -53,6 +60,7 @@ class Coordinator:
         self._server_probe: ProcessProbe | None = None
         self._agent_probe: ProcessProbe | None = None
         self._writer_probe: ProcessProbe | None = None
+        self._machine = MachineProbe()
         self._next_sample = 0.0
 
     # -- the server -----------------------------------------------------------------------
@@ -195,6 +203,7 @@ class Coordinator:
             row["loadgen_rss_mb"] = agent_rss / 2**20
         if self._writer_probe is not None:
             row["writer_cpu"] = self._writer_probe.sample()[0]
+        row["machine_cpu"] = self._machine.sample()
         self.samples.append(row)
         if not self.quiet:
             self.log(
@@ -202,7 +211,7 @@ class Coordinator:
                 f"deliveries {row['deliveries']:.0f}  503 {row['retries_503']:.0f}  "
                 f"errors {row['errors']:.0f}  server cpu {row.get('server_cpu', 0):.0f}%  "
                 f"rss {row.get('server_rss_mb', 0):.0f} MB  loadgen cpu "
-                f"{row.get('loadgen_cpu', 0):.0f}%"
+                f"{row.get('loadgen_cpu', 0):.0f}%  machine {row['machine_cpu']:.0f}%"
             )
 
     def log(self, text: str) -> None:

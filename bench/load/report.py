@@ -67,6 +67,7 @@ def host() -> dict[str, Any]:
         "cpu": model,
         "cores": os.cpu_count(),
         "mem_gb": round(mem_kb / 2**20, 1),
+        "loadavg_at_start": list(os.getloadavg()),
     }
 
 
@@ -110,6 +111,8 @@ def headline(r: dict[str, Any]) -> dict[str, Any]:
         "ceiling_ratio": ceiling.get("batch_1", {}).get("fanout_ratio"),
         "kb_per_session": r.get("idle", {}).get("kb_per_session"),
         "server_cpu": r.get("server", {}).get("cpu_percent_mean"),
+        "loadgen_cpu": r.get("loadgen", {}).get("cpu_percent_mean"),
+        "others_cpu": r.get("machine", {}).get("others_cpu_percent_mean"),
     }
 
 
@@ -147,14 +150,15 @@ def summary(r: dict[str, Any]) -> str:
         lines += [
             "",
             "| posts/s asked | accepted/s | deliveries/s | p50 ms | p99 ms | 503 | server CPU % "
-            "| loadgen CPU % |",
-            "|---|---|---|---|---|---|---|---|",
+            "| loadgen CPU % | others CPU % |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for s in r["ramp"]:
             lines.append(
                 f"| {_fmt(s['posts_per_s'])} | {_fmt(s['accepted_per_s'])} | "
                 f"{_fmt(s['deliveries_per_s'])} | {_fmt(s['p50_ms'])} | {_fmt(s['p99_ms'])} | "
-                f"{_fmt(s['retries_503'])} | {_fmt(s['server_cpu'])} | {_fmt(s['loadgen_cpu'])} |"
+                f"{_fmt(s['retries_503'])} | {_fmt(s['server_cpu'])} | {_fmt(s['loadgen_cpu'])} | "
+                f"{_fmt(s['others_cpu'])} |"
             )
     up = r.get("deliveries", {}).get("keeping_up")
     if r.get("ramp"):
@@ -181,6 +185,15 @@ def summary(r: dict[str, Any]) -> str:
                 f"| {t['target']} | {t['goal']} | {_fmt(t['value'])} | "
                 f"{'yes' if t['met'] else 'NO'} | {t['margin']} |"
             )
+    if any(any(v.values()) for v in r.get("server_latency_ms", {}).values()):
+        lines += ["", "Server-side latencies (ms, from its histograms: bucket-interpolated):"]
+        for name, q in r["server_latency_ms"].items():
+            lines.append(f"- `{name}`: p50 {_fmt(q['p50'])}, p99 {_fmt(q['p99'])}")
+    if r.get("cost"):
+        lines += [
+            "",
+            "CPU per unit of work: " + ", ".join(f"{k} {v}" for k, v in r["cost"].items()),
+        ]
     if r.get("errors"):
         lines += ["", "Errors: " + ", ".join(f"{k} × {n}" for k, n in r["errors"].items())]
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@ running; its worker pids, CPU and memory (psutil), and a few of its own counters
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -24,6 +25,13 @@ SERVER_COUNTERS = (
     "pchat_admission_rejected_total",
     "pchat_sip_slow_consumer_disconnects_total",
     "pchat_supervisor_worker_restarts_total",
+)
+# Server-side latencies, to split the generator's post-to-delivery figure into its parts.
+SERVER_HISTOGRAMS = (
+    "pchat_store_commit_seconds",
+    "pchat_fanout_delivery_latency_seconds",
+    "pchat_redis_publish_seconds",
+    "pchat_xccos_command_latency_seconds",
 )
 
 
@@ -157,8 +165,28 @@ class ProcessProbe:
         return cpu, rss
 
 
+class MachineProbe:
+    """CPU busy on the whole machine, in % of one core (200 % = both cores of two), so
+    another job sharing the host shows as machine minus server minus load generator."""
+
+    def __init__(self) -> None:
+        try:
+            import psutil
+        except ImportError:
+            self._psutil: Any = None
+            return
+        self._psutil = psutil
+        psutil.cpu_percent(None)
+
+    def sample(self) -> float:
+        if self._psutil is None:
+            return 0.0
+        return float(self._psutil.cpu_percent(None)) * (os.cpu_count() or 1)
+
+
 def scrape(http_port: int, host: str = "127.0.0.1") -> dict[str, float]:
-    """The SERVER_COUNTERS from /metrics (label children summed); {} when unreachable."""
+    """SERVER_COUNTERS (label children summed) and the buckets of SERVER_HISTOGRAMS as
+    ``name{le}`` keys, from /metrics; {} when unreachable."""
     try:
         url = f"http://{host}:{http_port}/metrics"
         with urllib.request.urlopen(url, timeout=3) as response:
@@ -170,6 +198,48 @@ def scrape(http_port: int, host: str = "127.0.0.1") -> dict[str, float]:
         if not line or line[0] == "#":
             continue
         name = line.split("{", 1)[0].split(" ", 1)[0]
+        value = float(line.rsplit(" ", 1)[1])
         if name in SERVER_COUNTERS:
-            out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+            out[name] = out.get(name, 0.0) + value
+        elif name.endswith("_bucket") and name[: -len("_bucket")] in SERVER_HISTOGRAMS:
+            labels = line[line.index("{") + 1 : line.rindex("}")]
+            if 'command="' in labels and 'command="grpchat"' not in labels:
+                continue  # of the command latencies, only the post's
+            le = labels.split('le="', 1)[1].split('"', 1)[0]
+            key = f"{name[: -len('_bucket')]}{{{le}}}"
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def histogram_quantiles(
+    before: dict[str, float], after: dict[str, float], name: str, points: tuple[float, ...]
+) -> dict[str, float | None]:
+    """Quantiles (ms) of what a server histogram saw between two scrapes, interpolated
+    within buckets as Prometheus' histogram_quantile does."""
+    prefix = name + "{"
+    buckets = sorted(
+        (
+            math.inf if key[len(prefix) : -1] == "+Inf" else float(key[len(prefix) : -1]),
+            n - before.get(key, 0.0),
+        )
+        for key, n in after.items()
+        if key.startswith(prefix)
+    )
+    total = buckets[-1][1] if buckets else 0.0
+    out: dict[str, float | None] = {}
+    for p in points:
+        key = f"p{p:g}"
+        out[key] = None
+        if not total:
+            continue
+        rank, low, seen = p / 100 * total, 0.0, 0.0
+        for le, count in buckets:
+            if count >= rank:
+                if le == math.inf:
+                    out[key] = round(low * 1000, 3)
+                else:
+                    share = (rank - seen) / (count - seen) if count > seen else 1.0
+                    out[key] = round((low + (le - low) * share) * 1000, 3)
+                break
+            low, seen = le, count
     return out

@@ -121,7 +121,7 @@ class CommandHandler:
     ) -> None:
         self._store = store
         self._rooms = rooms
-        self._dir = directory
+        self.directory = directory
         self._info = info
         self._root_uri = f"ma-cat://{info.domain}/{uuid.uuid5(uuid.NAMESPACE_DNS, info.domain)}"
 
@@ -200,7 +200,7 @@ class CommandHandler:
     ) -> list[tuple[RoomRecord, CategoryRecord]]:
         out = []
         for room in rooms:
-            category = await self._dir.category(room.category_id)
+            category = await self.directory.category(room.category_id)
             if category is not None and rules.can_see(room, category, user):
                 out.append((room, category))
         return out
@@ -372,7 +372,7 @@ class CommandHandler:
     async def _on_follow(self, session: SessionView, data: Element | None) -> str:
         room_id = self._room_ids(data)[0]
         room = await self._store.get_room(room_id)
-        category = await self._dir.category(room.category_id) if room else None
+        category = await self.directory.category(room.category_id) if room else None
         if room is None or category is None or not rules.can_see(room, category, session.user):
             raise NotFound("no such room")
         if not rules.can_read(room, category, session.user):

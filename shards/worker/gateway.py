@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from core.config import Settings
 from core.errors import PchatError
+from core.rooms import rules
 from core.rooms.events import (
     JoinEvent,
     KickEvent,
@@ -159,7 +160,20 @@ class Gateway:
             log.warning("followed rooms of %s not loaded: %s", session.user, exc)
             return
         for room_id in rooms:
-            session.follow(room_id, True)
+            if await self._may_read(room_id, session.user):  # follows outlive permissions
+                session.follow(room_id, True)
+
+    async def _may_read(self, room_id: str, user: str) -> bool:
+        room = await self.store.get_room(room_id)
+        category = await self.handler.directory.category(room.category_id) if room else None
+        return room is not None and category is not None and rules.can_read(room, category, user)
+
+    async def recheck_follows(self) -> None:
+        """Rules changed: sessions stop hearing of rooms they may no longer read."""
+        for room_id, followers in list(self.followers.items()):
+            for session in list(followers):
+                if not await self._may_read(room_id, session.user):
+                    session.follow(room_id, False)
 
     def _new_content(self, event: PostEvent) -> None:
         for session in list(self.followers.get(event.room_id, ())):

@@ -90,6 +90,7 @@ class RunningWorker:
         if self.directory is not None:
             self.directory.invalidate()
         await self.owner.refresh()
+        await self.gateway.recheck_follows()
         await self._end_disabled_sessions()
         await self.deliver_invitations()
 

@@ -7,21 +7,15 @@ import os
 import signal
 import socket
 import sys
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from shards.client.client import PchatClient
+from tests.e2e.cluster import free_port, http_get
 
 DOMAIN = "example.com"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def pchat(*args: str, data_dir: Path) -> tuple[int, str, str]:
@@ -31,17 +25,6 @@ async def pchat(*args: str, data_dir: Path) -> tuple[int, str, str]:
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     return proc.returncode or 0, out.decode(), err.decode()
-
-
-async def http_get(url: str) -> tuple[int, str]:
-    def fetch() -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    return await asyncio.to_thread(fetch)
 
 
 class Served:

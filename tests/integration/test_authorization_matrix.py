@@ -1,7 +1,8 @@
 """The authorization matrix of the room model, walked over real SIP (issue 3).
 
 privacy x type x {member, manager, presenter, allowed non-member, denied, other domain}
-x {search, join, read history, post, see in associations, receive posts, receive notices}.
+x {search, join, read history, post, follow, see in associations, receive posts,
+receive notices}.
 
 The expected cells are written out below by hand, from the issue's rules, and never
 computed with ``core.rooms.rules``: a bug there must show up here as a failing cell.
@@ -34,8 +35,11 @@ ROOMS = [(p, t) for p in PRIVACIES for t in TYPES]
 # foreigner is in another domain, which the category does not allow. denied and foreigner
 # are also written on every room's member list, straight into the store (as a list made
 # before the category changed would be): the ethical wall must keep them out all the same.
+# Likewise every user follows every room in the store before signing in (follows left from
+# before the rules changed): only rooms the user may read may show in its follower list,
+# and a room it may not read must never send it ntc:newcontent.
 USERS = ("member", "manager", "presenter", "outsider", "denied", "foreigner")
-ROLE_LISTS = ("member", "manager", "presenter")  # getassociations types, one list each
+ASSOCIATIONS = ("member", "manager", "presenter", "follower")  # getassociations types
 
 # -- the expected matrix, by hand ---------------------------------------------------------
 
@@ -78,9 +82,12 @@ ROLE_LISTED = {
 }
 
 
-def holds(user: str, role: str) -> bool:
-    """Is the user on that role list of the rooms (all six have the same lists)?"""
-    return user in ROLE_LISTED[role]
+def listed(room: tuple[str, str], user: str, kind: str) -> bool:
+    """cmd:getassociations: rooms where the user holds the role and may see the room;
+    followed rooms (every room, here) the user may read."""
+    if kind == "follower":
+        return reads(room, user)
+    return user in ROLE_LISTED[kind] and sees(room, user)
 
 
 # -- names ---------------------------------------------------------------------------------
@@ -111,9 +118,9 @@ def short(uri: str) -> str:
     return URI_TO_USER.get(uri, uri)
 
 
-def listing(events: Counter[tuple[str, str]]) -> list[str]:
+def listing(events: Counter[str]) -> list[str]:
     """Notices as a sorted list, e.g. ['join outsider', 'part member']."""
-    return sorted(f"{kind} {who}" for (kind, who), n in events.items() for _ in range(n))
+    return sorted(events.elements())
 
 
 async def set_up(server: RunningWorker) -> None:
@@ -163,34 +170,45 @@ async def set_up(server: RunningWorker) -> None:
                 )
             ]
         )
+    for user in USERS:
+        for room in ROOMS:
+            await store.follow(user_uri(user), room_id(room))
     await store.bump_revision()
     await server.refresh()
 
 
 async def sign_in(server: RunningWorker, user: str) -> PchatClient:
+    """Provisioning and the session, without the sign-in's bjoin of followed rooms: the
+    matrix joins each room itself, in a known order."""
     address = user_uri(user).removeprefix("sip:")
     client = await PchatClient.connect(
         "127.0.0.1", server.sip_port, address, PASSWORD, domain=DOMAIN
     )
-    await client.sign_in()
+    assert await client.provision(), f"{user} is not enabled"
+    await client.invite()
     return client
 
 
-def notice_event(notice: Notice) -> tuple[str, str, str]:
-    """(room uri, kind, user) of an ntc:join / ntc:part; anything else is unattributed."""
+def notice_event(notice: Notice) -> tuple[str, str]:
+    """(room uri, e.g. 'join sip:x@y') of ntc:join, ntc:part, ntc:newcontent; ('?', what)
+    for a notice naming no room."""
     data = notice.data
     if notice.name == "ntc:join" and data is not None:
         uib = data.find("uib")
         aib = uib.find("aib") if uib is not None else None
         if uib is not None and aib is not None:
             room = f"ma-chan://{aib.get('domain')}/{aib.get('value')}"
-            return room, "join", uib.get("uri")
+            return room, f"join {short(uib.get('uri'))}"
     if notice.name == "ntc:part" and data is not None:
         chan = data.find("chanib")
         uib = chan.find("uib") if chan is not None else None
         if chan is not None and uib is not None:
-            return chan.get("uri"), "part", uib.get("uri")
-    return "?", notice.name, repr(data)
+            return chan.get("uri"), f"part {short(uib.get('uri'))}"
+    if notice.name == "ntc:newcontent" and data is not None:
+        chan = data.find("chanib")
+        if chan is not None:
+            return chan.get("uri"), f"newcontent unread={chan.get('unread')}"
+    return "?", f"{notice.name} {data!r}"
 
 
 async def wait_for_inboxes(
@@ -231,15 +249,25 @@ async def test_authorization_matrix(server: RunningWorker) -> None:
             if strangers:
                 mismatches.append(("-", user, "search", "only matrix rooms", sorted(strangers)))
 
-        # associations: the rooms where the user holds each role and may see
+        # associations: the rooms where the user holds each role and may see; followed
         assoc: dict[tuple[str, str], set[str]] = {}
         for user in USERS:
-            for role in ROLE_LISTS:
+            for kind in ASSOCIATIONS:
                 reply = await clients[user].command(
-                    "cmd:getassociations", f'<assoc type="{role}"/>', check=False
+                    "cmd:getassociations", f'<assoc type="{kind}"/>', check=False
                 )
-                uris = {c.get("uri") for c in reply.data.findall("chanib")} if reply.data else set()
-                assoc[user, role] = uris if reply.code == 200 else {f"code {reply.code}"}
+                chans = reply.data.findall("chanib") if reply.data is not None else []
+                uris = {c.get("uri") for c in chans}
+                assoc[user, kind] = uris if reply.code == 200 else {f"code {reply.code}"}
+
+        # follow: the same permission as join (already followed in the store: no change)
+        followed: dict[tuple[tuple[str, str], str], int] = {}
+        for user in USERS:
+            for room in ROOMS:
+                reply = await clients[user].command(
+                    "cmd:follow", f'<chanib uri="{room_uri(room)}"/>', check=False
+                )
+                followed[room, user] = reply.code
 
         # read history (before joining: bccontext needs read permission, not a join)
         history: dict[tuple[tuple[str, str], str], tuple[int, list[str]]] = {}
@@ -251,7 +279,9 @@ async def test_authorization_matrix(server: RunningWorker) -> None:
                     check=False,
                 )
                 chan = reply.data.find("chanib") if reply.data is not None else None
-                texts = [m.findtext("chat") for m in chan.findall("msg")] if chan else []
+                texts = (
+                    [m.findtext("chat") for m in chan.findall("msg")] if chan is not None else []
+                )
                 history[room, user] = (reply.code, texts)
 
         # join: in USERS order for every room, so the notices each session must get are known
@@ -279,9 +309,11 @@ async def test_authorization_matrix(server: RunningWorker) -> None:
                 if joined[room, user] == 200:
                     await clients[user].part(room_uri(room))
 
-        # what each session must receive, from the expected matrix alone
+        # what each session must receive, from the expected matrix alone: posts and
+        # join/part notices of the rooms it joined; no ntc:newcontent at all (it is only for
+        # followed rooms the session has not joined, and every reader had joined)
         want_posts: dict[tuple[tuple[str, str], str], set[tuple[str, str]]] = {}
-        want_notices: dict[tuple[tuple[str, str], str], Counter[tuple[str, str]]] = {}
+        want_notices: dict[tuple[tuple[str, str], str], Counter[str]] = {}
         for room in ROOMS:
             readers = [u for u in USERS if reads(room, u)]
             for user in USERS:
@@ -296,7 +328,7 @@ async def test_authorization_matrix(server: RunningWorker) -> None:
                     if a != user and posts(room, a)
                 }
                 want_notices[room, user] = Counter(
-                    [("join", v) for v in readers[me + 1 :]] + [("part", v) for v in readers[:me]]
+                    [f"join {v}" for v in readers[me + 1 :]] + [f"part {v}" for v in readers[:me]]
                 )
         await wait_for_inboxes(
             clients,
@@ -306,7 +338,7 @@ async def test_authorization_matrix(server: RunningWorker) -> None:
         got_posts: dict[tuple[tuple[str, str], str], set[tuple[str, str]]] = {
             (r, u): set() for r in ROOMS for u in USERS
         }
-        got_notices: dict[tuple[tuple[str, str], str], Counter[tuple[str, str]]] = {
+        got_notices: dict[tuple[tuple[str, str], str], Counter[str]] = {
             (r, u): Counter() for r in ROOMS for u in USERS
         }
         for user in USERS:
@@ -322,12 +354,12 @@ async def test_authorization_matrix(server: RunningWorker) -> None:
             while client.notices.items:
                 notice = client.notices.items.popleft()
                 assert isinstance(notice, Notice)
-                uri, kind, who = notice_event(notice)
+                uri, what = notice_event(notice)
                 room = URI_TO_ROOM.get(uri)
                 if room is None:
-                    mismatches.append(("?", user, "receive notices", "nothing", (kind, who)))
+                    mismatches.append(("?", user, "receive notices", "nothing", what))
                 else:
-                    got_notices[room, user][kind, short(who)] += 1
+                    got_notices[room, user][what] += 1
 
         stored = {
             room: [m.text for m in await server.store.history_last(room_id(room), 100)]
@@ -353,12 +385,13 @@ async def test_authorization_matrix(server: RunningWorker) -> None:
                         text in stored[room],
                     )
                 check(room, user, "post", want_post, got_post)
+                check(room, user, "follow", code, followed[room, user])
                 check(
                     room,
                     user,
                     "see in associations",
-                    {role for role in ROLE_LISTS if holds(user, role) and sees(room, user)},
-                    {role for role in ROLE_LISTS if room_uri(room) in assoc[user, role]},
+                    sorted(kind for kind in ASSOCIATIONS if listed(room, user, kind)),
+                    sorted(kind for kind in ASSOCIATIONS if room_uri(room) in assoc[user, kind]),
                 )
                 check(
                     room,
@@ -383,4 +416,4 @@ async def test_authorization_matrix(server: RunningWorker) -> None:
         for room, user, action, want, got in mismatches
     )
     assert not mismatches, f"{len(mismatches)} of {cells} cells wrong:\n{table}"
-    assert cells == len(ROOMS) * len(USERS) * 7 == 252
+    assert cells == len(ROOMS) * len(USERS) * 8 == 288

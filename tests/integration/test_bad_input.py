@@ -9,7 +9,7 @@ import pytest
 from core.xccos import build
 from shards.client.client import PchatClient, SipError, XccosError
 from shards.worker.runner import RunningWorker
-from tests.conftest import DOMAIN, PASSWORD, add_room
+from tests.conftest import DOMAIN, PASSWORD, add_room, signed_in
 
 
 def raw_request(
@@ -22,12 +22,6 @@ def raw_request(
         f"From: <sip:alice@{DOMAIN}>;tag=t1\r\nTo: <sip:pchat@{DOMAIN}>\r\n"
         f"Call-ID: {call_id}\r\nCSeq: 1 {method}\r\n{extra}Content-Length: {length}\r\n\r\n"
     ).encode() + body
-
-
-async def signed_in(server: RunningWorker, user: str = "alice") -> PchatClient:
-    client = await PchatClient.connect("127.0.0.1", server.sip_port, f"{user}@{DOMAIN}", PASSWORD)
-    await client.sign_in()
-    return client
 
 
 async def still_serving(server: RunningWorker, room: str) -> None:

@@ -14,10 +14,9 @@ from core.compliance.xml_adapter import SCHEMA
 from core.config import ComplianceSettings, Settings
 from core.rooms.management import ADMIN, CategoryChange, Management, RoomChange
 from core.store.registry import make_store
-from shards.client.client import PchatClient
 from shards.compliance import ComplianceService
 from shards.worker.runner import RunningWorker, run_worker
-from tests.conftest import DOMAIN, PASSWORD, add_user, make_settings
+from tests.conftest import DOMAIN, add_user, make_settings, signed_in
 
 
 def compliance_settings(tmp_path: Path, redis_url: str, **options: object) -> Settings:
@@ -43,12 +42,6 @@ def archived(settings: Settings) -> list[dict[str, object]]:
     return [
         json.loads(line) for f in sorted(out.glob("*.jsonl")) for line in f.read_text().splitlines()
     ]
-
-
-async def signed_in(worker: RunningWorker, user: str) -> PchatClient:
-    client = await PchatClient.connect("127.0.0.1", worker.sip_port, f"{user}@{DOMAIN}", PASSWORD)
-    await client.sign_in()
-    return client
 
 
 async def activity(worker: RunningWorker) -> dict[str, str]:
@@ -82,12 +75,9 @@ async def test_every_event_is_archived_exactly_once(tmp_path: Path, redis_url: s
     settings = compliance_settings(tmp_path, redis_url)
     async with run_worker(settings) as worker:
         rooms = await activity(worker)
-        import asyncio
-
-        await asyncio.sleep(0.2)  # the parts of closed sessions are recorded in the background
-        service, store = await archive(settings)
-        await drain(service)
-        assert await service.run_adapters()
+    service, store = await archive(settings)  # stopped: the parts of closed sessions are in
+    await drain(service)
+    assert await service.run_adapters()
     events = archived(settings)
     ids = [e["id"] for e in events]
     assert len(ids) == len(set(ids)), "an event was archived twice"
@@ -182,14 +172,14 @@ async def test_a_crash_between_copy_and_delete_duplicates_nothing(
     settings = compliance_settings(tmp_path, redis_url)
     async with run_worker(settings) as worker:
         await activity(worker)
-        service, store = await archive(settings)
-        rows = await worker.store.outbox_head(1000)
-        store.insert(rows)  # copied, then "killed" before the outbox rows were deleted
-        await drain(service)  # the next service copies them again and deletes them
-        batch = store.claim_batch(100_000)
-        assert batch is not None
-        del batch  # claimed, then "killed" before the adapters ran
-        assert await service.run_adapters()  # the same batch is finished, not a new one
+    service, store = await archive(settings)  # the worker has stopped: every record is in
+    rows = await service._chat.outbox_head(1000)
+    store.insert(rows)  # copied, then "killed" before the outbox rows were deleted
+    await drain(service)  # the next service copies them again and deletes them
+    batch = store.claim_batch(100_000)
+    assert batch is not None
+    del batch  # claimed, then "killed" before the adapters ran
+    assert await service.run_adapters()  # the same batch is finished, not a new one
     events = archived(settings)
     assert sorted(e["id"] for e in events) == sorted(r.id for r in rows)
     assert len(list(Path(settings.compliance_output_dir).glob("*.jsonl"))) == 1

@@ -14,6 +14,7 @@ from tests.conftest import DOMAIN, PASSWORD, add_room, add_user
 
 
 async def signed_in(port: int, user: str) -> PchatClient:
+    """Like tests.conftest.signed_in, for workers started in the test itself."""
     client = await PchatClient.connect("127.0.0.1", port, f"{user}@{DOMAIN}", PASSWORD)
     await client.sign_in()
     return client

@@ -18,15 +18,9 @@ from core.xccos import build
 from core.xccos.envelope import Notice
 from shards.client.client import PchatClient, XccosError
 from shards.worker.runner import RunningWorker, run_worker
-from tests.conftest import DOMAIN, PASSWORD, add_user, make_settings
+from tests.conftest import DOMAIN, PASSWORD, add_user, make_settings, signed_in
 
 ALICE, BOB, CAROL = (f"sip:{u}@{DOMAIN}" for u in ("alice", "bob", "carol"))
-
-
-async def signed_in(server: RunningWorker, user: str) -> PchatClient:
-    client = await PchatClient.connect("127.0.0.1", server.sip_port, f"{user}@{DOMAIN}", PASSWORD)
-    await client.sign_in()
-    return client
 
 
 async def wait_notice(client: PchatClient, name: str, timeout: float = 3.0) -> Notice:
