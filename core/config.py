@@ -30,6 +30,7 @@ class SipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "0.0.0.0"
     port: int = 8080  # 0: pick a free port (tests); -1: no HTTP listener
+    public_url: str = ""  # what clients are told (getservinfo); "": http://<host>:<port>
 
 
 class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

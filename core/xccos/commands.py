@@ -218,8 +218,8 @@ class CommandHandler:
             f'searchLimit="{i.search_limit}" messageSizeLimit="{i.message_size_limit}" '
             f'storySizeLimit="{i.story_size_limit}" rootUri="{self._root_uri}" '
             f'dbVersion="{i.db_version}" '
-            f'roomManagementUrl="{build.esc(base + "/rooms" if base else "")}" '
-            f'fileServiceUrl="{build.esc(base + "/files" if base else "")}"/>'
+            f'roomManagementUrl="{build.esc(base + "/api/rooms" if base else "")}" '
+            'fileServiceUrl=""/>'  # no file service yet
         )
 
     async def _on_getassociations(self, session: SessionView, data: Element | None) -> str:

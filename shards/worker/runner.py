@@ -171,8 +171,8 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     shard_map = ShardMap(shards=settings.shards, workers=settings.workers, domain=settings.domain)
     router = RoomRouter(shard_map, worker_id, owner, remote=None)
     directory = Directory(store)
-    http_base = ""
-    if settings.http.port > 0:
+    http_base = settings.http.public_url.rstrip("/")
+    if not http_base and settings.http.port > 0:
         host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
         http_base = f"http://{host}:{settings.http.port}"
     info = ServerInfo(
