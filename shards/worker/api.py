@@ -42,12 +42,26 @@ def _json(data: object, status: int = 200) -> web.Response:
     )
 
 
-def _room(domain: str, room: RoomRecord) -> dict[str, object]:
-    return {"uri": room_uri(domain, room.id), **msgspec.structs.asdict(room)}
+ROLE_FIELDS = ("members", "managers", "presenters")
+CATEGORY_LISTS = ("allowed", "denied", "creators")
 
 
-def _category(domain: str, c: CategoryRecord) -> dict[str, object]:
-    return {"uri": f"ma-cat://{domain}/{c.id}", **msgspec.structs.asdict(c)}
+def _room(domain: str, room: RoomRecord, actor: Actor) -> dict[str, object]:
+    """Role lists only for administrators and the room's managers."""
+    out: dict[str, object] = {"uri": room_uri(domain, room.id), **msgspec.structs.asdict(room)}
+    if not actor.admin and actor.uri not in room.managers:
+        for field in ROLE_FIELDS:
+            out.pop(field)
+    return out
+
+
+def _category(domain: str, c: CategoryRecord, actor: Actor) -> dict[str, object]:
+    """Who is allowed and denied is for administrators only."""
+    out: dict[str, object] = {"uri": f"ma-cat://{domain}/{c.id}", **msgspec.structs.asdict(c)}
+    if not actor.admin:
+        for field in CATEGORY_LISTS:
+            out.pop(field)
+    return out
 
 
 class ManagementApi:
@@ -100,18 +114,19 @@ class ManagementApi:
         if not header.startswith("Basic "):
             return None
         try:
-            username, _, password = (
-                base64.b64decode(header[6:], validate=True).decode().partition(":")
-            )
+            decoded = base64.b64decode(header[6:], validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             return None
-        address = username.lower().removeprefix("sip:")
+        # "sip:bob@example.com:pw" names the user with its scheme: skip it before splitting.
+        scheme = "sip:" if decoded[:4].lower() == "sip:" else ""
+        username, _, password = decoded[len(scheme) :].partition(":")
+        address = username.lower()
         if "@" not in address:
             address = f"{address}@{self._domain}"
         record = await self._store.get_user(f"sip:{address}")
         stored = record.ha1.get(f"MD5:{address}") if record else None
-        if record is None or stored is None:
-            return None
+        if record is None or stored is None or not (record.enabled or record.admin):
+            return None  # unknown, or persistent chat is off for this user
         given = compute_ha1("MD5", address, self._domain, password)
         if not hmac.compare_digest(given, stored):
             return None
@@ -123,35 +138,35 @@ class ManagementApi:
         return msgspec.json.decode(await request.read(), type=kind)
 
     async def list_rooms(self, request: web.Request, actor: Actor) -> web.Response:
-        return _json([_room(self._domain, r) for r in await self._mgmt.rooms_for(actor)])
+        return _json([_room(self._domain, r, actor) for r in await self._mgmt.rooms_for(actor)])
 
     async def get_room(self, request: web.Request, actor: Actor) -> web.Response:
         rooms = {r.id: r for r in await self._mgmt.rooms_for(actor)}
         room = await self._mgmt.room(request.match_info["room"])
         if room.id not in rooms:
             return _json({"error": "no such room"}, 404)
-        return _json(_room(self._domain, room))
+        return _json(_room(self._domain, room, actor))
 
     async def create_room(self, request: web.Request, actor: Actor) -> web.Response:
         body = await self._body(request, RoomBody)
         assert isinstance(body, RoomBody)
         change = RoomChange(**{f: getattr(body, f) for f in RoomChange.__struct_fields__})
         room = await self._mgmt.create_room(actor, body.name, body.category, change)
-        return _json(_room(self._domain, room), 201)
+        return _json(_room(self._domain, room, actor), 201)
 
     async def update_room(self, request: web.Request, actor: Actor) -> web.Response:
         change = await self._body(request, RoomChange)
         assert isinstance(change, RoomChange)
         room = await self._mgmt.update_room(actor, request.match_info["room"], change)
-        return _json(_room(self._domain, room))
+        return _json(_room(self._domain, room, actor))
 
     async def disable_room(self, request: web.Request, actor: Actor) -> web.Response:
         room = await self._mgmt.set_disabled(actor, request.match_info["room"], True)
-        return _json(_room(self._domain, room))
+        return _json(_room(self._domain, room, actor))
 
     async def enable_room(self, request: web.Request, actor: Actor) -> web.Response:
         room = await self._mgmt.set_disabled(actor, request.match_info["room"], False)
-        return _json(_room(self._domain, room))
+        return _json(_room(self._domain, room, actor))
 
     async def delete_room(self, request: web.Request, actor: Actor) -> web.Response:
         await self._mgmt.delete_room(actor, request.match_info["room"])
@@ -166,7 +181,9 @@ class ManagementApi:
         return _json({"removed": msgid})
 
     async def list_categories(self, request: web.Request, actor: Actor) -> web.Response:
-        return _json([_category(self._domain, c) for c in await self._store.list_categories()])
+        return _json(
+            [_category(self._domain, c, actor) for c in await self._store.list_categories()]
+        )
 
     async def create_category(self, request: web.Request, actor: Actor) -> web.Response:
         body = await self._body(request, CategoryBody)
@@ -174,13 +191,13 @@ class ManagementApi:
         change = CategoryChange(**{f: getattr(body, f) for f in CategoryChange.__struct_fields__})
         change.name = None
         category = await self._mgmt.create_category(actor, body.name, change)
-        return _json(_category(self._domain, category), 201)
+        return _json(_category(self._domain, category, actor), 201)
 
     async def update_category(self, request: web.Request, actor: Actor) -> web.Response:
         change = await self._body(request, CategoryChange)
         assert isinstance(change, CategoryChange)
         category = await self._mgmt.update_category(actor, request.match_info["category"], change)
-        return _json(_category(self._domain, category))
+        return _json(_category(self._domain, category, actor))
 
     async def delete_category(self, request: web.Request, actor: Actor) -> web.Response:
         await self._mgmt.delete_category(actor, request.match_info["category"])

@@ -285,6 +285,8 @@ def http(
 async def test_management_api_roles(server: RunningWorker, general: Management) -> None:
     call = lambda *a: asyncio.to_thread(http, server, *a)  # noqa: E731
     assert (await call("GET", "/api/rooms", None))[0] == 401
+    status, listing = await call("GET", "/api/rooms", "bob")
+    assert status == 200 and listing == []
     token_wrong = await asyncio.to_thread(http, server, "GET", "/api/rooms", "nobody")
     assert token_wrong[0] == 401
     status, room = await call(
@@ -300,6 +302,10 @@ async def test_management_api_roles(server: RunningWorker, general: Management) 
     status, changed_room = await call("PATCH", f"/api/rooms/{room['id']}", "alice", {"topic": "Q4"})
     assert status == 200 and isinstance(changed_room, dict) and changed_room["topic"] == "Q4"
     assert (await call("PATCH", f"/api/rooms/{room['id']}", "bob", {"topic": "mine"}))[0] == 403
+    status, seen = await call("GET", f"/api/rooms/{room['id']}", "bob")  # a member, no manager
+    assert status == 200 and isinstance(seen, dict) and "members" not in seen
+    status, cats = await call("GET", "/api/categories", "bob")
+    assert status == 200 and isinstance(cats, list) and "creators" not in cats[0]
     assert (await call("POST", f"/api/rooms/{room['id']}/disable", "alice"))[0] == 200
     assert (await call("DELETE", f"/api/rooms/{room['id']}", "alice"))[
         0
