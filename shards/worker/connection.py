@@ -67,6 +67,9 @@ class SipConnection(asyncio.Protocol):
             # A fixed kernel send buffer (no autotuning up to megabytes): what one client may
             # leave unread is bounded by it plus max_output_bytes in our own buffer.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._max_output)
+            # A reply INFO right after its 200 OK must not wait for the client's delayed ACK
+            # (Nagle: 40 ms); stdlib asyncio only sets this for sockets made with proto 6.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self._peer = peer[0] if isinstance(peer, tuple) else "local"
