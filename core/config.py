@@ -25,6 +25,9 @@ class SipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     auth_algorithms: list[str] = msgspec.field(default_factory=lambda: ["MD5", "SHA-256"])
     trusted_hosts: list[str] = msgspec.field(default_factory=list)  # P-Asserted-Identity peers
     unauth_timeout_s: float = 30.0  # a connection that does not sign in within this is closed
+    tls_port: int = -1  # SIP over TLS (5061 is usual); -1: no TLS listener; 0: any free port
+    tls_cert: str = ""  # PEM certificate chain for the TLS listener
+    tls_key: str = ""  # PEM private key for the TLS listener
 
 
 class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -182,6 +185,8 @@ def load_settings(
         settings = msgspec.structs.replace(settings, workers=os.cpu_count() or 1)
     if settings.workers < 1 or settings.shards < settings.workers:
         raise ConfigError("workers must be >= 1 and shards >= workers")
+    if settings.sip.tls_port >= 0 and not (settings.sip.tls_cert and settings.sip.tls_key):
+        raise ConfigError("sip.tls_port needs sip.tls_cert and sip.tls_key (PEM files)")
     interval = settings.compliance.run_interval_s
     if not 60 <= interval <= 30 * 86400:
         raise ConfigError(f"compliance.run_interval_s must be 60 s to 30 days; got {interval}")

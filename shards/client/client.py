@@ -13,6 +13,7 @@ import itertools
 import random
 import secrets
 import socket
+import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import cast
@@ -115,11 +116,19 @@ class PchatClient(asyncio.Protocol):
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, user: str, password: str, *, domain: str | None = None
+        cls,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        *,
+        domain: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> PchatClient:
+        """Connects over TCP, or TLS when ``tls`` is given (SIP over TLS)."""
         loop = asyncio.get_running_loop()
         _, client = await loop.create_connection(
-            lambda: cls(user, password, domain=domain), host, port
+            lambda: cls(user, password, domain=domain), host, port, ssl=tls
         )
         return client
 

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -57,6 +58,7 @@ class RunningWorker:
         self.owner = owner
         self.committer = committer
         self.sip_port = 0
+        self.sip_tls_port = 0
         self.http_port = 0
         self.redis: aioredis.Redis | None = None
         self.last_invitation = 0  # invitations up to this id were looked at
@@ -201,6 +203,15 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     sip_sock = _listen_socket(settings.sip.host, settings.sip.port, reuse)
     server = await loop.create_server(lambda: SipConnection(gateway), sock=sip_sock)
     worker.sip_port = sip_sock.getsockname()[1]
+    servers = [server]
+    if settings.sip.tls_port >= 0:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(settings.sip.tls_cert, settings.sip.tls_key)
+        tls_sock = _listen_socket(settings.sip.host, settings.sip.tls_port, reuse)
+        servers.append(
+            await loop.create_server(lambda: SipConnection(gateway), sock=tls_sock, ssl=tls)
+        )
+        worker.sip_tls_port = tls_sock.getsockname()[1]
     runner: web.AppRunner | None = None
     if settings.http.port >= 0:
         api = ManagementApi(store, settings.domain, worker.announce_change)
@@ -219,7 +230,8 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     try:
         yield worker
     finally:
-        server.close()
+        for listener in servers:
+            listener.close()
         for conn in list(gateway.connections):
             conn.abort()
         await gateway.finish_leaving(timeout_s=2.0)  # owners elsewhere hear of the parts

@@ -144,3 +144,40 @@ async def test_disabling_a_user_ends_their_sessions(server: RunningWorker) -> No
     assert any(r.method == "BYE" for r in alice.server_requests)
     assert not server.gateway.sessions
     await alice.close()
+
+
+async def test_sip_over_tls(tmp_path: Path, redis_url: str) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    import pytest
+
+    from tests.conftest import make_settings
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl (to make a test certificate) is not on PATH")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    base = make_settings(tmp_path, redis_url)
+    sip = msgspec.structs.replace(base.sip, tls_port=0, tls_cert=str(cert), tls_key=str(key))
+    async with run_worker(msgspec.structs.replace(base, sip=sip)) as worker:
+        await add_user(worker.store, "alice")
+        room = await add_room(worker.store, "Secure")
+        trust = ssl.create_default_context(cafile=str(cert))
+        trust.check_hostname = False  # the test certificate names localhost, we dial 127.0.0.1
+        alice = await PchatClient.connect(
+            "127.0.0.1", worker.sip_tls_port, f"alice@{DOMAIN}", PASSWORD, tls=trust
+        )
+        await alice.sign_in()
+        await alice.join(room)
+        assert await alice.post(room, "over TLS") == 1
+        assert (
+            alice._transport is not None
+            and alice._transport.get_extra_info("ssl_object") is not None
+        )
+        await alice.close()
