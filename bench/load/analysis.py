@@ -203,6 +203,7 @@ def _step(step: dict[str, float], m: Merged, samples: list[dict[str, float]]) ->
         - _near(samples, step["start"], "retries_503"),
         "server_cpu": _mean(inside, "server_cpu"),
         "loadgen_cpu": _mean(inside, "loadgen_cpu"),
+        "histogram": hist,
         "others_cpu": _mean(
             [
                 {"x": r["machine_cpu"] - r.get("server_cpu", 0.0) - r.get("loadgen_cpu", 0.0)}

@@ -214,9 +214,16 @@ def draw(run_dir: Path, r: dict[str, Any]) -> list[Path]:
     ts = [row["t"] for row in rows]
     hist = r.get("deliveries_histogram")
     if hist:
-        xs, ys = stats.cdf({int(k): v for k, v in hist.items()})
         fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(xs, ys)
+        curves = [(hist, "whole run")]
+        if r.get("ramp"):  # one curve per ramp step, by its deliveries/s
+            curves = [(s["histogram"], f"{s['deliveries_per_s']:,.0f}/s") for s in r["ramp"]]
+        for curve, label in curves:
+            if curve:
+                xs, ys = stats.cdf({int(k): v for k, v in curve.items()})
+                ax.plot(xs, ys, label=label)
+        if len(curves) > 1:
+            ax.legend(fontsize="x-small", title="deliveries", title_fontsize="x-small")
         ax.set_xscale("log")
         ax.set_xlabel("post-to-delivery latency (ms)")
         ax.set_ylabel("fraction of deliveries")

@@ -163,6 +163,10 @@ class RoomOwner:
         if category is None:
             raise StoreError(f"room {room_id} names a missing category")
         max_seq = await self._store.max_seq(room_id)
+        if not category.history:
+            # Nothing is stored to continue from: msgids start from the clock (µs), so they
+            # still increase across restarts (up to a million posts a second).
+            max_seq = max(max_seq, int(self._clock() * 1_000_000))
         state = RoomState(record, category, max_seq + 1, self._settings.ring_size)
         recent = await self._store.history_last(room_id, self._settings.ring_size)
         state.ring.extend(recent)

@@ -36,6 +36,7 @@ class Dialog:
         remote_target: str,
         contact: str,
         via_host: str,
+        transport: str = "TCP",
     ) -> None:
         self.call_id = call_id
         self.local_tag = local_tag
@@ -45,7 +46,8 @@ class Dialog:
         self._branch = f"z9hG4bK{secrets.token_hex(6)}"
         self.cseq = 0
         # Everything but the Via branch, the CSeq and the length never changes in a dialog.
-        self._head = f"INFO {remote_target} SIP/2.0\r\nVia: SIP/2.0/TCP {via_host};branch=".encode()
+        via = f"Via: SIP/2.0/{transport} {via_host};branch="
+        self._head = f"INFO {remote_target} SIP/2.0\r\n{via}".encode()
         self._tail = (
             f"\r\nMax-Forwards: 70\r\n"
             f"From: <{local_uri}>;tag={local_tag}\r\n"

@@ -336,7 +336,9 @@ class CommandHandler:
         out = []
         for inv in pending:
             room = await self._store.get_room(inv.room_id)
-            if room is not None:
+            category = await self.directory.category(room.category_id) if room else None
+            # An invitation to a room the user may no longer read is dropped, not shown.
+            if room and category and rules.can_read(room, category, session.user):
                 out.append(invitation_block(self._info.domain, inv, room))
         await self._store.mark_invitations_delivered([inv.id for inv in pending])
         return "".join(out)

@@ -52,6 +52,7 @@ class SipConnection(asyncio.Protocol):
         self._failures = 0
         self._peer = ""
         self._local = ""
+        self._tls = False
         self.sessions: dict[str, Session] = {}
         self._control: deque[SipMessage] = deque()
         self._control_task: asyncio.Task[None] | None = None
@@ -62,6 +63,7 @@ class SipConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._gw.connections.add(self)
+        self._tls = transport.get_extra_info("ssl_object") is not None
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # A fixed kernel send buffer (no autotuning up to megabytes): what one client may
@@ -360,7 +362,7 @@ class SipConnection(asyncio.Protocol):
         contact = msg.get("Contact")
         remote_target = parse_name_addr(contact)[1] if contact else parse_name_addr(from_value)[1]
         local_tag = secrets.token_hex(8)
-        our_contact = f"<sip:pchat@{self._local};transport=tcp>"
+        our_contact = f"<sip:pchat@{self._local};transport={'tls' if self._tls else 'tcp'}>"
         dialog = Dialog(
             call_id=msg.call_id,
             local_uri=self._gw.settings.pool_uri,
@@ -371,6 +373,7 @@ class SipConnection(asyncio.Protocol):
             remote_target=remote_target,
             contact=our_contact,
             via_host=self._local,
+            transport="TLS" if self._tls else "TCP",
         )
         session = Session(self, self._gw, dialog, self.user or "")
         self.sessions[msg.call_id] = session

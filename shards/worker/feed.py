@@ -76,8 +76,7 @@ class RoomFeeds:
                 missing = await self._store.history_after(
                     room_id, feed.last, min(FILL_BATCH, target - feed.last - 1)
                 )
-                if not missing:
-                    break  # a hole left by a failed commit: nothing to fill
+                progressed = False
                 for m in missing:
                     if m.seq >= target or self._feeds.get(room_id) is not feed:
                         break
@@ -85,6 +84,9 @@ class RoomFeeds:
                     self._deliver(PostEvent(room_id, m.seq, m.author, m.ts_ms, m.text, "", m.ts_ms))
                     feed.last = m.seq
                     self.filled += 1
+                    progressed = True
+                if not progressed:
+                    break  # the rest is holes (failed commits, no history): nothing to fill
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -160,10 +160,10 @@ class Gateway:
             log.warning("followed rooms of %s not loaded: %s", session.user, exc)
             return
         for room_id in rooms:
-            if await self._may_read(room_id, session.user):  # follows outlive permissions
+            if await self.may_read(room_id, session.user):  # follows outlive permissions
                 session.follow(room_id, True)
 
-    async def _may_read(self, room_id: str, user: str) -> bool:
+    async def may_read(self, room_id: str, user: str) -> bool:
         room = await self.store.get_room(room_id)
         category = await self.handler.directory.category(room.category_id) if room else None
         return room is not None and category is not None and rules.can_read(room, category, user)
@@ -172,7 +172,7 @@ class Gateway:
         """Rules changed: sessions stop hearing of rooms they may no longer read."""
         for room_id, followers in list(self.followers.items()):
             for session in list(followers):
-                if not await self._may_read(room_id, session.user):
+                if not await self.may_read(room_id, session.user):
                     session.follow(room_id, False)
 
     def _new_content(self, event: PostEvent) -> None:

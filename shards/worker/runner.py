@@ -108,8 +108,8 @@ class RunningWorker:
             for inv in batch:
                 sessions = self.gateway.sessions_of(inv.invitee)
                 room = await self.store.get_room(inv.room_id) if sessions else None
-                if room is None:
-                    continue
+                if room is None or not await self.gateway.may_read(room.id, inv.invitee):
+                    continue  # offline, or no longer allowed in: cmd:getinv decides later
                 notice = build.ntc("ntc:inv", invitation_block(self.settings.domain, inv, room))
                 for session in sessions:
                     session.send_inner(notice)

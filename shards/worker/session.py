@@ -125,15 +125,16 @@ class Session:
         """Runs an envelope's items in order; its admission place is freed when the last
         item is answered (posts answer when durable, after this returns)."""
         handler = self._gw.handler
-        posts = [item for item in envelope.items if isinstance(item, Post)]
-        left = [len(posts)]
+        posts = sum(1 for item in envelope.items if isinstance(item, Post))
+        left = [posts]
+        n = 0
         for item in envelope.items:
             if isinstance(item, Post):
                 # Started now, so posts take their seq in arrival order; the session goes on
                 # while the commit runs and the reply follows when the post is durable. The
-                # retry key is the envid, made unique per post within one envelope.
-                n = posts.index(item)
+                # retry key is the envid, made unique per post (by position) in one envelope.
                 key = envelope.envid if n == 0 else f"{envelope.envid}.{n}"
+                n += 1
                 task = asyncio.get_running_loop().create_task(
                     self._post(envelope.envid, key, item, left)
                 )

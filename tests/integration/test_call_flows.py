@@ -166,3 +166,17 @@ async def test_several_posts_in_one_envelope_are_each_stored(server: RunningWork
     assert [m.text for m in await alice.history(lobby)] == ["part 0", "part 1", "part 2"]
     assert server.gateway.inflight == 0  # its admission place was given back exactly once
     await alice.close()
+
+
+async def test_identical_posts_in_one_envelope_are_two_posts(server: RunningWorker) -> None:
+    lobby = await add_room(server.store, "Twins")
+    alice = await connect(server, "alice")
+    await alice.sign_in()
+    await alice.join(lobby)
+    same = build.post(lobby, alice.uri, "again")
+    await alice.send_envelope(same + same)
+    for _ in range(50):
+        if len(await alice.history(lobby)) == 2:
+            break
+    assert [m.text for m in await alice.history(lobby)] == ["again", "again"]
+    await alice.close()

@@ -180,4 +180,27 @@ async def test_sip_over_tls(tmp_path: Path, redis_url: str) -> None:
             alice._transport is not None
             and alice._transport.get_extra_info("ssl_object") is not None
         )
+        assert alice._remote_target.endswith(";transport=tls")  # the server's Contact
+        assert any((r.get("Via") or "").startswith("SIP/2.0/TLS ") for r in alice.server_requests)
+        await alice.close()
+
+
+async def test_msgids_of_a_room_without_history_grow_across_restarts(settings: Settings) -> None:
+    from core.rooms.management import ADMIN, CategoryChange, Management, RoomChange
+
+    async with run_worker(settings) as worker:
+        await add_user(worker.store, "alice")
+        mgmt = Management(worker.store)
+        await mgmt.create_category(ADMIN, "Ephemeral", CategoryChange(history=False))
+        room = await mgmt.create_room(ADMIN, "Gone", "Ephemeral", RoomChange(privacy="open"))
+        uri = f"ma-chan://{DOMAIN}/{room.id}"
+        alice = await signed_in(worker.sip_port, "alice")
+        await alice.join(uri)
+        before = await alice.post(uri, "one")
+        await alice.close()
+    async with run_worker(settings) as worker:
+        alice = await signed_in(worker.sip_port, "alice")
+        await alice.join(uri)
+        after = await alice.post(uri, "two")
+        assert after > before  # nothing stored, yet a client's "last seen" stays valid
         await alice.close()

@@ -1,0 +1,60 @@
+"""The ordering feed of remote rooms: repeats dropped, gaps filled, holes skipped."""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.rooms.events import PostEvent
+from core.store.base import MessageRecord
+from shards.worker.feed import RoomFeeds
+
+
+class Store:
+    """Only what RoomFeeds reads: history_after over a fixed set of stored posts."""
+
+    def __init__(self, seqs: list[int]) -> None:
+        self.seqs = seqs
+        self.queries = 0
+
+    async def history_after(self, room_id: str, seq: int, count: int) -> list[MessageRecord]:
+        self.queries += 1
+        found = [s for s in self.seqs if s > seq][:count]
+        return [
+            MessageRecord(room_id=room_id, seq=s, author="a", ts_ms=s, text=str(s)) for s in found
+        ]
+
+
+def post(seq: int) -> PostEvent:
+    return PostEvent("r", seq, "a", seq, str(seq), "x", seq)
+
+
+async def settle(feeds: RoomFeeds) -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_repeats_are_dropped_and_gaps_filled_in_order() -> None:
+    got: list[int] = []
+    store = Store([1, 2, 3, 4, 5, 6])
+    feeds = RoomFeeds(store, lambda e: got.append(e.seq))  # type: ignore[arg-type]
+    feeds.start("r", 1)
+    feeds.on_post(post(2))
+    feeds.on_post(post(2))  # a repeat
+    feeds.on_post(post(5))  # 3 and 4 were missed
+    feeds.on_post(post(6))  # arrives while the gap is being filled
+    await settle(feeds)
+    assert got == [2, 3, 4, 5, 6]
+    assert feeds.filled == 2
+
+
+async def test_a_hole_ends_the_fill_instead_of_looping() -> None:
+    got: list[int] = []
+    store = Store([1, 2, 5])  # 3 and 4 were never stored (failed commit, no history)
+    feeds = RoomFeeds(store, lambda e: got.append(e.seq))  # type: ignore[arg-type]
+    feeds.start("r", 2)
+    feeds.on_post(post(5))
+    await settle(feeds)
+    assert got == [5]
+    assert store.queries == 1
+    feeds.on_post(post(6))
+    assert got == [5, 6]
