@@ -30,6 +30,7 @@ POST_TICK_S = 0.005  # posting schedule resolution: posts due in each 5 ms go ou
 MAX_POSTS_IN_FLIGHT = 20_000
 BJOIN_ROOMS = 24  # rooms per cmd:bjoin at sign-in
 STAMP_DIGITS = 19  # time.time_ns() until the year 2286
+TAG_AT = STAMP_DIGITS + 1  # after the stamp and a space: the room class's tag
 
 
 class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,9 +50,10 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     text_bytes: int
 
 
-def post_text(size: int) -> str:
-    """A post's text: its send time in ns, then padding to ``size`` characters."""
-    stamp = f"{time.time_ns():0{STAMP_DIGITS}d} "
+def post_text(size: int, tag: str = "x") -> str:
+    """A post's text: its send time in ns, a one-character tag (the room class), then
+    padding to ``size`` characters."""
+    stamp = f"{time.time_ns():0{STAMP_DIGITS}d} {tag}"
     return stamp + "x" * max(0, size - len(stamp))
 
 
@@ -74,6 +76,11 @@ class Agent:
         self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self.ceiling = CeilingReceivers()
         self.signin_window = [0.0, 0.0]  # wall clock: first sign-in started, last one ended
+        # Each room class gets a one-digit tag in its posts' text, so deliveries are also
+        # counted per class: a 16,000-people room's fan-out is another story than a 30's.
+        names = list(dict.fromkeys(cfg.room_class))[:10]
+        self.tag_of = {name: str(i) for i, name in enumerate(names)}
+        self.by_tag: dict[bytes, stats.Histogram] = {str(i).encode(): {} for i in range(len(names))}
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -95,7 +102,7 @@ class Agent:
         hist = self.deliveries.get(second)
         if hist is None:
             hist = self.deliveries[second] = {}
-        bucket = stats.bucket
+        bucket, tags = stats.bucket, self.by_tag
         for chat in chats:
             try:
                 us = (now - int(chat[:STAMP_DIGITS])) // 1000
@@ -104,6 +111,9 @@ class Agent:
                 continue
             b = bucket(us)
             hist[b] = hist.get(b, 0) + 1
+            by_tag = tags.get(chat[TAG_AT : TAG_AT + 1])
+            if by_tag is not None:
+                by_tag[b] = by_tag.get(b, 0) + 1
         self.totals["deliveries"] += len(chats)
 
     def _spawn(self, coro: Any) -> None:
@@ -175,10 +185,10 @@ class Agent:
             self.error("join", exc)
             return
         self.observe("bjoin", started)
-        refused = len(reply.data.findall("chanerr")) if reply.data is not None else 0
-        self.count("joins", len(uris) - refused)
-        if refused:
-            self.error("join", f"{refused} rooms refused in bjoin")
+        refused = reply.data.findall("chanerr") if reply.data is not None else []
+        self.count("joins", len(uris) - len(refused))
+        for chanerr in refused:
+            self.error("join", f"bjoin refused a room: {chanerr.get('code')} {chanerr.text}")
 
     # -- the measured phase ---------------------------------------------------------------
 
@@ -210,12 +220,13 @@ class Agent:
         self.in_flight += 1
         self.totals["posts_sent"] += 1
         self.count("posts_sent")
-        self._spawn(self._post(client, self.cfg.rooms[seat[1]]))
+        tag = self.tag_of.get(self.cfg.room_class[seat[1]], "x")
+        self._spawn(self._post(client, self.cfg.rooms[seat[1]], tag))
 
-    async def _post(self, client: LeanClient, room: str) -> None:
+    async def _post(self, client: LeanClient, room: str, tag: str) -> None:
         started = time.perf_counter()
         try:
-            reply = await client.post_envelope(room, post_text(self.cfg.text_bytes))
+            reply = await client.post_envelope(room, post_text(self.cfg.text_bytes, tag))
             if reply.code == 200:
                 self.observe("post", started)
                 self.count("posts_ok")
@@ -325,6 +336,7 @@ class Agent:
         return {
             "counters": self.counters.seconds,
             "deliveries": self.deliveries,
+            "by_class": {name: self.by_tag[tag.encode()] for name, tag in self.tag_of.items()},
             "hists": self.hists,
             "errors": self.errors,
             "sessions": len(live),

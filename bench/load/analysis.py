@@ -66,6 +66,11 @@ class Merged:
         for a in agents:
             for key, n in a["errors"].items():
                 self.errors[key] = self.errors.get(key, 0) + n
+        classes = {name for a in agents for name in a.get("by_class", {})}
+        self.by_class = {
+            name: stats.merge(a.get("by_class", {}).get(name, {}) for a in agents)
+            for name in classes
+        }
         self.sessions = sum(a["sessions"] for a in agents)
         self.retries_503 = sum(a["retries_503"] for a in agents)
         received = sum(a["posts_received"] for a in agents)
@@ -168,6 +173,11 @@ def _traffic(
         },
     }
     out["deliveries_histogram"] = m.latency_between(window.start, math.ceil(tail))
+    if len(profile.rooms) > 1:  # the whole run, warm-up included: big rooms post rarely
+        out["deliveries"]["by_class"] = {
+            c.name: {"people": c.size, **_latency(m.by_class.get(c.name, {}))}
+            for c in profile.rooms
+        }
     if raw["ramp"]:
         out["ramp"] = [_step(step, m, samples) for step in raw["ramp"]]
         best = max(out["ramp"], key=lambda s: s["deliveries_per_s"])

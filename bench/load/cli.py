@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--room-size", type=int, help="fanout profiles: people per room")
     p.add_argument("--signin-rate", type=float, help="sign-ins/s in all (0: as fast as accepted)")
     p.add_argument("--signin-concurrency", type=int, help="sign-ins in flight per process")
+    p.add_argument("--signin-timeout", type=float, help="seconds the sign-in phase may take")
     p.add_argument("--text-bytes", type=int, help="characters per post")
     p.add_argument("--agents", type=int, help="load processes (default: by sessions, >= 2)")
     p.add_argument("--workers", type=int, help="server workers when the bench starts it")
@@ -73,6 +75,7 @@ def profile_from(args: argparse.Namespace) -> Profile:
         ("warmup", "warmup_s"),
         ("signin_rate", "signin_rate"),
         ("signin_concurrency", "signin_concurrency"),
+        ("signin_timeout", "signin_timeout_s"),
         ("text_bytes", "text_bytes"),
         ("agents", "agents"),
         ("workers", "workers"),
@@ -131,6 +134,8 @@ def _tidy(run_dir: Path, *, keep: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     profile = profile_from(args)
+    # SIGTERM (timeout, CI) unwinds like Ctrl-C, so the server and load processes stop too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.populate_only:
         if not args.populate:
             raise SystemExit("--populate-only needs --populate STORE_URL")

@@ -363,8 +363,13 @@ class Coordinator:
                 pipe.send(("exit",))
             except OSError:
                 pass
+        deadline = time.monotonic() + 5
         for proc in self.procs:
-            proc.join(10)
+            # A process still signing in reads its pipe only afterwards: stop it instead.
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
             if proc.is_alive():
                 proc.kill()
         if self.server is not None:

@@ -146,6 +146,15 @@ def summary(r: dict[str, Any]) -> str:
         lines += ["", "Post-to-delivery latency (ms): " + ", ".join(
             f"{k} {_fmt(lat.get(k))}" for k in ("p50", "p90", "p99", "p99.9", "max")
         )]  # fmt: skip
+    by_class = r.get("deliveries", {}).get("by_class")
+    if by_class:
+        lines += ["", "| room class | people | deliveries | p50 ms | p99 ms | max ms |"]
+        lines.append("|---|---|---|---|---|---|")
+        for name, c in by_class.items():
+            lines.append(
+                f"| {name} | {_fmt(c['people'])} | {_fmt(c['count'])} | {_fmt(c['p50'])} | "
+                f"{_fmt(c['p99'])} | {_fmt(c['max'])} |"
+            )
     if r.get("ramp"):
         lines += [
             "",

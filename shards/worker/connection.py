@@ -26,6 +26,9 @@ ALLOW = "INVITE, ACK, INFO, UPDATE, BYE, OPTIONS, SUBSCRIBE"
 PROVISIONING_EVENT = "vnd-microsoft-provisioning-v2"
 PROVISIONING_TYPE = "application/vnd-microsoft-roaming-provisioning-v2+xml"
 XCCOS_TYPES = ("text/plain", "application/xml", "text/xml")
+# A user record read this recently still answers policy questions: admin changes take up
+# to the revision poll (1 s) anyway, and a sign-in asks three times in a few milliseconds.
+RECORD_FRESH_S = 1.0
 MAX_AUTH_FAILURES = 3  # wrong credentials this often on one connection: 403 and close
 # Requests waiting behind a sign-in or an INVITE being set up: a real client sends one or
 # two; more means a client that does not wait for answers.
@@ -48,6 +51,7 @@ class SipConnection(asyncio.Protocol):
         self._closed = False
         self.user: str | None = None
         self._record: UserRecord | None = None
+        self._record_read = 0.0
         self._nonce = ""
         self._failures = 0
         self._peer = ""
@@ -291,6 +295,7 @@ class SipConnection(asyncio.Protocol):
             return False
         self.user = uri
         self._record = record
+        self._record_read = asyncio.get_running_loop().time()
         if self._signin_timer is not None:
             self._signin_timer.cancel()
         return True
@@ -303,9 +308,13 @@ class SipConnection(asyncio.Protocol):
     # -- provisioning and the session (XCCOS.md §1.2-§1.3) -----------------------------------
 
     async def _policy_enabled(self) -> bool:
-        record = await self._gw.store.get_user(self.user or "")
-        self._record = record
-        return record is not None and record.enabled
+        """The user's policy, read again unless it was read within the revision poll
+        interval (a sign-in asks at SUBSCRIBE and INVITE, right after the credentials)."""
+        now = asyncio.get_running_loop().time()
+        if self._record is None or now - self._record_read > RECORD_FRESH_S:
+            self._record = await self._gw.store.get_user(self.user or "")
+            self._record_read = now
+        return self._record is not None and self._record.enabled
 
     async def _on_subscribe(self, msg: SipMessage) -> None:
         event = (msg.get("Event") or "").split(";")[0].strip().lower()
