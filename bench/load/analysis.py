@@ -180,22 +180,31 @@ def _traffic(
         }
     if raw["ramp"]:
         out["ramp"] = [_step(step, m, samples) for step in raw["ramp"]]
-        best = max(out["ramp"], key=lambda s: s["deliveries_per_s"])
-        out["deliveries"]["per_s"] = best["deliveries_per_s"]
-        out["deliveries"]["best_step"] = best
-        # The most the server delivered while still keeping up: nearly every post asked
-        # for accepted, and p99 under the lync-model bound.
-        keeping_up = [
-            s
-            for s in out["ramp"]
-            if s["accepted_per_s"] >= KEEPING_UP * s["posts_per_s"]
-            and s["p99_ms"] is not None
-            and s["p99_ms"] < LYNC_P99_MS
-        ]
-        out["deliveries"]["keeping_up"] = (
-            max(keeping_up, key=lambda s: s["deliveries_per_s"]) if keeping_up else None
-        )
+        out["deliveries"].update(_ramp_best(out["ramp"]))
     return out
+
+
+def _ramp_best(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The step with the most deliveries/s, and the most while still keeping up: nearly
+    every post asked for accepted, and p99 under the lync-model bound."""
+
+    def brief(step: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in step.items() if k != "histogram"}
+
+    best = max(steps, key=lambda s: s["deliveries_per_s"])
+    keeping_up = [
+        s
+        for s in steps
+        if s["accepted_per_s"] >= KEEPING_UP * s["posts_per_s"]
+        and s["p99_ms"] is not None
+        and s["p99_ms"] < LYNC_P99_MS
+    ]
+    up = max(keeping_up, key=lambda s: s["deliveries_per_s"]) if keeping_up else None
+    return {
+        "per_s": best["deliveries_per_s"],
+        "best_step": brief(best),
+        "keeping_up": brief(up) if up else None,
+    }
 
 
 def _step(step: dict[str, float], m: Merged, samples: list[dict[str, float]]) -> dict[str, Any]:
@@ -381,7 +390,8 @@ def targets(profile: Profile, r: dict[str, Any]) -> list[dict[str, Any]]:
             _target(f"lync-model {profile.scale:g} p99 (ms)", "< 100", p99, LYNC_P99_MS, False)
         )
         retries = r.get("posts", {}).get("retries_503")
-        out.append(_target("lync-model 503s", "0", retries, 1, False))
+        row = _target("lync-model 503s", "0", retries, 1, False)
+        out.append({**row, "margin": f"{retries} seen"})
     if profile.name == "signin-storm":
         out.append(_target("sign-ins/s", ">= 2,000", r["signin"]["per_s"], SIGNIN_MIN_PER_S, True))
     if profile.name == "idle":

@@ -142,51 +142,70 @@ def main(argv: list[str] | None = None) -> int:
         seconds = asyncio.run(populate(args.populate, args.domain, profile, seat(profile)))
         print(f"{profile.users} users, {len(seat(profile).rooms)} rooms in {seconds:.1f} s")
         return 0
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    host = report.host()  # before the run: its load average says whether the host was quiet
-    run = time.strftime("%Y%m%d-%H%M%S-") + profile.name + (f"-{args.name}" if args.name else "")
-    run_dir = args.out or report.RESULTS / run
+    suffix = f"-{args.name}" if args.name else ""
+    meta: dict[str, Any] = {
+        "run": time.strftime("%Y%m%d-%H%M%S-") + profile.name + suffix,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": report.host(),  # before the run: its load average says if the host was quiet
+    }
+    run_dir = args.out or report.RESULTS / meta["run"]
     coord = Coordinator(profile, run_dir, quiet=args.quiet)
-    server_env = _env(args.server_set)
-    ceiling = None
     try:
-        if args.target:
-            host, _, port = args.target.rpartition(":")
-            if args.populate:
-                asyncio.run(populate(args.populate, args.domain, profile, coord.seating))
-            coord.use_server(
-                Target(
-                    host=host,
-                    port=int(port),
-                    domain=args.domain,
-                    data_dir=args.server_data_dir,
-                    http_port=args.http_port,
-                )  # fmt: skip
-            )
-        else:
-            coord.start_server(args.domain, args.server_src, server_env)
-        raw = coord.run_phases()
-        sessions = [a["sessions"] for a in raw["agents"]]
-        if profile.ceiling_s > 0 and profile.mode in ("steady", "ramp") and sum(sessions):
-            if coord.server is not None:
-                coord.server.stop()  # idle now, but the writers get the machine to themselves
-            received = sum(a["posts_received"] for a in raw["agents"])
-            size = sum(a["post_bytes"] for a in raw["agents"]) // received if received else 0
-            ceiling = coord.ceiling(sessions, size or DEFAULT_MESSAGE_BYTES)
+        raw, ceiling = _drive(coord, args, profile)
     finally:
         coord.shutdown()
     result = analyse(profile, raw, coord.events, coord.samples, coord.info, ceiling)
+    result = {**meta, **_settings(args, profile, coord), **result}
+    report.write(run_dir, result, plots=not args.no_plots, runs_log=args.runs_log)
+    _tidy(run_dir, keep=args.keep_data)
+    print(report.summary(result))
+    print(f"results in {run_dir}", file=sys.stderr)
+    return 0
+
+
+def _drive(
+    coord: Coordinator, args: argparse.Namespace, profile: Profile
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The server (started or found), the phases, then the ceiling on the same sessions."""
+    if args.target:
+        target_host, _, port = args.target.rpartition(":")
+        if args.populate:
+            asyncio.run(populate(args.populate, args.domain, profile, coord.seating))
+        coord.use_server(
+            Target(
+                host=target_host,
+                port=int(port),
+                domain=args.domain,
+                data_dir=args.server_data_dir,
+                http_port=args.http_port,
+            )  # fmt: skip
+        )
+    else:
+        coord.start_server(args.domain, args.server_src, _env(args.server_set))
+    raw = coord.run_phases()
+    sessions = [a["sessions"] for a in raw["agents"]]
+    if profile.ceiling_s <= 0 or profile.mode not in ("steady", "ramp") or not sum(sessions):
+        return raw, None
+    if coord.server is not None:
+        coord.server.stop()  # idle by now, but the writers get the machine to themselves
+    received = sum(a["posts_received"] for a in raw["agents"])
+    size = sum(a["post_bytes"] for a in raw["agents"]) // received if received else 0
+    return raw, coord.ceiling(sessions, size or DEFAULT_MESSAGE_BYTES)
+
+
+def _settings(args: argparse.Namespace, profile: Profile, coord: Coordinator) -> dict[str, Any]:
+    """What a runs.jsonl line needs to tell runs apart (HS-15)."""
     source = args.server_src or report.REPO
-    result = {
-        "run": run,
-        "started": started,
+    server = (
+        f"target {args.target}"
+        if args.target
+        else f"pchat serve --workers {profile.workers} (SQLite, private redis-server)"
+    )
+    return {
         "profile": msgspec.to_builtins(profile),
         "settings": {
-            "server": (
-                f"target {args.target}" if args.target
-                else f"pchat serve --workers {profile.workers} (SQLite, private redis-server)"
-            ),
-            "server_env": server_env,
+            "server": server,
+            "server_env": _env(args.server_set),
             "server_source": {"path": str(source), **report.git_state(source)},
             "agents": profile.agent_count(),
             "populate_s": coord.info.get("populate_s"),
@@ -194,11 +213,4 @@ def main(argv: list[str] | None = None) -> int:
         "git": report.git_state(),
         "versions": report.versions(),
         "loop": "uvloop",
-        "host": host,
-        **result,
-    }  # fmt: skip
-    report.write(run_dir, result, plots=not args.no_plots, runs_log=args.runs_log)
-    _tidy(run_dir, keep=args.keep_data)
-    print(report.summary(result))
-    print(f"results in {run_dir}", file=sys.stderr)
-    return 0
+    }

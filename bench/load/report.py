@@ -20,18 +20,20 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(*cmd: str, cwd: Path = REPO) -> str:
+def _run(*cmd: str, cwd: Path = REPO, strip: bool = True) -> str:
     try:
-        return subprocess.run(
+        out = subprocess.run(
             cmd, cwd=cwd, capture_output=True, text=True, timeout=10, check=False
-        ).stdout.strip()
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
+    return out.strip() if strip else out
 
 
 def git_state(path: Path = REPO) -> dict[str, Any]:
     """The commit and whether the tree differs from it (files changed, not their content)."""
-    changed = [line[3:] for line in _run("git", "status", "--porcelain", cwd=path).splitlines()]
+    status = _run("git", "status", "--porcelain", cwd=path, strip=False)  # 'XY path' lines
+    changed = [line[3:] for line in status.splitlines() if len(line) > 3]
     return {"sha": _run("git", "rev-parse", "HEAD", cwd=path), "dirty": changed}
 
 
@@ -126,7 +128,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+
+
 def summary(r: dict[str, Any]) -> str:
+    """summary.md: the headline table, then whatever the profile measured."""
     p = r["profile"]
     lines = [
         f"# {r['run']}",
@@ -135,81 +143,74 @@ def summary(r: dict[str, Any]) -> str:
         f"`{r['git']['sha'][:10]}`{' (dirty)' if r['git']['dirty'] else ''}, "
         f"{r['host']['cores']} cores, {r['host']['cpu']}.",
         f"Server: {r['settings']['server']}. Load: {r['settings']['agents']} processes.",
-        "",
-        "| figure | value |",
-        "|---|---|",
     ]
-    for key, value in headline(r).items():
-        lines.append(f"| {key} | {_fmt(value)} |")
-    if r.get("deliveries"):
-        lat = r["deliveries"]["latency_ms"]
-        lines += ["", "Post-to-delivery latency (ms): " + ", ".join(
-            f"{k} {_fmt(lat.get(k))}" for k in ("p50", "p90", "p99", "p99.9", "max")
-        )]  # fmt: skip
-    by_class = r.get("deliveries", {}).get("by_class")
-    if by_class:
-        lines += ["", "| room class | people | deliveries | p50 ms | p99 ms | max ms |"]
-        lines.append("|---|---|---|---|---|---|")
-        for name, c in by_class.items():
-            lines.append(
-                f"| {name} | {_fmt(c['people'])} | {_fmt(c['count'])} | {_fmt(c['p50'])} | "
-                f"{_fmt(c['p99'])} | {_fmt(c['max'])} |"
-            )
-    if r.get("ramp"):
-        lines += [
-            "",
-            "| posts/s asked | accepted/s | deliveries/s | p50 ms | p99 ms | 503 | server CPU % "
-            "| loadgen CPU % | others CPU % |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for s in r["ramp"]:
-            lines.append(
-                f"| {_fmt(s['posts_per_s'])} | {_fmt(s['accepted_per_s'])} | "
-                f"{_fmt(s['deliveries_per_s'])} | {_fmt(s['p50_ms'])} | {_fmt(s['p99_ms'])} | "
-                f"{_fmt(s['retries_503'])} | {_fmt(s['server_cpu'])} | {_fmt(s['loadgen_cpu'])} | "
-                f"{_fmt(s['others_cpu'])} |"
-            )
-    up = r.get("deliveries", {}).get("keeping_up")
-    if r.get("ramp"):
-        lines += [
-            "",
-            "Most deliveries/s while keeping up (>= 95 % of the posts asked accepted, p99 < "
-            f"100 ms): {_fmt(up['deliveries_per_s']) if up else 'none'}"
-            + (f" at p99 {_fmt(up['p99_ms'])} ms." if up else "."),
-        ]
-    if r.get("ceiling"):
-        c = r["ceiling"]
-        lines += [
-            "",
-            f"Ceiling ({c['writers']} raw writers, {c['connections']:,} connections, "
-            f"{c['message_bytes']} B messages): one message per write "
-            f"{_fmt(c['batch_1']['per_s'])}/s, 8 per write {_fmt(c['batch_8']['per_s'])}/s; "
-            f"fan-out = {_fmt(c['batch_1']['fanout_ratio'])} and "
-            f"{_fmt(c['batch_8']['fanout_ratio'])} of them.",
-        ]
+    lines += _table(["figure", "value"], [[k, v] for k, v in headline(r).items()])
+    lines += _summary_deliveries(r) + _summary_ceiling(r)
     if r.get("targets"):
-        lines += ["", "| target | goal | value | met | margin |", "|---|---|---|---|---|"]
-        for t in r["targets"]:
-            lines.append(
-                f"| {t['target']} | {t['goal']} | {_fmt(t['value'])} | "
-                f"{'yes' if t['met'] else 'NO'} | {t['margin']} |"
-            )
+        rows = [
+            [t["target"], t["goal"], t["value"], "yes" if t["met"] else "NO", t["margin"]]
+            for t in r["targets"]
+        ]
+        lines += _table(["target", "goal", "value", "met", "margin"], rows)
     if any(any(v.values()) for v in r.get("server_latency_ms", {}).values()):
         lines += ["", "Server-side latencies (ms, from its histograms: bucket-interpolated):"]
         for name, q in r["server_latency_ms"].items():
             lines.append(f"- `{name}`: p50 {_fmt(q['p50'])}, p99 {_fmt(q['p99'])}")
     if r.get("cost"):
-        lines += [
-            "",
-            "CPU per unit of work: " + ", ".join(f"{k} {v}" for k, v in r["cost"].items()),
-        ]
+        cost = ", ".join(f"{k} {v}" for k, v in r["cost"].items())
+        lines += ["", f"CPU per unit of work: {cost}"]
     if r.get("errors"):
         lines += ["", "Errors: " + ", ".join(f"{k} × {n}" for k, n in r["errors"].items())]
     return "\n".join(lines) + "\n"
 
 
+def _summary_deliveries(r: dict[str, Any]) -> list[str]:
+    d = r.get("deliveries")
+    if not d:
+        return []
+    lat = d["latency_ms"]
+    points = ", ".join(f"{k} {_fmt(lat.get(k))}" for k in ("p50", "p90", "p99", "p99.9", "max"))
+    lines = ["", f"Post-to-delivery latency (ms): {points}"]
+    if d.get("by_class"):
+        rows = [
+            [name, c["people"], c["count"], c["p50"], c["p99"], c["max"]]
+            for name, c in d["by_class"].items()
+        ]
+        header = ["room class", "people", "deliveries", "p50 ms", "p99 ms", "max ms"]
+        lines += _table(header, rows)
+    if r.get("ramp"):
+        keys: tuple[str, ...] = ("posts_per_s", "accepted_per_s", "deliveries_per_s")
+        keys += ("p50_ms", "p99_ms", "retries_503", "server_cpu", "loadgen_cpu", "others_cpu")
+        header = ["posts/s asked", "accepted/s", "deliveries/s", "p50 ms", "p99 ms", "503"]
+        header += ["server CPU %", "loadgen CPU %", "others CPU %"]
+        lines += _table(header, [[s[k] for k in keys] for s in r["ramp"]])
+        up = d.get("keeping_up")
+        best = f"{_fmt(up['deliveries_per_s'])} at p99 {_fmt(up['p99_ms'])} ms" if up else "none"
+        lines += [
+            "",
+            "Most deliveries/s while keeping up (>= 95 % of the posts asked accepted, "
+            f"p99 < 100 ms): {best}.",
+        ]
+    return lines
+
+
+def _summary_ceiling(r: dict[str, Any]) -> list[str]:
+    c = r.get("ceiling")
+    if not c:
+        return []
+    return [
+        "",
+        f"Ceiling ({c['writers']} raw writers, {c['connections']:,} connections, "
+        f"{c['message_bytes']} B messages): one message per write "
+        f"{_fmt(c['batch_1']['per_s'])}/s, 8 per write {_fmt(c['batch_8']['per_s'])}/s; "
+        f"fan-out = {_fmt(c['batch_1']['fanout_ratio'])} and "
+        f"{_fmt(c['batch_8']['fanout_ratio'])} of them.",
+    ]
+
+
 def draw(run_dir: Path, r: dict[str, Any]) -> list[Path]:
-    """latency_cdf.png, throughput.png, latency.png (and signins.png); [] without matplotlib."""
+    """latency_cdf.png (when posts were delivered), throughput.png, latency.png; [] without
+    matplotlib."""
     try:
         import matplotlib
 
@@ -219,26 +220,35 @@ def draw(run_dir: Path, r: dict[str, Any]) -> list[Path]:
         print("bench: matplotlib not installed; no plots", file=sys.stderr)
         return []
     made = []
+    if r.get("deliveries_histogram"):
+        made.append(_draw_cdf(plt, run_dir / "latency_cdf.png", r))
+    made.append(_draw_throughput(plt, run_dir / "throughput.png", r))
+    made.append(_draw_latency(plt, run_dir / "latency.png", r))
+    return made
+
+
+def _draw_cdf(plt: Any, path: Path, r: dict[str, Any]) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    curves = [(r["deliveries_histogram"], "whole run")]
+    if r.get("ramp"):  # one curve per ramp step, by its deliveries/s
+        curves = [(s["histogram"], f"{s['deliveries_per_s']:,.0f}/s") for s in r["ramp"]]
+    for curve, label in curves:
+        if curve:
+            xs, ys = stats.cdf({int(k): v for k, v in curve.items()})
+            ax.plot(xs, ys, label=label)
+    if len(curves) > 1:
+        ax.legend(fontsize="x-small", title="deliveries", title_fontsize="x-small")
+    ax.set_xscale("log")
+    ax.set_xlabel("post-to-delivery latency (ms)")
+    ax.set_ylabel("fraction of deliveries")
+    ax.set_title(f"{r['run']}: latency CDF")
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(plt, fig, path)
+
+
+def _draw_throughput(plt: Any, path: Path, r: dict[str, Any]) -> Path:
     rows = r["timeline"]
     ts = [row["t"] for row in rows]
-    hist = r.get("deliveries_histogram")
-    if hist:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        curves = [(hist, "whole run")]
-        if r.get("ramp"):  # one curve per ramp step, by its deliveries/s
-            curves = [(s["histogram"], f"{s['deliveries_per_s']:,.0f}/s") for s in r["ramp"]]
-        for curve, label in curves:
-            if curve:
-                xs, ys = stats.cdf({int(k): v for k, v in curve.items()})
-                ax.plot(xs, ys, label=label)
-        if len(curves) > 1:
-            ax.legend(fontsize="x-small", title="deliveries", title_fontsize="x-small")
-        ax.set_xscale("log")
-        ax.set_xlabel("post-to-delivery latency (ms)")
-        ax.set_ylabel("fraction of deliveries")
-        ax.set_title(f"{r['run']}: latency CDF")
-        ax.grid(True, which="both", alpha=0.3)
-        made.append(_save(fig, run_dir / "latency_cdf.png"))
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(ts, [row["deliveries"] for row in rows], label="deliveries/s")
     ax.plot(ts, [row["posts_ok"] for row in rows], label="posts accepted/s")
@@ -250,24 +260,26 @@ def draw(run_dir: Path, r: dict[str, Any]) -> list[Path]:
     ax2.plot(ts, [row["server_cpu"] for row in rows], "k:", label="server CPU %")
     ax2.set_ylabel("server CPU % (dotted)")
     ax.set_title(f"{r['run']}: throughput")
-    made.append(_save(fig, run_dir / "throughput.png"))
-    fig, ax = plt.subplots(figsize=(8, 4))
+    return _save(plt, fig, path)
+
+
+def _draw_latency(plt: Any, path: Path, r: dict[str, Any]) -> Path:
+    rows = r["timeline"]
+    ts = [row["t"] for row in rows]
     nan = float("nan")
-    ax.plot(ts, [nan if row["p50_ms"] is None else row["p50_ms"] for row in rows], label="p50")
-    ax.plot(ts, [nan if row["p99_ms"] is None else row["p99_ms"] for row in rows], label="p99")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for key in ("p50_ms", "p99_ms"):
+        ax.plot(ts, [nan if row[key] is None else row[key] for row in rows], label=key[:-3])
     ax.set_yscale("log")
     ax.set_xlabel("seconds since the load processes started")
     ax.set_ylabel("post-to-delivery latency (ms)")
     ax.legend()
     ax.set_title(f"{r['run']}: latency over time")
-    made.append(_save(fig, run_dir / "latency.png"))
-    return made
+    return _save(plt, fig, path)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(plt: Any, fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    import matplotlib.pyplot as plt
-
     plt.close(fig)
     return path
