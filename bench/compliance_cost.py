@@ -69,9 +69,11 @@ async def _run(compliance: bool, clients: int, seconds: float, workers: int) -> 
     redis.start()
     sip, http = _port(), _port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
-    args = [sys.executable, "-m", "shards.cli", "serve", "--data-dir", str(data), "--domain", DOMAIN,
-            "--sip-port", str(sip), "--http-port", str(http), "--workers", str(workers),
-            "--redis-url", redis.url, "--log-level", "WARNING"]  # fmt: skip
+    args = [
+        sys.executable, "-m", "shards.cli", "serve", "--data-dir", str(data),
+        "--domain", DOMAIN, "--sip-port", str(sip), "--http-port", str(http),
+        "--workers", str(workers), "--redis-url", redis.url, "--log-level", "WARNING",
+    ]  # fmt: skip
     if compliance:
         args.append("--compliance")
     proc = subprocess.Popen(args, env=env)

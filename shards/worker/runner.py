@@ -25,6 +25,7 @@ from core.store.registry import make_store
 from core.xccos import build
 from core.xccos.commands import CommandHandler, Directory, ServerInfo, invitation_block
 from shards.bus import Fanout, RedisBus
+from shards.lifetime import die_with_parent
 from shards.metrics import Metrics
 from shards.routing import RoomRouter, ShardMap
 from shards.worker.api import ManagementApi
@@ -304,6 +305,7 @@ def main() -> None:
     parser.add_argument("--worker-id", type=int, required=True)
     args = parser.parse_args()
     settings = msgspec.json.decode(os.environ["_PCHAT_WORKER_SETTINGS"], type=Settings)
+    die_with_parent()  # a supervisor killed with SIGKILL must not leave workers behind
     logging.basicConfig(
         level=settings.log_level,
         format=f"%(asctime)s worker-{args.worker_id} %(levelname)s %(name)s: %(message)s",

@@ -142,3 +142,25 @@ async def test_help_explains_every_command(tmp_path: Path) -> None:
         "--store",
     ):
         assert flag in text
+
+
+async def test_killing_the_supervisor_leaves_no_orphans(served: Served) -> None:
+    pids = [
+        int(line.split()[1]) for line in (served.data_dir / "workers.pid").read_text().splitlines()
+    ]
+    assert pids
+    served.proc.kill()  # SIGKILL: the supervisor cannot clean up
+    await served.proc.wait()
+    for _ in range(50):
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in _state(p)]
+        if not alive:
+            break
+        await asyncio.sleep(0.1)
+    assert not alive, f"workers outlived their supervisor: {alive}"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
