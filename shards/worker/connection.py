@@ -42,7 +42,11 @@ class SipConnection(asyncio.Protocol):
     def __init__(self, gateway: Gateway) -> None:
         self._gw = gateway
         s = gateway.settings.sip
-        self._codec = SipCodec(max_header_bytes=s.max_header_bytes, max_body_bytes=s.max_body_bytes)
+        self._codec = SipCodec(
+            max_header_bytes=s.max_header_bytes,
+            max_body_bytes=s.max_body_bytes,
+            drop_2xx_responses=True,  # only 481/487 answers to our INFOs matter (§1.3)
+        )
         self._max_output = s.max_output_bytes
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []

@@ -336,3 +336,27 @@ def test_body_at_exactly_the_limit_is_accepted() -> None:
 def test_encode_helper_round_trips() -> None:
     msg = only_message(SipCodec().feed(sample_info()))
     assert SipCodec.encode(msg) == sample_info()
+
+
+def _ok(cseq: int, body: bytes = b"", length_header: str = "Content-Length") -> bytes:
+    return (
+        f"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK{cseq}\r\nCall-ID: c\r\n"
+        f"CSeq: {cseq} INFO\r\n{length_header}: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_2xx_responses_can_be_dropped_unparsed_at_any_split() -> None:
+    stream = _ok(1) + _ok(2, b"body!", "l") + sample_info() + _ok(3) + _ok(4, b"x" * 50)
+    stream += b"SIP/2.0 481 Call/Transaction Does Not Exist\r\nCall-ID: c\r\nCSeq: 5 INFO\r\n"
+    stream += b"Content-Length: 0\r\n\r\n"
+    for split in range(len(stream)):
+        codec = SipCodec(drop_2xx_responses=True)
+        items = codec.feed(stream[:split]) + codec.feed(stream[split:])
+        assert [i.method or i.status for i in items if isinstance(i, SipMessage)] == ["INFO", 481]
+        assert codec.dropped_2xx == 4
+        assert codec.buffered == 0
+
+
+def test_2xx_responses_are_kept_unless_asked() -> None:
+    items = SipCodec().feed(_ok(1))
+    assert [i.status for i in items if isinstance(i, SipMessage)] == [200]
