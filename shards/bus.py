@@ -49,9 +49,10 @@ class Fanout:
         self.bus: RedisBus | None = None
 
     def publish(self, event: RoomEvent) -> None:
-        self._local(event)
+        # Other workers first: their share of a big fan-out runs while this one writes its own.
         if self.bus is not None:
             self.bus.publish_event(event)
+        self._local(event)
 
 
 class RedisBus:
@@ -183,6 +184,7 @@ class RedisBus:
         future = self._pub.call(
             "PUBLISH", wire.room_channel(event.room_id), wire.encoder.encode(event)
         )
+        self._pub.flush()  # out now, not after this turn's local deliveries
         future.add_done_callback(lambda f: self._published(f, started))
 
     def _published(self, future: asyncio.Future[object], started: float) -> None:

@@ -68,11 +68,14 @@ class _RespProtocol(asyncio.Protocol):
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def _flush(self) -> None:
-        self._scheduled = False
+    def flush(self) -> None:
         if self.transport is not None and self._out:
             self.transport.write(b"".join(self._out))
         self._out.clear()
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        self.flush()
 
 
 async def _open(url: str, protocol_factory: Callable[[], _RespProtocol]) -> _RespProtocol:
@@ -134,6 +137,11 @@ class RespClient:
         assert self._proto is not None
         self._proto.write(encode_command(args))
         return future
+
+    def flush(self) -> None:
+        """Writes what is queued now instead of at the end of this loop turn."""
+        if self._proto is not None:
+            self._proto.flush()
 
     def _on_reply(self, reply: Any) -> None:
         if not self._pending:
