@@ -128,7 +128,11 @@ class SipConnection(asyncio.Protocol):
         self._out_bytes += len(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._gw.want_flush(self)
+
+    def flush(self) -> None:
+        """Writes what this loop turn queued (called by the gateway, once per turn)."""
+        self._flush()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
