@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -23,6 +24,38 @@ from core.xccos.ids import room_uri
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_JSON_BYTES = 64 * 1024  # a room with thousands of members still fits
+
+
+FAILURE_WINDOW_S = 60.0
+MAX_FAILURES = 10  # wrong passwords per address and minute before 429 (SIP allows 3/connection)
+# Addresses remembered at once: enough for any real office; past it the oldest are forgotten,
+# so a flood of addresses cannot grow the table.
+MAX_TRACKED = 10_000
+
+
+class SignInFailures:
+    """Failed HTTP Basic sign-ins per client address, in a sliding minute."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[float, int]] = {}  # address -> (window start, failures)
+
+    def blocked(self, peer: str) -> bool:
+        entry = self._seen.get(peer)
+        if entry is None:
+            return False
+        if time.monotonic() - entry[0] > FAILURE_WINDOW_S:
+            del self._seen[peer]
+            return False
+        return entry[1] >= MAX_FAILURES
+
+    def failed(self, peer: str) -> None:
+        now = time.monotonic()
+        start, count = self._seen.pop(peer, (now, 0))
+        if now - start > FAILURE_WINDOW_S:
+            start, count = now, 0
+        self._seen[peer] = (start, count + 1)
+        while len(self._seen) > MAX_TRACKED:
+            del self._seen[next(iter(self._seen))]
 
 
 class RoomBody(RoomChange, kw_only=True, forbid_unknown_fields=True):
@@ -72,6 +105,7 @@ class ManagementApi:
         self._domain = domain
         self._mgmt = Management(store)
         self._changed = changed  # tells every worker at once (the revision poll is the backstop)
+        self._failures = SignInFailures()
 
     def routes(self, app: web.Application) -> None:
         r = app.router
@@ -90,8 +124,17 @@ class ManagementApi:
 
     def _wrap(self, handler: Callable[[web.Request, Actor], Awaitable[web.Response]]) -> Handler:
         async def run(request: web.Request) -> web.StreamResponse:
+            peer = request.remote or "?"
+            if self._failures.blocked(peer):
+                return web.Response(
+                    status=429,
+                    text="too many failed sign-ins from this address; wait a minute\n",
+                    headers={"Retry-After": str(int(FAILURE_WINDOW_S))},
+                )
             actor = await self._actor(request)
             if actor is None:
+                if "Authorization" in request.headers:
+                    self._failures.failed(peer)
                 return web.Response(
                     status=401,
                     text="sign in with your SIP address and password (HTTP Basic)\n",

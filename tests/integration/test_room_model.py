@@ -340,3 +340,19 @@ async def test_only_administrators_remove_messages(
         m.text for m in await alice.history(uri(room.id), query='<search text="password" cnt="5"/>')
     ] == []
     await alice.close()
+
+
+async def test_management_api_refuses_password_guessing(server: RunningWorker) -> None:
+    def guess(password: str) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}/api/rooms")
+        token = base64.b64encode(f"alice@{DOMAIN}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    statuses = [await asyncio.to_thread(guess, f"wrong{i}") for i in range(12)]
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
+    assert await asyncio.to_thread(guess, PASSWORD) == 429  # even the right one, for a while
