@@ -72,10 +72,15 @@ class RunningWorker:
                 redis_ok = bool(await asyncio.wait_for(self.redis.ping(), 1.0))
             except (TimeoutError, OSError, aioredis.RedisError):
                 redis_ok = False
+        try:
+            await asyncio.wait_for(self.store.revision(), 1.0)
+            store_ok = True
+        except Exception:  # any failure of the store is what /healthz must report, not raise
+            store_ok = False
         return {
             "worker": self.worker_id,
             "redis_ok": redis_ok,
-            "store_ok": True,
+            "store_ok": store_ok,
             "sessions": len(self.gateway.sessions),
             "admission_inflight": self.gateway.inflight,
         }

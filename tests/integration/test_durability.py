@@ -204,3 +204,18 @@ async def test_msgids_of_a_room_without_history_grow_across_restarts(settings: S
         after = await alice.post(uri, "two")
         assert after > before  # nothing stored, yet a client's "last seen" stays valid
         await alice.close()
+
+
+async def test_healthz_reports_the_store_and_redis(server: RunningWorker) -> None:
+    assert await server.health() == {
+        "worker": 0,
+        "redis_ok": True,
+        "store_ok": True,
+        "sessions": 0,
+        "admission_inflight": 0,
+    }
+    await server.store.close()  # the store goes away under the worker
+    try:
+        assert (await server.health())["store_ok"] is False
+    finally:
+        await server.store.open()
