@@ -25,8 +25,7 @@ from core.sip.digest import user_ha1s
 from core.store.base import ChatStore, RoomRecord, UserRecord
 from core.store.registry import make_store
 from core.xccos.ids import room_uri
-
-ADMIN_CHANNEL = "pchat:admin"
+from shards import wire
 
 Out = Callable[[str], None]
 
@@ -156,7 +155,7 @@ async def _notify(settings: Settings) -> None:
     """Best effort: workers also poll the revision, so a Redis that is down only delays."""
     client = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=0.5)
     with contextlib.suppress(OSError, aioredis.RedisError, asyncio.TimeoutError):
-        await asyncio.wait_for(client.publish(ADMIN_CHANNEL, "changed"), 1.0)
+        await asyncio.wait_for(client.publish(wire.ADMIN_CHANNEL, "changed"), 1.0)
     await client.aclose()
 
 

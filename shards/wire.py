@@ -102,6 +102,7 @@ def reply_channel(worker: int) -> bytes:
 
 
 CONTROL_CHANNEL = b"pchat:control"
+ADMIN_CHANNEL = "pchat:admin"  # `pchat admin` and the HTTP API say "the store changed"
 ROOM_PREFIX = b"pchat:room:"
 
 encoder = msgspec.msgpack.Encoder()

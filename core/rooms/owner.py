@@ -11,7 +11,7 @@ from typing import Protocol
 
 import msgspec
 
-from core.compliance.events import Activity, Kind, to_outbox
+from core.compliance.events import Activity, Kind, chat_event, to_outbox
 from core.errors import BadRequest, Forbidden, NotFound, Overloaded, StoreError, TooLarge
 from core.rooms import rules
 from core.rooms.events import (
@@ -244,25 +244,6 @@ class RoomOwner:
             if earlier is not None and now_ms - earlier.ts_ms < RETRY_WINDOW_MS:
                 return earlier.future
         future: asyncio.Future[PostResult] = asyncio.get_running_loop().create_future()
-        if not state.category.history:
-            if self._recorder is not None:  # kept by nobody but the compliance archive
-                seq = state.next_seq
-                state.next_seq += 1
-                await self._recorder.write(
-                    to_outbox(
-                        Activity(
-                            kind="CHAT",
-                            user=user,
-                            room_id=room_id,
-                            ts_ms=now_ms,
-                            session=session,
-                            msgid=seq,
-                            text=text,
-                        )
-                    )
-                )
-                return self._unlogged(state, session, user, client_key, text, now_ms, future, seq)
-            return self._unlogged(state, session, user, client_key, text, now_ms, future)
         message = NewMessage(
             room_id=room_id,
             seq=state.next_seq,
@@ -272,6 +253,8 @@ class RoomOwner:
             client_key=client_key,
             session=session,
         )
+        if not state.category.history:
+            return await self._unlogged(state, message, future)
         self._committer.submit(
             message, lambda error: self._committed(state, message, session, future, error)
         )
@@ -280,26 +263,24 @@ class RoomOwner:
             self._remember(state, key, _Pending(message.seq, now_ms, future))
         return future
 
-    def _unlogged(
-        self,
-        state: RoomState,
-        session: str,
-        user: str,
-        client_key: str,
-        text: str,
-        now_ms: int,
-        future: asyncio.Future[PostResult],
-        seq: int = 0,
+    async def _unlogged(
+        self, state: RoomState, message: NewMessage, future: asyncio.Future[PostResult]
     ) -> asyncio.Future[PostResult]:
-        """History off in the category: the post is delivered and forgotten (never stored)."""
-        if not seq:
-            seq = state.next_seq
-            state.next_seq += 1
+        """History off in the category: the post is delivered and forgotten (never stored);
+        only the compliance archive, when on, keeps it (recorded before the reply)."""
+        state.next_seq += 1
+        if self._recorder is not None:
+            await self._recorder.write(chat_event(message))
+        seq, now_ms = message.seq, message.ts_ms
         state.committed_seq = seq
         future.set_result(PostResult(seq, now_ms))
-        if client_key:
-            self._remember(state, (user, client_key), _Pending(seq, now_ms, future))
-        self._sink.publish(PostEvent(state.record.id, seq, user, now_ms, text, session, now_ms))
+        if message.client_key:
+            key = (message.author, message.client_key)
+            self._remember(state, key, _Pending(seq, now_ms, future))
+        event = PostEvent(
+            state.record.id, seq, message.author, now_ms, message.text, message.session, now_ms
+        )
+        self._sink.publish(event)
         return future
 
     def _remember(self, state: RoomState, key: tuple[str, str], pending: _Pending) -> None:

@@ -22,6 +22,7 @@ import msgspec
 from core.errors import BadRequest, Forbidden, NotFound, NotImplementedCommand, PchatError
 from core.rooms import rules
 from core.rooms.events import HistoryQuery, Participant
+from core.rooms.management import invitations_on
 from core.rooms.owner import JoinResult, PostResult
 from core.store.base import (
     CategoryRecord,
@@ -178,7 +179,10 @@ class CommandHandler:
             raise BadRequest("no room named")
         return [self._room_id(uri) for uri in refs]
 
-    def _chanib(self, room: RoomRecord, category: CategoryRecord, inner: str = "") -> str:
+    def _chanib(
+        self, room: RoomRecord, category: CategoryRecord, inner: str = "", ucnt: int | None = None
+    ) -> str:
+        """A room's information block; ``ucnt`` defaults to what this worker knows."""
         d = self._info.domain
         return build.chanib(
             room_uri(d, room.id),
@@ -186,10 +190,10 @@ class CommandHandler:
             description=room.description,
             topic=room.topic,
             category=f"ma-cat://{d}/{room.category_id}",
-            ucnt=self._rooms.online_count(room.id),
+            ucnt=self._rooms.online_count(room.id) if ucnt is None else ucnt,
             visibility=rules.visibility(room),
             filepost=category.file_upload,
-            invite=category.invitations and room.invitations != "off",
+            invite=invitations_on(room, category),
             logged=category.history,
             room_type=room.type,
             inner=inner,
@@ -270,21 +274,7 @@ class CommandHandler:
             aibs = build.aib("3984", ",".join(str(n) for n in ids.values()))
             if result.managers:
                 aibs += build.aib("12276", ",".join(str(ids[m]) for m in result.managers))
-        room = result.room
-        chan = build.chanib(
-            room_uri(self._info.domain, room.id),
-            name=room.name,
-            description=room.description,
-            topic=room.topic,
-            category=f"ma-cat://{self._info.domain}/{room.category_id}",
-            ucnt=result.ucnt,
-            visibility=rules.visibility(room),
-            filepost=result.category.file_upload,
-            invite=result.category.invitations and room.invitations != "off",
-            logged=result.category.history,
-            room_type=room.type,
-            inner=aibs,
-        )
+        chan = self._chanib(result.room, result.category, aibs, ucnt=result.ucnt)
         return uibs + chan
 
     async def _on_join(self, session: SessionView, data: Element | None) -> str:

@@ -24,6 +24,7 @@ from core.store.batch import GroupCommitter
 from core.store.registry import make_store
 from core.xccos import build
 from core.xccos.commands import CommandHandler, Directory, ServerInfo, invitation_block
+from shards import wire
 from shards.bus import Fanout, RedisBus
 from shards.lifetime import die_with_parent
 from shards.metrics import Metrics
@@ -36,7 +37,6 @@ from shards.worker.http import make_app
 log = logging.getLogger(__name__)
 
 REVISION_POLL_S = 1.0  # admin changes reach a running worker within this
-ADMIN_CHANNEL = "pchat:admin"  # `pchat admin` publishes here after a change
 INVITATION_PAGE = 1000  # invitations read per query while catching up
 
 
@@ -89,7 +89,7 @@ class RunningWorker:
         """The management API changed the store: every worker refreshes now."""
         try:
             assert self.redis is not None
-            await asyncio.wait_for(self.redis.publish(ADMIN_CHANNEL, "changed"), 1.0)
+            await asyncio.wait_for(self.redis.publish(wire.ADMIN_CHANNEL, "changed"), 1.0)
         except (TimeoutError, OSError, aioredis.RedisError, AssertionError):
             await self.refresh()  # at least this worker; the others poll the revision
 
@@ -285,7 +285,7 @@ async def _admin_notices(worker: RunningWorker, notice: asyncio.Event) -> None:
         try:
             assert worker.redis is not None
             async with worker.redis.pubsub() as pubsub:
-                await pubsub.subscribe(ADMIN_CHANNEL)
+                await pubsub.subscribe(wire.ADMIN_CHANNEL)
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         notice.set()
