@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from shards.client.client import PchatClient
+from client.client import PchatClient
 from shards.redis_server import EmbeddedRedis
 
 DOMAIN = "example.com"

@@ -39,7 +39,7 @@ from locust.env import Environment
 
 from bench.load.agent import STAMP_DIGITS, post_text
 from bench.load.population import PASSWORD
-from shards.client.client import LeanClient
+from client.client import LeanClient
 
 _T = TypeVar("_T")
 CALL_TIMEOUT_S = 30.0  # a sign-in under load may take this long before it counts as failed

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pchat admin: {exc}", file=sys.stderr)
             return 2
         return 0
-    from shards.client.chat import run_chat
+    from client.chat import run_chat
 
     if not args.password:
         print("pchat chat: give --password or set PCHAT_PASSWORD", file=sys.stderr)

@@ -12,10 +12,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from client.client import PchatClient
 from core.config import HttpSettings, LimitSettings, Settings, SipSettings
 from core.sip.digest import user_ha1s
 from core.store.base import CategoryRecord, ChatStore, RoomRecord, UserRecord
-from shards.client.client import PchatClient
 from shards.redis_server import EmbeddedRedis
 from shards.worker.runner import RunningWorker, run_worker
 

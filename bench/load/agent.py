@@ -20,8 +20,8 @@ import msgspec
 
 from bench.load import stats
 from bench.load.ceiling import CeilingReceivers
+from client.client import LeanClient, SipError, XccosError
 from core.xccos import build
-from shards.client.client import LeanClient, SipError, XccosError
 
 TICK_S = 1.0
 POST_TICK_S = 0.005  # posting schedule resolution: posts due in each 5 ms go out together

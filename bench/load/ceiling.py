@@ -17,7 +17,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, Protocol, cast
 
-from shards.client.client import bound_socket
+from client.client import bound_socket
 
 # Per-connection kernel send buffer, as the server sets it (sip.max_output_bytes default).
 SNDBUF_BYTES = 256 * 1024

@@ -29,10 +29,10 @@ from shards.bus import Fanout, RedisBus
 from shards.lifetime import die_with_parent
 from shards.metrics import Metrics
 from shards.routing import RoomRouter, ShardMap
-from shards.worker.api import ManagementApi
+from shards.web.api import ManagementApi
+from shards.web.http import make_app
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
-from shards.worker.http import make_app
 
 log = logging.getLogger(__name__)
 

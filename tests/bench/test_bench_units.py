@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 
 from bench.load import stats
+from client.client import LeanClient
 from core.sip.codec import SipCodec
 from core.sip.dialog import Dialog
 from core.sip.message import SipMessage
 from core.xccos import build
-from shards.client.client import LeanClient
 
 
 class _Transport:

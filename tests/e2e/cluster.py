@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from shards.client.client import PchatClient
+from client.client import PchatClient
 from shards.redis_server import EmbeddedRedis
 
 DOMAIN = "example.com"

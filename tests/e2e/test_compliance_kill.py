@@ -9,9 +9,9 @@ import signal
 import time
 from pathlib import Path
 
+from client.client import PchatClient, SipError, XccosError
 from core.compliance.store import ComplianceStore
 from core.store.registry import make_store
-from shards.client.client import PchatClient, SipError, XccosError
 from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster
 
 USERS = ["a0", "a1", "a2", "a3"]

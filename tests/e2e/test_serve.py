@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shards.client.client import PchatClient
+from client.client import PchatClient
 from tests.e2e.cluster import free_port, http_get
 
 DOMAIN = "example.com"

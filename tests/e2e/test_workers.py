@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shards.client.client import ChatMessage, PchatClient, SipError, XccosError
+from client.client import ChatMessage, PchatClient, SipError, XccosError
 from shards.routing import ShardMap
 from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster, http_get, rss_kib, worker_of
 

@@ -16,10 +16,10 @@ import asyncio
 import time
 from collections import Counter
 
+from client.client import ChatMessage, PchatClient
 from core.sip.digest import user_ha1s
 from core.store.base import CategoryRecord, NewMessage, RoomRecord, UserRecord
 from core.xccos.envelope import Notice
-from shards.client.client import ChatMessage, PchatClient
 from shards.worker.runner import RunningWorker
 from tests.conftest import DOMAIN, PASSWORD
 

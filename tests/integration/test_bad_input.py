@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from client.client import PchatClient, SipError, XccosError
 from core.xccos import build
-from shards.client.client import PchatClient, SipError, XccosError
 from shards.worker.runner import RunningWorker
 from tests.conftest import DOMAIN, PASSWORD, add_room, signed_in
 

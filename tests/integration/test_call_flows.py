@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from client.client import PchatClient
 from core.xccos import build
-from shards.client.client import PchatClient
 from shards.worker.runner import RunningWorker
 from tests.conftest import DOMAIN, PASSWORD, add_room
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import msgspec
 
+from client.client import PchatClient
 from core.config import Settings
-from shards.client.client import PchatClient
 from shards.worker.runner import RunningWorker, run_worker
 from tests.conftest import DOMAIN, PASSWORD, add_room, add_user
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from client.client import PchatClient, XccosError
 from core.rooms.management import ADMIN, Actor, CategoryChange, Management, RoomChange
 from core.xccos import build
 from core.xccos.envelope import Notice
-from shards.client.client import PchatClient, XccosError
 from shards.worker.runner import RunningWorker, run_worker
 from tests.conftest import DOMAIN, PASSWORD, add_user, make_settings, signed_in
 

@@ -132,7 +132,7 @@ def _core_files() -> list[Path]:
         pytest.param("from ...shards import bus\n", "core/rooms/x.py", id="relative-out"),
         pytest.param("import prometheus_client\n", "core/x.py", id="prometheus"),
         pytest.param("import uvloop\n", "core/x.py", id="uvloop"),
-        pytest.param("from aiohttp import web\n", "core/web/x.py", id="aiohttp"),
+        pytest.param("from aiohttp import web\n", "core/rooms/x.py", id="aiohttp"),
         pytest.param("import asyncpg\n", "core/store/sqlite.py", id="asyncpg-elsewhere"),
         pytest.param("from tests.conftest import DOMAIN\n", "core/x.py", id="tests"),
         pytest.param(
@@ -214,3 +214,19 @@ def test_asyncpg_exemption_is_in_use() -> None:
     assert any(
         m.split(".")[0] == "asyncpg" for _, m in _imported_modules(tree, "core/store/postgres.py")
     )
+
+
+def test_client_library_never_imports_the_server() -> None:
+    """client/ is used by the tests, the load generator and people: it stands on core/ only."""
+    client = REPO / "client"
+    found = []
+    for path in sorted(client.rglob("*.py")):
+        relpath = path.relative_to(REPO).as_posix()
+        tree = ast.parse(path.read_text(), filename=relpath)
+        found.extend(
+            f"{relpath}:{line}: imports {module}"
+            for line, module in _imported_modules(tree, relpath)
+            if module.split(".")[0] == "shards"
+        )
+    assert len(list(client.rglob("*.py"))) >= 2
+    assert found == []

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from shards import metrics
-from shards.worker.api import ManagementApi
+from shards.web.api import ManagementApi
 
 HealthCheck = Callable[[], Awaitable[dict[str, object]]]
 

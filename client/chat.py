@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import sys
 
+from client.client import ChatMessage, PchatClient, SipError, XccosError
 from core.config import Settings
-from shards.client.client import ChatMessage, PchatClient, SipError, XccosError
 
 HELP = """commands:
   /search TEXT   find rooms            /join NAME|URI   join a room (and show its history)
