@@ -41,6 +41,8 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     story_size_limit: int = 32000
     search_limit: int = 100  # most rooms one chansrch returns
     history_max: int = 500  # most messages one bccontext returns (cnt 1..500)
+    # Items (commands, posts) per XCCOS envelope; more: 413. Each item takes a loop turn.
+    envelope_items: int = 16
     # Admission: INFOs accepted but not yet answered, per worker. Over it the edge says 503:
     # about 0.2 s of work at 10k commands/s, so the queue never hides an overload.
     admission_queue: int = 2000

@@ -44,9 +44,9 @@ class Gateway(Protocol):
 class Fanout:
     """The owner's ``EventSink``: local sessions at once, other workers through Redis."""
 
-    def __init__(self, deliver_local: Callable[[RoomEvent], None]) -> None:
+    def __init__(self, bus: RedisBus | None, deliver_local: Callable[[RoomEvent], None]) -> None:
+        self.bus = bus  # None with one worker
         self._local = deliver_local
-        self.bus: RedisBus | None = None
 
     def publish(self, event: RoomEvent) -> None:
         # Other workers first: their share of a big fan-out runs while this one writes its own.
@@ -63,15 +63,15 @@ class RedisBus:
         url: str,
         me: int,
         shard_map: ShardMap,
-        owner: RoomOwner,
-        gateway: Gateway,
         metrics: Metrics,
     ) -> None:
         self._url = url
         self._me = me
         self._map = shard_map
-        self._owner = owner
-        self._gateway = gateway
+        # What the bus serves, given by start(): the owner and the gateway are built on
+        # the bus (they publish and watch through it), so they come after it.
+        self._owner: RoomOwner
+        self._gateway: Gateway
         self._metrics = metrics
         self._pub: RespClient | None = None
         self._sub: RespSubscriber | None = None
@@ -88,7 +88,11 @@ class RedisBus:
     def up(self) -> bool:
         return self._up.is_set()
 
-    async def start(self, timeout_s: float = 10.0) -> None:
+    async def start(self, owner: RoomOwner, gateway: Gateway, timeout_s: float = 10.0) -> None:
+        """Connects, then serves ``owner``'s rooms to other workers and brings room events
+        to ``gateway``."""
+        self._owner = owner
+        self._gateway = gateway
         self._keeper = asyncio.get_running_loop().create_task(self._keep_connected())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._up.wait(), timeout_s)
@@ -234,7 +238,7 @@ class RedisBus:
     async def part(self, worker: int, room_id: str, session: str) -> None:
         await self._request(worker, wire.PartReq(room_id, session))
 
-    async def post(
+    async def append_post(
         self, worker: int, room_id: str, session: str, user: str, client_key: str, text: str
     ) -> PostResult:
         result = await self._request(worker, wire.PostReq(room_id, session, user, client_key, text))
@@ -285,10 +289,9 @@ class RedisBus:
         try:
             result: wire.Result
             if isinstance(op, wire.PostReq):
-                done = await self._owner.post(
+                result = await self._owner.append_post(
                     op.room_id, op.session, op.user, op.client_key, op.text
                 )
-                result = await done
             elif isinstance(op, wire.JoinReq):
                 result = await self._owner.join(op.room_id, op.who, quiet=op.quiet)
             elif isinstance(op, wire.PartReq):

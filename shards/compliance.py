@@ -21,7 +21,8 @@ from pathlib import Path
 import msgspec
 import redis.asyncio as aioredis
 
-from core.compliance.adapters import AdapterOptions, conversations, load_adapters
+from core.compliance.adapters import AdapterOptions, conversations
+from core.compliance.registry import load_adapters
 from core.compliance.store import ComplianceStore
 from core.config import Settings
 from core.store.base import ChatStore

@@ -66,6 +66,13 @@ SIP_ERRORS = Counter("pchat_sip_errors_total", "SIP error responses sent, by sta
 REDIS_PUBLISH = Histogram(
     "pchat_redis_publish_seconds", "Time of one Redis publish", buckets=LATENCY_BUCKETS
 )
+# Event-loop lag: how late a timer fires. Every request on a worker waits behind the loop,
+# so this is the floor of every latency there; buckets from 1 ms (a healthy turn) to 10 s.
+LOOP_LAG = Histogram(
+    "pchat_worker_loop_lag_seconds",
+    "How late a periodic timer fires on a worker's event loop",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0),
+)
 WORKER_RESTARTS = Counter("pchat_supervisor_worker_restarts_total", "Workers restarted")
 COMPLIANCE_BACKLOG = Gauge(
     "pchat_compliance_backlog_events",
@@ -103,7 +110,8 @@ class Metrics:
         self.active_rooms = ACTIVE_ROOMS
         self.slow_consumers = SLOW_CONSUMERS
         self._rejected = {
-            r: REJECTED.labels(r) for r in ("admission", "session", "owner", "redis", "commit")
+            r: REJECTED.labels(r)
+            for r in ("admission", "session", "owner", "redis", "commit", "delivery")
         }
         self._commands: dict[str, Histogram] = {}
         self._methods: dict[str, Counter] = {}
@@ -136,6 +144,9 @@ class Metrics:
     def delivered(self, count: int, latency_s: float) -> None:
         DELIVERIES.inc(count)
         DELIVERY_LATENCY.observe(latency_s)
+
+    def loop_lag(self, seconds: float) -> None:
+        LOOP_LAG.observe(seconds)
 
     def redis_published(self, seconds: float) -> None:
         REDIS_PUBLISH.observe(seconds)

@@ -35,7 +35,7 @@ class RemoteOwners(Protocol):
 
     async def join(self, worker: int, room_id: str, who: Participant) -> JoinResult: ...
     async def part(self, worker: int, room_id: str, session: str) -> None: ...
-    async def post(
+    async def append_post(
         self, worker: int, room_id: str, session: str, user: str, client_key: str, text: str
     ) -> PostResult: ...
     async def history(
@@ -74,14 +74,14 @@ class RoomRouter:
         assert self.remote is not None
         return await self.remote.part(worker, room_id, session)
 
-    async def post(
+    async def append_post(
         self, room_id: str, session: str, user: str, client_key: str, text: str
     ) -> PostResult:
         worker = self._where(room_id)
         if worker == self._me:
-            return await (await self._owner.post(room_id, session, user, client_key, text))
+            return await self._owner.append_post(room_id, session, user, client_key, text)
         assert self.remote is not None
-        return await self.remote.post(worker, room_id, session, user, client_key, text)
+        return await self.remote.append_post(worker, room_id, session, user, client_key, text)
 
     async def history(
         self, room_id: str, user: str, query: HistoryQuery, session: str = ""

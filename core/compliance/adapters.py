@@ -12,8 +12,6 @@ callable taking ``AdapterOptions`` and returning an object with ``name`` and
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol
 
@@ -21,8 +19,6 @@ import msgspec
 
 from core.compliance.events import Activity, from_payload
 from core.store.base import OutboxRecord
-
-ENTRY_POINT_GROUP = "pchat.compliance_adapters"
 
 
 class AdapterOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,20 +98,3 @@ class JsonLinesAdapter:
         path = out_dir / f"pchat-compliance-{batch_id:08d}.jsonl"
         write_atomically(path, b"\n".join(lines) + b"\n")
         return [path]
-
-
-def builtin_adapters() -> dict[str, Callable[[AdapterOptions], Adapter]]:
-    from core.compliance.xml_adapter import XmlAdapter
-
-    return {"xml": XmlAdapter, "jsonl": JsonLinesAdapter}
-
-
-def load_adapters(names: list[str], options: AdapterOptions) -> list[Adapter]:
-    """Built-in adapters by name, else entry points; an unknown name is an error at start."""
-    known: dict[str, Callable[[AdapterOptions], Adapter]] = dict(builtin_adapters())
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        known.setdefault(ep.name, ep.load())
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise ValueError(f"unknown compliance adapters {missing}; known: {sorted(known)}")
-    return [known[n](options) for n in names]

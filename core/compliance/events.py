@@ -10,7 +10,7 @@ from typing import Literal
 
 import msgspec
 
-from core.store.base import NewMessage, OutboxEvent
+from core.store.base import ChatStore, NewMessage, OutboxEvent
 
 Kind = Literal["JOIN", "PART", "CHAT", "BACKCHAT", "FILEUPLOAD", "FILEDOWNLOAD"]
 KINDS: tuple[Kind, ...] = ("JOIN", "PART", "CHAT", "BACKCHAT", "FILEUPLOAD", "FILEDOWNLOAD")
@@ -54,3 +54,18 @@ def chat_event(message: NewMessage) -> OutboxEvent:
             text=message.text,
         )
     )
+
+
+class PostWriter:
+    """The posts' group-commit write: with compliance on, each post's CHAT record goes
+    in the same transaction (a post is never stored without it, nor the reverse)."""
+
+    __slots__ = ("_store", "_record")
+
+    def __init__(self, store: ChatStore, *, record: bool) -> None:
+        self._store = store
+        self._record = record
+
+    async def __call__(self, batch: list[NewMessage]) -> None:
+        outbox = [chat_event(m) for m in batch] if self._record else None
+        await self._store.append_messages(batch, outbox)

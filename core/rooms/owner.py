@@ -222,12 +222,36 @@ class RoomOwner:
                     state.roster.remove(who.session)
                     self._record_later("PART", state, who.user, who.session)
 
-    async def post(
+    async def append_post(
+        self, room_id: str, session: str, user: str, client_key: str, text: str
+    ) -> PostResult:
+        """Assigns the post its seq, hands it to the group commit and returns once it is
+        durable (invariant 1). The seq is taken before the first suspension, so posts of
+        one session started in order are numbered in order."""
+        return await asyncio.shield(self._accept(room_id, session, user, client_key, text))
+
+    def _accept(
         self, room_id: str, session: str, user: str, client_key: str, text: str
     ) -> asyncio.Future[PostResult]:
-        """Accepts a post and assigns its seq; the future resolves once it is durable."""
+        state = self._rooms.get(room_id)
+        if state is None:
+            return asyncio.ensure_future(
+                self._accept_loading(room_id, session, user, client_key, text)
+            )
+        return self._accept_in(state, session, user, client_key, text)
+
+    async def _accept_loading(
+        self, room_id: str, session: str, user: str, client_key: str, text: str
+    ) -> PostResult:
         state = await self._room(room_id)
-        if state is None or not rules.can_see(state.record, state.category, user):
+        if state is None:
+            raise NotFound("no such room")
+        return await self._accept_in(state, session, user, client_key, text)
+
+    def _accept_in(
+        self, state: RoomState, session: str, user: str, client_key: str, text: str
+    ) -> asyncio.Future[PostResult]:
+        if not rules.can_see(state.record, state.category, user):
             raise NotFound("no such room")
         if session not in state.roster:
             raise Forbidden("join the room before posting")
@@ -245,7 +269,7 @@ class RoomOwner:
                 return earlier.future
         future: asyncio.Future[PostResult] = asyncio.get_running_loop().create_future()
         message = NewMessage(
-            room_id=room_id,
+            room_id=state.record.id,
             seq=state.next_seq,
             author=user,
             ts_ms=now_ms,
@@ -254,7 +278,8 @@ class RoomOwner:
             session=session,
         )
         if not state.category.history:
-            return await self._unlogged(state, message, future)
+            state.next_seq += 1  # taken now: the task below may run after the next post
+            return asyncio.ensure_future(self._unlogged(state, message, future))
         self._committer.submit(
             message, lambda error: self._committed(state, message, session, future, error)
         )
@@ -265,10 +290,9 @@ class RoomOwner:
 
     async def _unlogged(
         self, state: RoomState, message: NewMessage, future: asyncio.Future[PostResult]
-    ) -> asyncio.Future[PostResult]:
+    ) -> PostResult:
         """History off in the category: the post is delivered and forgotten (never stored);
         only the compliance archive, when on, keeps it (recorded before the reply)."""
-        state.next_seq += 1
         if self._recorder is not None:
             await self._recorder.write(chat_event(message))
         seq, now_ms = message.seq, message.ts_ms
@@ -281,7 +305,7 @@ class RoomOwner:
             state.record.id, seq, message.author, now_ms, message.text, message.session, now_ms
         )
         self._sink.publish(event)
-        return future
+        return await future
 
     def _remember(self, state: RoomState, key: tuple[str, str], pending: _Pending) -> None:
         retries = state.retries

@@ -388,3 +388,9 @@ def address_of(uri: str) -> str:
         if 0 <= at < end:
             end = at
     return text[:end]
+
+
+def same_address(a: str, b: str) -> bool:
+    """Two SIP addresses name the same user: scheme, parameters and case aside (the one
+    comparison of From, authors and sign-in names; SIPE writes its author in lower case)."""
+    return address_of(a).lower() == address_of(b).lower()

@@ -19,11 +19,19 @@ from typing import Protocol
 
 import msgspec
 
-from core.errors import BadRequest, Forbidden, NotFound, NotImplementedCommand, PchatError
+from core.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    NotImplementedCommand,
+    PchatError,
+    TooLarge,
+)
 from core.rooms import rules
 from core.rooms.events import HistoryQuery, Participant
 from core.rooms.management import invitations_on
 from core.rooms.owner import JoinResult, PostResult
+from core.sip.message import same_address
 from core.store.base import (
     CategoryRecord,
     ChatStore,
@@ -44,7 +52,7 @@ class RoomAccess(Protocol):
 
     async def join(self, room_id: str, who: Participant) -> JoinResult: ...
     async def part(self, room_id: str, session: str) -> None: ...
-    async def post(
+    async def append_post(
         self, room_id: str, session: str, user: str, client_key: str, text: str
     ) -> PostResult: ...
     async def history(
@@ -78,6 +86,9 @@ class ServerInfo(msgspec.Struct, frozen=True, kw_only=True):
     story_size_limit: int
     history_max: int
     http_base: str = ""  # e.g. "http://host:8080"; "" leaves the service URLs empty
+    # Bytes one reply may hold. Below the connection's output cap, so an honest reader
+    # is never cut off as a slow consumer by its own answer; history pages at it.
+    reply_budget_bytes: int = 128 * 1024
     db_version: str = "1"
 
 
@@ -134,6 +145,8 @@ class CommandHandler:
             if handler is None:
                 raise NotImplementedCommand(f"unknown command {cmd.name}")
             data = await handler(self, session, cmd.data)
+            if len(data) > self._info.reply_budget_bytes:
+                raise TooLarge("the reply would be too large; narrow the request")
             return build.rpl(name, cmd.seqid, cmd.seqid, envid, 200, data)
         except PchatError as exc:
             return build.rpl(name, cmd.seqid, cmd.seqid, envid, exc.xccos_code, build.esc(str(exc)))
@@ -143,19 +156,19 @@ class CommandHandler:
             log.exception("command %s of %s failed", cmd.name, session.user)
             return build.rpl(name, cmd.seqid, cmd.seqid, envid, 500)
 
-    async def post(
+    async def on_grpchat(
         self, session: SessionView, envid: str, post: Post, *, client_key: str | None = None
     ) -> str:
         """A grpchat from the client: rpl:grpchat once durable (XCCOS.md §5). ``client_key``
         (default: the envid) makes a re-sent copy of the same post one post."""
         try:
-            if post.author and post.author != session.user:
+            if post.author and not same_address(post.author, session.user):
                 raise Forbidden("author is not the signed-in user")
             room_id = self._room_id(post.chan_uri)
             if room_id not in session.joined():
                 raise Forbidden("join the room before posting")
             key = envid if client_key is None else client_key
-            result = await self._rooms.post(
+            result = await self._rooms.append_post(
                 room_id, session.session_id, session.user, key, post.text
             )
             data = (
@@ -300,8 +313,27 @@ class CommandHandler:
         query = self._history_query(data)
         messages = await self._rooms.history(room_id, session.user, query, session.session_id)
         uri = room_uri(self._info.domain, room_id)
-        items = "".join(build.msg(uri, m.author, ts_iso(m.ts_ms), m.seq, m.text) for m in messages)
-        return build.chanib(uri, inner=items)
+        items, more = self._history_page(uri, messages, newest_first=query.kind != "after")
+        return build.chanib(uri, inner=items, extra_attrs={"more": "true"} if more else None)
+
+    def _history_page(
+        self, uri: str, messages: list[MessageRecord], *, newest_first: bool
+    ) -> tuple[str, bool]:
+        """The messages that fit the reply budget, oldest first, and whether some were
+        left out: "last"/"before" keep the newest (the client pages back with before),
+        "after" the oldest (a catch-up goes on with after)."""
+        budget = self._info.reply_budget_bytes - 1024  # the chanib and rpl around them
+        order = reversed(messages) if newest_first else iter(messages)
+        parts: list[str] = []
+        for m in order:
+            part = build.msg(uri, m.author, ts_iso(m.ts_ms), m.seq, m.text)
+            budget -= len(part.encode())
+            if budget < 0:
+                break
+            parts.append(part)
+        if newest_first:
+            parts.reverse()
+        return "".join(parts), len(parts) < len(messages)
 
     def _history_query(self, data: Element | None) -> HistoryQuery:
         bcq = data.find("bcq") if data is not None else None
@@ -310,11 +342,8 @@ class CommandHandler:
         q = bcq.children[0]
         if q.tag not in ("last", "before", "after", "search"):
             raise BadRequest(f"unknown history query {q.tag}")
-        try:
-            count = int(q.get("cnt", "25"))
-            seq = int(q.get("msgid", "0") or 0)
-        except ValueError as exc:
-            raise BadRequest("cnt and msgid must be integers") from exc
+        count = _number(q.get("cnt", "25"), "cnt")
+        seq = _number(q.get("msgid", "0") or "0", "msgid")
         if not 1 <= count <= self._info.history_max:
             raise BadRequest(f"cnt must be 1..{self._info.history_max}")
         if q.tag == "search" and not q.get("text").strip():
@@ -385,6 +414,17 @@ class CommandHandler:
             for c in await self._store.list_categories()
         )
         return f'<perm create="{"true" if allowed else "false"}"/>'
+
+
+MAX_MSGID = 2**63 - 1  # msgids are signed 64-bit integers in both stores
+
+
+def _number(value: str, name: str) -> int:
+    """A decimal msgid or count from the client: ASCII digits ("²".isdigit() is True),
+    within the stores' 64-bit range, else 400."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > MAX_MSGID:
+        raise BadRequest(f"{name} must be a decimal integer below 2^63")
+    return int(value)
 
 
 _HANDLERS: dict[str, Handler] = {

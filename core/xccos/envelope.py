@@ -10,6 +10,10 @@ from core.xccos.build import NS
 from core.xccos.xml import Element, parse_xml
 
 MAX_ENVELOPE_BYTES = 65536  # the SIP body limit (XCCOS.md §1)
+# Items (commands, posts) in one envelope: clients send one, pchat's own client up to a
+# handful; each item is a command run with a loop turn of its own, so this bounds what
+# one INFO can ask of a worker (a 41 KB envelope of 300 history reads froze one for 11 s).
+MAX_ENVELOPE_ITEMS = 16
 
 
 @dataclass(slots=True)
@@ -137,8 +141,11 @@ def _item(el: Element) -> Item:
     raise BadRequest(f"unknown envelope item <{tag[:40]}>")
 
 
-def decode_envelope(body: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> Envelope:
-    """Decode one envelope; BadXml/BadRequest on bad input, TooLarge over `max_bytes`."""
+def decode_envelope(
+    body: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES, max_items: int = MAX_ENVELOPE_ITEMS
+) -> Envelope:
+    """Decode one envelope; BadXml/BadRequest on bad input, TooLarge over `max_bytes` or
+    over `max_items` children."""
     if len(body) > max_bytes:
         raise TooLarge(f"envelope larger than {max_bytes} bytes")
     root = parse_xml(body, max_bytes=max_bytes)
@@ -147,6 +154,8 @@ def decode_envelope(body: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> Enve
     envid = _required(root, "envid")
     if root.text and not root.text.isspace():
         raise BadRequest("text directly inside <xccos>")
+    if len(root.children) > max_items:
+        raise TooLarge(f"more than {max_items} items in one envelope")
     return Envelope(envid, [_item(child) for child in root.children])
 
 
@@ -180,7 +189,9 @@ _GENERAL = re.compile(
     f"{_WS}</grpchat{_WS}>{_WS}</xccos{_WS}>{_WS}"
 )
 _ATTR = re.compile("([A-Za-z_][A-Za-z0-9_.-]*)[ \t\r\n]*=[ \t\r\n]*(?:\"([^\"]*)\"|'([^']*)')")
-_REF = re.compile("&(?:(lt|gt|amp|quot|apos)|#([0-9]+)|#x([0-9A-Fa-f]+));")
+# At most 7 decimal / 6 hex digits (0x10FFFF is 1114111): a longer reference is left to
+# expat, which refuses it, instead of an int() of thousands of digits (ValueError).
+_REF = re.compile("&(?:(lt|gt|amp|quot|apos)|#0*([0-9]{1,7})|#x0*([0-9A-Fa-f]{1,6}));")
 _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
 _XCCOS_ATTRS = frozenset(("ver", "envid", "xmlns"))
 _POST_ATTRS = frozenset(("id", "seqid", "chanUri", "author", "ts", "msgid"))

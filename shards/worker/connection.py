@@ -10,11 +10,18 @@ from collections import deque
 from collections.abc import Iterable
 from typing import cast
 
-from core.errors import FramingLost, PchatError
+from core.errors import BadRequest, FramingLost, PchatError
 from core.sip import digest
 from core.sip.codec import PING, BadMessage, SipCodec
 from core.sip.dialog import Dialog
-from core.sip.message import SipMessage, address_of, parse_name_addr, response_to, tag_of
+from core.sip.message import (
+    SipMessage,
+    address_of,
+    parse_name_addr,
+    response_to,
+    same_address,
+    tag_of,
+)
 from core.store.base import UserRecord
 from core.xccos.envelope import Envelope, decode_envelope, decode_post_fast
 from shards.worker.gateway import Gateway
@@ -23,6 +30,7 @@ from shards.worker.session import Session
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, INFO, UPDATE, BYE, OPTIONS, SUBSCRIBE"
+METHODS = frozenset(ALLOW.split(", "))  # the metric's label values: a fixed set
 PROVISIONING_EVENT = "vnd-microsoft-provisioning-v2"
 PROVISIONING_TYPE = "application/vnd-microsoft-roaming-provisioning-v2+xml"
 XCCOS_TYPES = ("text/plain", "application/xml", "text/xml")
@@ -97,7 +105,7 @@ class SipConnection(asyncio.Protocol):
         if self._control_task is not None:
             self._control_task.cancel()
         for session in list(self.sessions.values()):
-            self._end_session(session, send_bye=False)
+            self._end_session(session, False)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -126,6 +134,12 @@ class SipConnection(asyncio.Protocol):
             return
         self._out.append(data)
         self._out_bytes += len(data)
+        transport = self._transport
+        if transport is not None and (
+            self._out_bytes + transport.get_write_buffer_size() > self._max_output
+        ):
+            self._cut_off()
+            return
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._gw.want_flush(self)
@@ -143,16 +157,17 @@ class SipConnection(asyncio.Protocol):
         self._out.clear()
         self._out_bytes = 0
         transport.write(data)
-        if transport.get_write_buffer_size() > self._max_output:
-            # A client that stopped reading: cut it off rather than buffer for it.
-            log.warning(
-                "closing %s (%s): slow consumer over %d bytes",
-                self._peer,
-                self.user,
-                self._max_output,
-            )
-            self._gw.metrics.slow_consumers.inc()
-            self.abort()
+
+    def _cut_off(self) -> None:
+        """A client that stopped reading: cut off as its output is queued, before the
+        bytes are held (every reply is built within a budget below the cap)."""
+        log.warning(
+            "closing %s (%s): slow consumer over %d bytes", self._peer, self.user, self._max_output
+        )
+        self._gw.metrics.slow_consumers.inc()
+        self._out.clear()
+        self._out_bytes = 0
+        self.abort()
 
     def close(self) -> None:
         """Sends what is queued (a final error response), then closes."""
@@ -192,7 +207,7 @@ class SipConnection(asyncio.Protocol):
 
     def _on_request(self, msg: SipMessage) -> None:
         method = msg.method
-        self._gw.metrics.request(method if method in ALLOW else "OTHER")
+        self._gw.metrics.request(method if method in METHODS else "OTHER")
         if method == "ACK":
             return  # ends the INVITE transaction; nothing to answer
         if self.user is not None and method == "INFO" and not self._control:
@@ -248,7 +263,7 @@ class SipConnection(asyncio.Protocol):
                 self.reply(msg, 481)
                 return
             self.reply(msg, 200)
-            self._end_session(session, send_bye=False)
+            self._end_session(session, False)
         else:
             self.reply(msg, 405, extra=[("Allow", ALLOW)])
 
@@ -257,7 +272,7 @@ class SipConnection(asyncio.Protocol):
             from_uri = parse_name_addr(msg.get("From") or "")[1]
         except PchatError:
             return False
-        return address_of(from_uri).lower() == address_of(self.user or "").lower()
+        return same_address(from_uri, self.user or "")
 
     # -- sign-in (XCCOS.md §1.1) ----------------------------------------------------------
 
@@ -357,16 +372,19 @@ class SipConnection(asyncio.Protocol):
     def _session_expires(self, msg: SipMessage) -> int:
         default = self._gw.settings.sip.session_expires_s
         asked = (msg.get("Session-Expires") or "").split(";")[0].strip()
-        if asked.isdigit():
-            # RFC 4028: 90 s minimum; never longer than the configured lifetime.
-            return min(max(int(asked), 90), default)
-        return default
+        if not asked:
+            return default
+        if not (asked.isascii() and asked.isdigit()) or len(asked) > 10:  # "²".isdigit()
+            raise BadRequest("Session-Expires must be a number of seconds")
+        # RFC 4028: 90 s minimum; never longer than the configured lifetime.
+        return min(max(int(asked), 90), default)
 
     async def _on_invite(self, msg: SipMessage) -> None:
         existing = self.sessions.get(msg.call_id)
         if existing is not None:  # a re-INVITE refreshes the session
             self._on_update(msg)
             return
+        expires = self._session_expires(msg)  # a bad value is refused before anything is made
         domain = self._gw.settings.domain.lower()
         target = address_of(msg.uri).lower()
         if target not in (f"pchat@{domain}", f"ocschat@{domain}"):
@@ -392,11 +410,18 @@ class SipConnection(asyncio.Protocol):
             via_host=self._local,
             transport="TLS" if self._tls else "TCP",
         )
-        session = Session(self, self._gw, dialog, self.user or "")
+        session = Session(
+            host=self._gw,
+            dialog=dialog,
+            user=self.user or "",
+            session_id=self._gw.new_session_id(),
+            gateway=self._gw.worker_id,
+            send=self.send,
+            end=self._end_session,
+        )
         self.sessions[msg.call_id] = session
         self._gw.add_session(session)
         self._gw.load_follows(session)
-        expires = self._session_expires(msg)
         session.refresh(expires)
         self.reply(
             msg,
@@ -444,25 +469,38 @@ class SipConnection(asyncio.Protocol):
             self._gw.metrics.rejected("session")
             self.reply(msg, 503, warning="too many commands queued", extra=self._retry_after())
             return
-        if not self._gw.admit():
+        ticket = self._gw.admission.admit()
+        if ticket is None:
             self.reply(msg, 503, warning="server busy", extra=self._retry_after())
             return
+        with ticket:  # the place goes back at the end of this block unless submit holds it
+            try:
+                envelope = self._decode(msg.body)
+            except PchatError as exc:
+                self.reply(msg, exc.sip_status, warning=str(exc) or "not an XCCOS envelope")
+                return
+            if not envelope.items:
+                self.reply(msg, 400, warning="empty XCCOS envelope")
+                return
+            self.reply(msg, 200)
+            session.submit(envelope, ticket)
+
+    def _decode(self, body: bytes) -> Envelope:
+        fast = decode_post_fast(body)
+        if fast is not None:
+            return Envelope(fast[0], [fast[1]])
+        limits = self._gw.settings
         try:
-            fast = decode_post_fast(msg.body)
-            if fast is not None:
-                envelope = Envelope(fast[0], [fast[1]])
-            else:
-                envelope = decode_envelope(msg.body, max_bytes=self._gw.settings.sip.max_body_bytes)
-        except PchatError as exc:
-            self._gw.release()
-            self.reply(msg, exc.sip_status, warning=str(exc) or "not an XCCOS envelope")
-            return
-        if not envelope.items:
-            self._gw.release()
-            self.reply(msg, 400, warning="empty XCCOS envelope")
-            return
-        self.reply(msg, 200)
-        session.submit(envelope)
+            return decode_envelope(
+                body,
+                max_bytes=limits.sip.max_body_bytes,
+                max_items=limits.limits.envelope_items,
+            )
+        except PchatError:
+            raise
+        except (ValueError, UnicodeError, RecursionError) as exc:
+            # Whatever a decoder raises on hostile input is that input's fault: 400.
+            raise BadRequest(f"not an XCCOS envelope ({type(exc).__name__})") from exc
 
     # -- responses from the client to our INFOs and BYEs ------------------------------------
 
@@ -470,19 +508,11 @@ class SipConnection(asyncio.Protocol):
         if msg.status in (481, 487):  # XCCOS.md §1.3: the client has forgotten the dialog
             session = self.sessions.get(msg.call_id)
             if session is not None:
-                self._end_session(session, send_bye=False)
+                self._end_session(session, False)
 
     # -- ending sessions ----------------------------------------------------------------------
 
-    def expire_session(self, session: Session) -> None:
-        log.info("session of %s expired without refresh", session.user)
-        self._end_session(session, send_bye=True)
-
-    def end_session(self, session: Session) -> None:
-        """The server ends the session: BYE to the client, every room left."""
-        self._end_session(session, send_bye=True)
-
-    def _end_session(self, session: Session, *, send_bye: bool) -> None:
+    def _end_session(self, session: Session, send_bye: bool) -> None:
         if send_bye and not session.closed:
             self.send(session.dialog.request("BYE"))
         self.sessions.pop(session.dialog.call_id, None)

@@ -1,48 +1,35 @@
-"""Gateway: the sessions this worker holds, admission, and delivery of room events to them."""
+"""Gateway: the sessions and connections this worker holds, admission, flushing."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from core.config import Settings
 from core.errors import PchatError
 from core.rooms import rules
-from core.rooms.events import (
-    JoinEvent,
-    KickEvent,
-    PartEvent,
-    Participant,
-    PostEvent,
-    RoomEvent,
-)
 from core.store.base import ChatStore
-from core.xccos import build
 from core.xccos.commands import CommandHandler, RoomAccess
-from core.xccos.ids import room_uri, ts_iso
 from shards.metrics import Metrics
-from shards.routing import ShardMap
-from shards.worker.feed import RoomFeeds
-from shards.worker.newcontent import NewContentNotices
-
-if TYPE_CHECKING:
-    from shards.bus import RedisBus
-    from shards.worker.connection import SipConnection
-    from shards.worker.session import Session
+from shards.worker.admission import Admission
+from shards.worker.rooms import LocalRooms
+from shards.worker.session import Session
 
 log = logging.getLogger(__name__)
 
 
-class Gateway:
-    """Owns the local sessions; turns each room event into SIP INFOs for them.
+class Connection(Protocol):
+    """A client connection as the gateway sees it: written in a turn, flushed at its end."""
 
-    A post is encoded once per event (one envelope, one body) and that body is framed
-    per dialog (HS-10); the gateway's own envid counter numbers the envelopes.
-    """
+    def flush(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class Gateway:
+    """Owns the local sessions and connections; the ``SessionHost`` of every session.
+    Room membership and event delivery are ``LocalRooms``'."""
 
     def __init__(
         self,
@@ -51,7 +38,7 @@ class Gateway:
         store: ChatStore,
         handler: CommandHandler,
         router: RoomAccess,
-        shard_map: ShardMap,
+        local: LocalRooms,
         metrics: Metrics,
     ) -> None:
         self.settings = settings
@@ -59,25 +46,21 @@ class Gateway:
         self.store = store
         self.handler = handler
         self.router = router
-        self.shard_map = shard_map
-        self.bus: RedisBus | None = None
-        self.feeds = RoomFeeds(store, self._deliver_fed)
+        self.local = local
         self._tasks: set[asyncio.Task[None]] = set()
-        self.connections: set[SipConnection] = set()
-        self._dirty: list[SipConnection] = []  # written to in this loop turn
+        self.connections: set[Connection] = set()
+        self._dirty: list[Connection] = []  # written to in this loop turn
         self._flush_scheduled = False
-        self.followers: dict[str, set[Session]] = {}  # room -> local sessions following it
-        self.newcontent = NewContentNotices(settings.domain, settings.limits.newcontent_interval_s)
         self.metrics = metrics
-        self.inflight = 0  # INFOs accepted (200 sent) whose replies are not yet out
-        self.admission_cap = settings.limits.admission_queue
-        self.rooms: dict[str, dict[str, Session]] = {}  # room id -> session id -> session
+        # INFOs accepted (200 sent) whose replies are not yet out.
+        self.admission = Admission(
+            settings.limits.admission_queue, lambda: metrics.rejected("admission")
+        )
         self.sessions: dict[str, Session] = {}
         self.by_user: dict[str, set[Session]] = {}  # a user's devices signed in here
-        self._envids = itertools.count(1)
         self._session_ids = itertools.count(1)
 
-    def want_flush(self, conn: SipConnection) -> None:
+    def want_flush(self, conn: Connection) -> None:
         """One callback per loop turn flushes every connection written to in it, instead
         of one callback per connection (a 200-recipient post touches 200 connections)."""
         self._dirty.append(conn)
@@ -89,24 +72,30 @@ class Gateway:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
-            conn.flush()
+            try:
+                conn.flush()
+            except Exception:  # one broken connection must not leave the others unflushed
+                log.exception("flushing a connection failed; closing it")
+                conn.abort()
 
     def new_session_id(self) -> str:
         return f"{self.worker_id}.{next(self._session_ids)}"
 
     def next_envid(self) -> int:
-        return next(self._envids)
+        return self.local.next_envid()
 
-    def admit(self) -> bool:
-        """Takes a place in the admission queue; False when full (the caller answers 503)."""
-        if self.inflight >= self.admission_cap:
-            self.metrics.rejected("admission")
-            return False
-        self.inflight += 1
-        return True
+    # Room membership, for the sessions (SessionHost): kept by LocalRooms.
+    def attach(self, room_id: str, session: Session) -> None:
+        self.local.attach(room_id, session)
 
-    def release(self) -> None:
-        self.inflight -= 1
+    def detach(self, room_id: str, session: Session) -> None:
+        self.local.detach(room_id, session)
+
+    def add_follower(self, room_id: str, session: Session) -> None:
+        self.local.add_follower(room_id, session)
+
+    def remove_follower(self, room_id: str, session: Session) -> None:
+        self.local.remove_follower(room_id, session)
 
     def add_session(self, session: Session) -> None:
         self.sessions[session.session_id] = session
@@ -124,44 +113,6 @@ class Gateway:
 
     def sessions_of(self, user: str) -> list[Session]:
         return list(self.by_user.get(user, ()))
-
-    def attach(self, room_id: str, session: Session) -> None:
-        self.rooms.setdefault(room_id, {})[session.session_id] = session
-
-    def detach(self, room_id: str, session: Session) -> None:
-        members = self.rooms.get(room_id)
-        if members is not None:
-            members.pop(session.session_id, None)
-            if not members:
-                del self.rooms[room_id]
-                self.feeds.drop(room_id)
-                self._maybe_unwatch(room_id)
-
-    def _maybe_unwatch(self, room_id: str) -> None:
-        if self.bus is not None and room_id not in self.rooms and room_id not in self.followers:
-            self.bus.unwatch_room(room_id)
-
-    def add_follower(self, room_id: str, session: Session) -> None:
-        self.followers.setdefault(room_id, set()).add(session)
-        bus = self.bus
-        if bus is not None and self.shard_map.owner_of(room_id) != self.worker_id:
-            task = asyncio.get_running_loop().create_task(self._watch_followed(bus, room_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _watch_followed(self, bus: RedisBus, room_id: str) -> None:
-        try:
-            await bus.watch_room(room_id)
-        except PchatError as exc:  # Redis is down: the bus re-subscribes when it is back
-            log.info("cannot follow room %s now: %s", room_id, exc)
-
-    def remove_follower(self, room_id: str, session: Session) -> None:
-        followers = self.followers.get(room_id)
-        if followers is not None:
-            followers.discard(session)
-            if not followers:
-                del self.followers[room_id]
-                self._maybe_unwatch(room_id)
 
     def load_follows(self, session: Session) -> None:
         """A new session follows what its user follows (kept in the store, per user)."""
@@ -186,41 +137,10 @@ class Gateway:
 
     async def recheck_follows(self) -> None:
         """Rules changed: sessions stop hearing of rooms they may no longer read."""
-        for room_id, followers in list(self.followers.items()):
-            for session in list(followers):
+        for room_id, followers in self.local.followed():
+            for session in followers:
                 if not await self.may_read(room_id, session.user):
                     session.follow(room_id, False)
-
-    def _new_content(self, event: PostEvent) -> None:
-        for session in list(self.followers.get(event.room_id, ())):
-            self.newcontent.on_post(session, event.room_id, event.seq)
-
-    # -- the Redis bus side (many workers) ----------------------------------------------------
-
-    def on_remote_event(self, event: RoomEvent) -> None:
-        """An event of a room another worker owns: posts go through the ordering feed."""
-        if isinstance(event, PostEvent):
-            if event.room_id in self.rooms:
-                self.feeds.on_post(event)
-            if event.room_id in self.followers:
-                self._new_content(event)
-        else:
-            self.on_event(event)
-
-    def joined_remote(self, room_id: str, last_seq: int) -> None:
-        if room_id in self.rooms:
-            self.feeds.start(room_id, last_seq)
-
-    def rejoin_targets(self, owned_by: Callable[[int], bool]) -> list[tuple[str, Participant]]:
-        """Local sessions in rooms whose owner matches, to re-announce after a restart."""
-        owner_of = self.shard_map.owner_of
-        return [
-            (room_id, Participant(sid, session.user, self.worker_id))
-            for room_id, members in self.rooms.items()
-            if owned_by(owner_of(room_id))
-            for sid, session in members.items()
-            if room_id in session.joined()
-        ]
 
     def leave_rooms(self, session_id: str, rooms: list[str]) -> None:
         """Tells the rooms' owners that a closed session left (in the background)."""
@@ -238,59 +158,3 @@ class Gateway:
                 await self.router.part(room_id, session_id)
             except PchatError as exc:  # the owner is gone: its restart drops the session anyway
                 log.info("part of %s from %s not delivered: %s", session_id, room_id, exc)
-
-    def on_event(self, event: RoomEvent) -> None:
-        if isinstance(event, PostEvent) and event.room_id in self.followers:
-            self._new_content(event)
-        members = self.rooms.get(event.room_id)
-        if not members:
-            return
-        if isinstance(event, PostEvent):
-            self._deliver_post(event, members)
-        elif isinstance(event, JoinEvent):
-            data = build.uib(
-                event.user,
-                inner=build.aib("3984", event.room_id, domain=self.settings.domain),
-            )
-            body = build.envelope(self.next_envid(), build.ntc("ntc:join", data))
-            for sid, session in list(members.items()):
-                if sid != event.session:
-                    session.deliver(event.room_id, body)
-        elif isinstance(event, PartEvent):
-            uri = room_uri(self.settings.domain, event.room_id)
-            data = build.chanib(uri, inner=build.uib(event.user))
-            body = build.envelope(self.next_envid(), build.ntc("ntc:part", data))
-            for sid, session in list(members.items()):
-                if sid != event.session:
-                    session.deliver(event.room_id, body)
-        elif isinstance(event, KickEvent):
-            self._kick(event, members)
-
-    def _deliver_fed(self, event: PostEvent) -> None:
-        members = self.rooms.get(event.room_id)
-        if members:
-            self._deliver_post(event, members)
-
-    def _deliver_post(self, event: PostEvent, members: dict[str, Session]) -> None:
-        uri = room_uri(self.settings.domain, event.room_id)
-        post = build.grpchat(uri, event.author, ts_iso(event.ts_ms), event.seq, event.text)
-        body = build.envelope(self.next_envid(), post)
-        delivered = 0
-        for sid, session in list(members.items()):
-            if sid != event.origin:
-                session.deliver(event.room_id, body)
-                delivered += 1
-        if delivered:
-            self.metrics.delivered(delivered, time.time() - event.sent_ms / 1000)
-
-    def _kick(self, event: KickEvent, members: dict[str, Session]) -> None:
-        uri = room_uri(self.settings.domain, event.room_id)
-        for sid in event.sessions:
-            session = members.get(sid)
-            if session is None:
-                continue
-            data = build.chanib(uri, inner=build.uib(session.user))
-            session.deliver(
-                event.room_id, build.envelope(self.next_envid(), build.ntc("ntc:part", data))
-            )
-            session.left(event.room_id)

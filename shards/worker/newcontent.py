@@ -7,12 +7,10 @@ not turn into a second copy of its traffic); posts in between are counted in ``u
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Set
+from typing import Protocol
 
 from core.xccos import build
-
-if TYPE_CHECKING:
-    from shards.worker.session import Session
 
 
 class Pending:
@@ -27,12 +25,22 @@ class Pending:
         self.timer: asyncio.TimerHandle | None = None
 
 
+class Follower(Protocol):
+    """A session that follows rooms (shards.worker.session.Session)."""
+
+    closed: bool
+    newcontent: dict[str, Pending]
+
+    def joined(self) -> Set[str]: ...
+    def send_inner(self, inner: str) -> None: ...
+
+
 class NewContentNotices:
     def __init__(self, domain: str, interval_s: float) -> None:
         self._domain = domain
         self._interval = interval_s
 
-    def on_post(self, session: Session, room_id: str, seq: int) -> None:
+    def on_post(self, session: Follower, room_id: str, seq: int) -> None:
         if session.closed or room_id in session.joined():
             return
         pending = session.newcontent.get(room_id)
@@ -49,7 +57,7 @@ class NewContentNotices:
         else:
             pending.timer = loop.call_later(wait, self._send, session, room_id, pending)
 
-    def _send(self, session: Session, room_id: str, pending: Pending) -> None:
+    def _send(self, session: Follower, room_id: str, pending: Pending) -> None:
         pending.timer = None
         if session.closed or room_id in session.joined() or not pending.unread:
             pending.unread = 0

@@ -16,7 +16,7 @@ import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from core.compliance.events import chat_event
+from core.compliance.events import PostWriter
 from core.config import Settings
 from core.rooms.owner import OwnerSettings, RoomOwner
 from core.store.base import ChatStore, NewMessage, OutboxEvent
@@ -33,6 +33,8 @@ from shards.web.api import ManagementApi
 from shards.web.http import make_app
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
+from shards.worker.looplag import watch_loop_lag
+from shards.worker.rooms import LocalRooms
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ class RunningWorker:
             "redis_ok": redis_ok,
             "store_ok": store_ok,
             "sessions": len(self.gateway.sessions),
-            "admission_inflight": self.gateway.inflight,
+            "admission_inflight": self.gateway.admission.inflight,
         }
 
     async def announce_change(self) -> None:
@@ -130,7 +132,7 @@ class RunningWorker:
         for user in [u for u in self.gateway.by_user if u not in enabled]:
             for session in self.gateway.sessions_of(user):
                 log.info("ending the session of %s: persistent chat disabled", user)
-                session.conn.end_session(session)
+                session.end()
 
 
 def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -146,6 +148,23 @@ def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def _server_info(settings: Settings) -> ServerInfo:
+    http_base = settings.http.public_url.rstrip("/")
+    if not http_base and settings.http.port > 0:
+        host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
+        http_base = f"http://{host}:{settings.http.port}"
+    return ServerInfo(
+        domain=settings.domain,
+        search_limit=settings.limits.search_limit,
+        message_size_limit=settings.limits.message_size_limit,
+        story_size_limit=settings.limits.story_size_limit,
+        history_max=settings.limits.history_max,
+        http_base=http_base,
+        # Half the output cap: a reply never cuts off the reader it answers.
+        reply_budget_bytes=max(settings.sip.max_output_bytes // 2, 16 * 1024),
+    )
+
+
 @contextlib.asynccontextmanager
 async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[RunningWorker]:
     """Starts every part of a worker; on exit stops listening, commits what is queued, closes."""
@@ -157,19 +176,24 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         recorder = GroupCommitter(store.add_outbox)
         recorder.start()
 
-    async def write_posts(batch: list[NewMessage]) -> None:
-        # With compliance on, each post's CHAT record shares its transaction.
-        outbox = [chat_event(m) for m in batch] if recorder is not None else None
-        await store.append_messages(batch, outbox)
-
-    committer: GroupCommitter[NewMessage] = GroupCommitter(write_posts, stats=metrics)
+    committer: GroupCommitter[NewMessage] = GroupCommitter(
+        PostWriter(store, record=recorder is not None), stats=metrics
+    )
     committer.start()
-    gateway_box: list[Gateway] = []
-    fanout = Fanout(lambda event: gateway_box[0].on_event(event))
+    shard_map = ShardMap(shards=settings.shards, workers=settings.workers, domain=settings.domain)
+    # Built in dependency order: the bus (a transport), the local rooms (deliver events,
+    # watch rooms through the bus), the owner (publishes to both), the router and the
+    # handler (reach owners), the gateway (holds sessions); the bus then serves them.
+    bus = (
+        RedisBus(settings.effective_redis_url, worker_id, shard_map, metrics)
+        if settings.workers > 1
+        else None
+    )
+    local = LocalRooms(settings, worker_id, store, shard_map, metrics, bus)
     owner = RoomOwner(
         store,
         committer,
-        fanout,
+        Fanout(bus, local.on_event),
         OwnerSettings(
             ring_size=settings.limits.recent_ring,
             message_size_limit=settings.limits.message_size_limit,
@@ -177,31 +201,12 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         ),
         recorder=recorder,
     )
-    shard_map = ShardMap(shards=settings.shards, workers=settings.workers, domain=settings.domain)
-    router = RoomRouter(shard_map, worker_id, owner, remote=None)
+    router = RoomRouter(shard_map, worker_id, owner, remote=bus)
     directory = Directory(store)
-    http_base = settings.http.public_url.rstrip("/")
-    if not http_base and settings.http.port > 0:
-        host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
-        http_base = f"http://{host}:{settings.http.port}"
-    info = ServerInfo(
-        domain=settings.domain,
-        search_limit=settings.limits.search_limit,
-        message_size_limit=settings.limits.message_size_limit,
-        story_size_limit=settings.limits.story_size_limit,
-        history_max=settings.limits.history_max,
-        http_base=http_base,
-    )
-    handler = CommandHandler(store, router, directory, info)
-    gateway = Gateway(settings, worker_id, store, handler, router, shard_map, metrics)
-    gateway_box.append(gateway)
-    bus: RedisBus | None = None
-    if settings.workers > 1:
-        bus = RedisBus(settings.effective_redis_url, worker_id, shard_map, owner, gateway, metrics)
-        router.remote = bus
-        gateway.bus = bus
-        fanout.bus = bus
-        await bus.start()
+    handler = CommandHandler(store, router, directory, _server_info(settings))
+    gateway = Gateway(settings, worker_id, store, handler, router, local, metrics)
+    if bus is not None:
+        await bus.start(owner, local)
     worker = RunningWorker(settings, worker_id, store, gateway, owner, committer)
     worker.directory = directory
     loop = asyncio.get_running_loop()
@@ -232,6 +237,7 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         worker.last_invitation = batch[-1].id  # older ones wait for cmd:getinv
     watcher = loop.create_task(_watch_revision(worker))
     gauges = loop.create_task(_gauges(worker, metrics))
+    lag = loop.create_task(watch_loop_lag(metrics.loop_lag))
     log.info("worker %d: SIP on %d, HTTP on %d", worker_id, worker.sip_port, worker.http_port)
     try:
         yield worker
@@ -241,9 +247,9 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         for conn in list(gateway.connections):
             conn.abort()
         await gateway.finish_leaving(timeout_s=2.0)  # owners elsewhere hear of the parts
-        watcher.cancel()
-        gauges.cancel()
-        await asyncio.gather(watcher, gauges, return_exceptions=True)
+        for task in (watcher, gauges, lag):
+            task.cancel()
+        await asyncio.gather(watcher, gauges, lag, return_exceptions=True)
         await committer.stop()
         if recorder is not None:
             await recorder.stop()
@@ -298,7 +304,7 @@ async def _admin_notices(worker: RunningWorker, notice: asyncio.Event) -> None:
 
 async def _gauges(worker: RunningWorker, metrics: Metrics) -> None:
     while True:
-        metrics.inflight.set(worker.gateway.inflight)
+        metrics.inflight.set(worker.gateway.admission.inflight)
         metrics.commit_queue.set(worker.committer.depth)
         metrics.active_rooms.set(worker.owner.active_rooms)
         await asyncio.sleep(1.0)

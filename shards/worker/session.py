@@ -1,4 +1,9 @@
-"""A signed-in XCCOS session: one INVITE dialog, its joined rooms and its command queue."""
+"""A signed-in XCCOS session: one INVITE dialog, its joined rooms and its command queue.
+
+A session knows nothing of connections or the gateway: it is given a ``send`` callable
+for its bytes, an ``end`` callable to end itself, and a small ``SessionHost`` for the
+room index and the shared per-worker parts.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,16 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Set
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Set
+from typing import Protocol
 
 from core.sip.dialog import Dialog
 from core.xccos import build
-from core.xccos.commands import COMMANDS
+from core.xccos.commands import COMMANDS, CommandHandler
 from core.xccos.envelope import Command, Envelope, Post
+from shards.metrics import Metrics
+from shards.worker.admission import Ticket
 from shards.worker.newcontent import Pending
-
-if TYPE_CHECKING:
-    from shards.worker.connection import SipConnection
-    from shards.worker.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +32,45 @@ MAX_SESSION_QUEUE = 64
 MAX_HELD_EVENTS = 200
 
 
+class SessionHost(Protocol):
+    """What a session needs of the worker that holds it (the gateway)."""
+
+    handler: CommandHandler
+    metrics: Metrics
+
+    def attach(self, room_id: str, session: Session) -> None: ...
+    def detach(self, room_id: str, session: Session) -> None: ...
+    def add_follower(self, room_id: str, session: Session) -> None: ...
+    def remove_follower(self, room_id: str, session: Session) -> None: ...
+    def sessions_of(self, user: str) -> list[Session]: ...
+    def remove_session(self, session: Session) -> None: ...
+    def next_envid(self) -> int: ...
+
+
 class Session:
     """Implements ``core.xccos.commands.SessionView`` for the handler."""
 
-    def __init__(self, conn: SipConnection, gateway: Gateway, dialog: Dialog, user: str) -> None:
-        self.conn = conn
-        self.gateway = gateway.worker_id
-        self._gw = gateway
+    def __init__(
+        self,
+        *,
+        host: SessionHost,
+        dialog: Dialog,
+        user: str,
+        session_id: str,
+        gateway: int,
+        send: Callable[[bytes], None],
+        end: Callable[[Session, bool], None],
+    ) -> None:
+        self._host = host
+        self._send = send
+        self._end = end  # (session, send_bye): the connection forgets the dialog
+        self.gateway = gateway
         self.dialog = dialog
         self.user = user
-        self.session_id = gateway.new_session_id()
+        self.session_id = session_id
         self._joined: set[str] = set()
         self._held: dict[str, list[bytes]] = {}
-        self._queue: deque[Envelope] = deque()
+        self._queue: deque[tuple[Envelope, Ticket, Callable[..., None]]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._posts: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.TimerHandle | None = None
@@ -54,119 +83,135 @@ class Session:
     def begin_join(self, room_id: str) -> None:
         if room_id not in self._joined:
             self._held.setdefault(room_id, [])
-        self._gw.attach(room_id, self)
+        self._host.attach(room_id, self)
 
     def end_join(self, room_id: str, ok: bool) -> None:
         held = self._held.pop(room_id, [])
         if ok and not self.closed:
             self._joined.add(room_id)
             for body in held:
-                self.conn.send(self.dialog.info(body))
+                self._send(self.dialog.info(body))
         elif room_id not in self._joined:
-            self._gw.detach(room_id, self)
+            self._host.detach(room_id, self)
 
     def left(self, room_id: str) -> None:
         self._joined.discard(room_id)
         self._held.pop(room_id, None)
-        self._gw.detach(room_id, self)
+        self._host.detach(room_id, self)
 
     def joined(self) -> Set[str]:
         return self._joined
 
     def set_following(self, room_id: str, on: bool) -> None:
         """Follow a room on every local session of this user (the list is server-side)."""
-        for session in self._gw.sessions_of(self.user):
+        for session in self._host.sessions_of(self.user):
             session.follow(room_id, on)
 
     def follow(self, room_id: str, on: bool) -> None:
         if on and room_id not in self.following and not self.closed:
             self.following.add(room_id)
-            self._gw.add_follower(room_id, self)
+            self._host.add_follower(room_id, self)
         elif not on and room_id in self.following:
             self.following.discard(room_id)
-            self._gw.remove_follower(room_id, self)
+            self._host.remove_follower(room_id, self)
 
     # -- delivery -------------------------------------------------------------------------
 
     def deliver(self, room_id: str, body: bytes) -> None:
+        if self.closed:
+            return  # a sliced fan-out may reach a session that ended since it was queued
         held = self._held.get(room_id)
         if held is not None:
             if len(held) < MAX_HELD_EVENTS:
                 held.append(body)
             return
-        self.conn.send(self.dialog.info(body))
+        self._send(self.dialog.info(body))
 
     def send_inner(self, inner: str) -> None:
         if not self.closed:
-            self.conn.send(self.dialog.info(build.envelope(self._gw.next_envid(), inner)))
+            self._send(self.dialog.info(build.envelope(self._host.next_envid(), inner)))
 
     # -- commands -------------------------------------------------------------------------
 
     def can_queue(self) -> bool:
         return len(self._queue) < MAX_SESSION_QUEUE
 
-    def submit(self, envelope: Envelope) -> None:
-        """Queues an admitted envelope; commands of one session run in arrival order."""
-        self._queue.append(envelope)
+    def submit(self, envelope: Envelope, ticket: Ticket) -> None:
+        """Queues an admitted envelope, holding its ticket until its last item is answered;
+        commands of one session run in arrival order."""
+        self._queue.append((envelope, ticket, ticket.hold()))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
             while self._queue and not self.closed:
-                await self._process(self._queue.popleft())
+                envelope, ticket, release = self._queue.popleft()
+                try:
+                    await self._run_envelope(envelope, ticket)
+                except Exception:  # a bug: logged once, this session ends, the worker stays
+                    log.exception("bug running an envelope of %s; ending the session", self.user)
+                    self.end()
+                finally:
+                    release()
         finally:
             self._task = None
-            for _ in range(len(self._queue)):  # dropped on close: free their admission places
-                self._gw.release()
+            for _, _, release in self._queue:  # dropped on close: their places go back
+                release()
             self._queue.clear()
 
-    async def _process(self, envelope: Envelope) -> None:
-        """Runs an envelope's items in order; its admission place is freed when the last
-        item is answered (posts answer when durable, after this returns)."""
-        handler = self._gw.handler
-        posts = sum(1 for item in envelope.items if isinstance(item, Post))
-        left = [posts]
+    async def _run_envelope(self, envelope: Envelope, ticket: Ticket) -> None:
+        """Runs an envelope's items in order, yielding to the loop between them. Posts are
+        started in order (so they take their seq in arrival order) and answered when
+        durable; each holds the envelope's ticket until then."""
         n = 0
         for item in envelope.items:
+            if self.closed:
+                return
             if isinstance(item, Post):
-                # Started now, so posts take their seq in arrival order; the session goes on
-                # while the commit runs and the reply follows when the post is durable. The
-                # retry key is the envid, made unique per post (by position) in one envelope.
+                # The retry key is the envid, made unique per post (by position).
                 key = envelope.envid if n == 0 else f"{envelope.envid}.{n}"
                 n += 1
                 task = asyncio.get_running_loop().create_task(
-                    self._post(envelope.envid, key, item, left)
+                    self._run_post(envelope.envid, key, item)
                 )
                 self._posts.add(task)
                 task.add_done_callback(self._posts.discard)
+                task.add_done_callback(ticket.hold())  # held until the post is answered
             elif isinstance(item, Command):
                 started = time.perf_counter()
-                reply = await handler.command(self, envelope.envid, item)
+                reply = await self._host.handler.command(self, envelope.envid, item)
                 self.send_inner(reply)
                 name = item.name if item.name in COMMANDS else "unknown"  # bounded label set
-                self._gw.metrics.command(name, time.perf_counter() - started)
-        if not posts:
-            self._gw.release()
+                self._host.metrics.command(name, time.perf_counter() - started)
+            await asyncio.sleep(0)  # one item per turn: a long envelope shares the loop
 
-    async def _post(self, envid: str, key: str, post: Post, left: list[int]) -> None:
+    async def _run_post(self, envid: str, key: str, post: Post) -> None:
         started = time.perf_counter()
         try:
-            reply = await self._gw.handler.post(self, envid, post, client_key=key)
-            self.send_inner(reply)
-            self._gw.metrics.command("grpchat", time.perf_counter() - started)
-        finally:
-            left[0] -= 1
-            if left[0] == 0:
-                self._gw.release()
+            reply = await self._host.handler.on_grpchat(self, envid, post, client_key=key)
+        except Exception:  # a bug: as in _drain
+            log.exception("bug running a post of %s; ending the session", self.user)
+            self.end()
+            return
+        self.send_inner(reply)
+        self._host.metrics.command("grpchat", time.perf_counter() - started)
 
     # -- lifetime -------------------------------------------------------------------------
 
-    def refresh(self, expires_s: int) -> None:
+    def refresh(self, expires_s: float) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
         loop = asyncio.get_running_loop()
-        self._expiry = loop.call_later(expires_s, self.conn.expire_session, self)
+        self._expiry = loop.call_later(expires_s, self.expire)
+
+    def expire(self) -> None:
+        log.info("session of %s expired without refresh", self.user)
+        self._end(self, True)
+
+    def end(self) -> None:
+        """The server ends the session: BYE to the client, every room left."""
+        self._end(self, True)
 
     def close(self) -> list[str]:
         """Ends the session locally; returns the rooms its owners must be told about."""
@@ -177,7 +222,7 @@ class Session:
             self._expiry.cancel()
         rooms = list(self._joined | self._held.keys())
         for room_id in rooms:
-            self._gw.detach(room_id, self)
+            self._host.detach(room_id, self)
         for room_id in list(self.following):
             self.follow(room_id, False)
         for pending in self.newcontent.values():
@@ -185,5 +230,5 @@ class Session:
                 pending.timer.cancel()
         self._joined.clear()
         self._held.clear()
-        self._gw.remove_session(self)
+        self._host.remove_session(self)
         return rooms

@@ -164,7 +164,7 @@ async def test_several_posts_in_one_envelope_are_each_stored(server: RunningWork
         if len(await alice.history(lobby)) == 3:
             break
     assert [m.text for m in await alice.history(lobby)] == ["part 0", "part 1", "part 2"]
-    assert server.gateway.inflight == 0  # its admission place was given back exactly once
+    assert server.gateway.admission.inflight == 0  # its admission place was given back exactly once
     await alice.close()
 
 

@@ -230,3 +230,50 @@ def test_client_library_never_imports_the_server() -> None:
         )
     assert len(list(client.rglob("*.py"))) >= 2
     assert found == []
+
+
+def _import_graph(package: str) -> dict[str, set[str]]:
+    """Module -> the modules of ``package`` it imports (TYPE_CHECKING imports included:
+    a circle of types is still a circle a reader has to untangle)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((REPO / package).rglob("*.py")):
+        relpath = path.relative_to(REPO).as_posix()
+        name = relpath[:-3].replace("/", ".").removesuffix(".__init__")
+        tree = ast.parse(path.read_text(), filename=relpath)
+        graph[name] = {m for _, m in _imported_modules(tree, relpath)}
+    modules = set(graph)
+    return {name: {m for m in deps if m in modules and m != name} for name, deps in graph.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                return stack[stack.index(dep) :] + [dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def test_cycle_finder_finds_a_circle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+
+
+@pytest.mark.parametrize("package", ["core", "shards", "client"])
+def test_no_import_circles(package: str) -> None:
+    graph = _import_graph(package)
+    assert len(graph) >= 3
+    assert _cycle(graph) == []

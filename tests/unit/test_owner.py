@@ -151,8 +151,16 @@ def _who(session: str, user: str, gateway: int = 0) -> Participant:
 async def _post(
     owner: RoomOwner, room: str, session: str, user: str, text: str, key: str = ""
 ) -> PostResult:
-    future = await owner.post(room, session, user, key, text)
-    return await asyncio.wait_for(future, 5)
+    return await asyncio.wait_for(owner.append_post(room, session, user, key, text), 5)
+
+
+async def _started(
+    owner: RoomOwner, room: str, session: str, user: str, key: str, text: str
+) -> asyncio.Task[PostResult]:
+    """A post under way: its seq taken, its commit not necessarily done."""
+    task = asyncio.ensure_future(owner.append_post(room, session, user, key, text))
+    await asyncio.sleep(0)
+    return task
 
 
 async def _stored(store: ChatStore, room: str) -> list[tuple[int, str]]:
@@ -301,7 +309,7 @@ async def test_drop_gateway_removes_its_sessions_silently(env: Env) -> None:
     assert owner.online_count("closed") == 0
     assert owner.active_rooms == 1
     with pytest.raises(Forbidden):
-        await owner.post("lobby", "a", ALICE, "", "from a dropped session")
+        await owner.append_post("lobby", "a", ALICE, "", "from a dropped session")
     assert (await _post(owner, "lobby", "b", BOB, "still here")).seq == 1
 
 
@@ -319,7 +327,7 @@ async def test_join_during_a_commit_does_not_claim_the_uncommitted_post(env: Env
     owner = env.owner()
     await owner.join("lobby", _who("s1", ALICE))
     env.gated.gate.clear()
-    future = await owner.post("lobby", "s1", ALICE, "", "in flight")
+    future = await _started(owner, "lobby", "s1", ALICE, "", "in flight")
     await asyncio.wait_for(env.gated.entered.wait(), 5)
     joined = await owner.join("lobby", _who("s2", BOB))
     env.gated.gate.set()
@@ -334,10 +342,10 @@ async def test_join_during_a_commit_does_not_claim_the_uncommitted_post(env: Env
 async def test_post_before_join_is_forbidden(env: Env) -> None:
     owner = env.owner()
     with pytest.raises(Forbidden):
-        await owner.post("lobby", "s1", ALICE, "", "hello")
+        await owner.append_post("lobby", "s1", ALICE, "", "hello")
     await owner.join("lobby", _who("s1", ALICE))
     with pytest.raises(Forbidden):
-        await owner.post("lobby", "other-session", ALICE, "", "hello")
+        await owner.append_post("lobby", "other-session", ALICE, "", "hello")
     assert await env.store.max_seq("lobby") == 0
 
 
@@ -347,7 +355,7 @@ async def test_post_before_join_is_forbidden(env: Env) -> None:
 )
 async def test_post_to_a_room_the_user_cannot_see_is_404(env: Env, room: str, user: str) -> None:
     with pytest.raises(NotFound):
-        await env.owner().post(room, "s1", user, "", "hello")
+        await env.owner().append_post(room, "s1", user, "", "hello")
 
 
 async def test_auditorium_only_presenters_post(env: Env) -> None:
@@ -355,7 +363,7 @@ async def test_auditorium_only_presenters_post(env: Env) -> None:
     await owner.join("stage", _who("aud", BOB))
     await owner.join("stage", _who("pre", PRESENTER))
     with pytest.raises(Forbidden):
-        await owner.post("stage", "aud", BOB, "", "heckle")
+        await owner.append_post("stage", "aud", BOB, "", "heckle")
     result = await _post(owner, "stage", "pre", PRESENTER, "keynote")
     assert result.seq == 1
     assert await _stored(env.store, "stage") == [(1, "keynote")]
@@ -367,7 +375,7 @@ async def test_post_of_a_member_who_lost_membership_is_forbidden(env: Env) -> No
     await _put_room(env.store, "closed", "closed", members=[BOB])
     await owner.refresh()
     with pytest.raises(Forbidden):
-        await owner.post("closed", "s1", ALICE, "", "still here?")
+        await owner.append_post("closed", "s1", ALICE, "", "still here?")
 
 
 @pytest.mark.parametrize(
@@ -378,7 +386,7 @@ async def test_bad_post_text(env: Env, text: str, error: type[Exception]) -> Non
     owner = env.owner(message_size_limit=10)
     await owner.join("lobby", _who("s1", ALICE))
     with pytest.raises(error):
-        await owner.post("lobby", "s1", ALICE, "", text)
+        await owner.append_post("lobby", "s1", ALICE, "", text)
     assert (await _post(owner, "lobby", "s1", ALICE, "x" * 10)).seq == 1  # no seq was used
 
 
@@ -417,7 +425,7 @@ async def test_post_is_published_only_after_commit(env: Env) -> None:
     await owner.join("lobby", _who("s1", ALICE))
     env.sink.events.clear()
     env.gated.gate.clear()
-    future = await owner.post("lobby", "s1", ALICE, "k1", "hello")
+    future = await _started(owner, "lobby", "s1", ALICE, "k1", "hello")
     await asyncio.wait_for(env.gated.entered.wait(), 5)
     await asyncio.sleep(0.01)
     assert not future.done()  # not acknowledged while the commit is held
@@ -436,7 +444,7 @@ async def test_failed_commit_is_not_acknowledged_and_a_retry_gets_a_new_seq(env:
     await owner.join("lobby", _who("s1", ALICE))
     env.sink.events.clear()
     env.gated.fail_next = RuntimeError("disk full")
-    future = await owner.post("lobby", "s1", ALICE, "k1", "hello")
+    future = await _started(owner, "lobby", "s1", ALICE, "k1", "hello")
     with pytest.raises(Overloaded):
         await asyncio.wait_for(future, 5)
     assert env.sink.events == []
@@ -452,12 +460,12 @@ async def test_commit_queue_full_is_overloaded_and_uses_no_seq(env: Env) -> None
     )  # never started: nothing drains
     owner = RoomOwner(env.store, committer, env.sink, OwnerSettings(), clock=env.clock)
     await owner.join("lobby", _who("s1", ALICE))
-    first = await owner.post("lobby", "s1", ALICE, "", "one")
+    first = await _started(owner, "lobby", "s1", ALICE, "", "one")
     with pytest.raises(Overloaded):
-        await owner.post("lobby", "s1", ALICE, "k2", "two")
+        await owner.append_post("lobby", "s1", ALICE, "k2", "two")
     committer.start()
     assert (await asyncio.wait_for(first, 5)).seq == 1
-    third = await owner.post("lobby", "s1", ALICE, "k2", "two")
+    third = await _started(owner, "lobby", "s1", ALICE, "k2", "two")
     assert (await asyncio.wait_for(third, 5)).seq == 2
     await committer.stop()
 
@@ -480,11 +488,11 @@ async def test_retry_while_in_flight_shares_the_future(env: Env) -> None:
     owner = env.owner()
     await owner.join("lobby", _who("s1", ALICE))
     env.gated.gate.clear()
-    first = await owner.post("lobby", "s1", ALICE, "env-1", "hello")
-    second = await owner.post("lobby", "s1", ALICE, "env-1", "hello")
-    assert second is first
+    first = await _started(owner, "lobby", "s1", ALICE, "env-1", "hello")
+    second = await _started(owner, "lobby", "s1", ALICE, "env-1", "hello")
     env.gated.gate.set()
-    assert (await asyncio.wait_for(second, 5)).seq == 1
+    assert (await asyncio.wait_for(second, 5)) == (await asyncio.wait_for(first, 5))
+    assert (await second).seq == 1
     assert await _stored(env.store, "lobby") == [(1, "hello")]
 
 
