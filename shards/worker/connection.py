@@ -1,27 +1,23 @@
-"""SIP over one TCP connection: framing, digest sign-in, dialogs, bounded output (HS-2)."""
+"""SIP over one TCP connection: framing, bounded output, the INFO hot path (HS-2).
+
+The signalling (sign-in, provisioning, INVITE/UPDATE/BYE) is the sans-IO
+``core.sip.useragent.UserAgent``; this protocol feeds it, keeps the sessions it opens and
+sends what it answers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import socket
 from collections import deque
-from collections.abc import Iterable
 from typing import cast
 
 from core.errors import BadRequest, FramingLost, PchatError
-from core.sip import digest
 from core.sip.codec import PING, BadMessage, SipCodec
 from core.sip.dialog import Dialog
-from core.sip.message import (
-    SipMessage,
-    address_of,
-    parse_name_addr,
-    response_to,
-    same_address,
-    tag_of,
-)
+from core.sip.message import SipMessage
+from core.sip.useragent import METHODS, Endpoint, UserAgent
 from core.store.base import UserRecord
 from core.xccos.envelope import Envelope, decode_envelope, decode_post_fast
 from shards.worker.gateway import Gateway
@@ -29,15 +25,7 @@ from shards.worker.session import Session
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, INFO, UPDATE, BYE, OPTIONS, SUBSCRIBE"
-METHODS = frozenset(ALLOW.split(", "))  # the metric's label values: a fixed set
-PROVISIONING_EVENT = "vnd-microsoft-provisioning-v2"
-PROVISIONING_TYPE = "application/vnd-microsoft-roaming-provisioning-v2+xml"
 XCCOS_TYPES = ("text/plain", "application/xml", "text/xml")
-# A user record read this recently still answers policy questions: admin changes take up
-# to the revision poll (1 s) anyway, and a sign-in asks three times in a few milliseconds.
-RECORD_FRESH_S = 1.0
-MAX_AUTH_FAILURES = 3  # wrong credentials this often on one connection: 403 and close
 # Requests waiting behind a sign-in or an INVITE being set up: a real client sends one or
 # two; more means a client that does not wait for answers.
 MAX_CONTROL_QUEUE = 16
@@ -61,14 +49,14 @@ class SipConnection(asyncio.Protocol):
         self._out_bytes = 0
         self._flush_scheduled = False
         self._closed = False
-        self.user: str | None = None
-        self._record: UserRecord | None = None
-        self._record_read = 0.0
-        self._nonce = ""
-        self._failures = 0
         self._peer = ""
-        self._local = ""
-        self._tls = False
+        self._ua = UserAgent(
+            gateway.ua_settings,
+            self,
+            Endpoint(peer="", local="127.0.0.1:5041"),  # the real one in connection_made
+            self.send,
+            on_error=gateway.metrics.error,
+        )
         self.sessions: dict[str, Session] = {}
         self._control: deque[SipMessage] = deque()
         self._control_task: asyncio.Task[None] | None = None
@@ -79,7 +67,6 @@ class SipConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._gw.connections.add(self)
-        self._tls = transport.get_extra_info("ssl_object") is not None
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # A fixed kernel send buffer (no autotuning up to megabytes): what one client may
@@ -91,7 +78,12 @@ class SipConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self._peer = peer[0] if isinstance(peer, tuple) else "local"
-        self._local = f"{local[0]}:{local[1]}" if isinstance(local, tuple) else "127.0.0.1:5041"
+        endpoint = Endpoint(
+            peer=self._peer,
+            local=f"{local[0]}:{local[1]}" if isinstance(local, tuple) else "127.0.0.1:5041",
+            tls=transport.get_extra_info("ssl_object") is not None,
+        )
+        self._ua.endpoint = endpoint
         loop = asyncio.get_running_loop()
         self._signin_timer = loop.call_later(
             self._gw.settings.sip.unauth_timeout_s, self._signin_timeout
@@ -119,7 +111,7 @@ class SipConnection(asyncio.Protocol):
                 self.send(b"\r\n")  # RFC 5626 §4.4.1: a CRLF pong
             elif isinstance(item, BadMessage):
                 if item.message is not None and item.message.is_request:
-                    self.reply(item.message, item.status, warning=item.reason)
+                    self._ua.reply(item.message, item.status, warning=item.reason)
             elif isinstance(item, SipMessage):
                 if item.is_request:
                     self._on_request(item)
@@ -181,27 +173,9 @@ class SipConnection(asyncio.Protocol):
             self._closed = True
             self._transport.abort()
 
-    def reply(
-        self,
-        request: SipMessage,
-        status: int,
-        *,
-        warning: str = "",
-        to_tag: str | None = None,
-        extra: Iterable[tuple[str, str]] = (),
-        body: bytes = b"",
-    ) -> None:
-        headers = list(extra)
-        if warning:
-            headers.append(("Warning", f'399 pchat "{warning.replace(chr(34), chr(39))}"'))
-        if status >= 400:
-            self._gw.metrics.error(status)
-            if to_tag is None:
-                to_tag = secrets.token_hex(6)  # RFC 3261 §8.2.6.2; kept if To has a tag
-        try:
-            self.send(response_to(request, status, to_tag=to_tag, extra=headers, body=body))
-        except PchatError:  # not even the headers to answer with
-            self.abort()
+    @property
+    def user(self) -> str | None:
+        return self._ua.user
 
     # -- requests -------------------------------------------------------------------------
 
@@ -214,20 +188,22 @@ class SipConnection(asyncio.Protocol):
             self._on_info(msg)
             return
         if len(self._control) >= MAX_CONTROL_QUEUE:
-            self.reply(msg, 503, warning="too many requests in flight", extra=self._retry_after())
+            self._ua.reply(
+                msg, 503, warning="too many requests in flight", extra=self._retry_after()
+            )
             return
         self._control.append(msg)
         if self._control_task is None:
             self._control_task = asyncio.get_running_loop().create_task(self._run_control())
 
     async def _run_control(self) -> None:
+        ua = self._ua
         try:
             while self._control and not self._closed:
                 msg = self._control.popleft()
                 try:
-                    await self._on_control(msg)
-                except PchatError as exc:
-                    self.reply(msg, exc.sip_status, warning=str(exc) or exc.reason)
+                    if await ua.handle(msg):
+                        self._on_info(msg)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -235,219 +211,52 @@ class SipConnection(asyncio.Protocol):
                         "bug handling %s from %s; closing the connection", msg.method, self._peer
                     )
                     self.abort()
+                if ua.user is not None and self._signin_timer is not None:
+                    self._signin_timer.cancel()
+                    self._signin_timer = None
+                if ua.wants_close:
+                    self.close()
         finally:
             self._control_task = None
-
-    async def _on_control(self, msg: SipMessage) -> None:
-        if self.user is None and not await self._sign_in(msg):
-            return
-        if not self._from_is_user(msg):
-            self.reply(msg, 403, warning="From is not the signed-in user")
-            return
-        method = msg.method
-        if method == "OPTIONS":
-            self.reply(
-                msg, 200, extra=[("Allow", ALLOW), ("Accept", "text/plain"), ("Supported", "timer")]
-            )
-        elif method == "SUBSCRIBE":
-            await self._on_subscribe(msg)
-        elif method == "INVITE":
-            await self._on_invite(msg)
-        elif method == "INFO":
-            self._on_info(msg)
-        elif method == "UPDATE":
-            self._on_update(msg)
-        elif method == "BYE":
-            session = self.sessions.get(msg.call_id)
-            if session is None:
-                self.reply(msg, 481)
-                return
-            self.reply(msg, 200)
-            self._end_session(session, False)
-        else:
-            self.reply(msg, 405, extra=[("Allow", ALLOW)])
-
-    def _from_is_user(self, msg: SipMessage) -> bool:
-        try:
-            from_uri = parse_name_addr(msg.get("From") or "")[1]
-        except PchatError:
-            return False
-        return same_address(from_uri, self.user or "")
-
-    # -- sign-in (XCCOS.md §1.1) ----------------------------------------------------------
-
-    async def _sign_in(self, msg: SipMessage) -> bool:
-        s = self._gw.settings
-        asserted = msg.get("P-Asserted-Identity")
-        if asserted and self._peer in s.sip.trusted_hosts:
-            return await self._bind(msg, f"sip:{address_of(parse_name_addr(asserted)[1])}")
-        credentials = msg.get("Authorization")
-        if credentials and self._nonce:
-            params = digest.parse_digest(credentials)
-            username = params.get("username", "")
-            uri = f"sip:{username}" if "@" in username else f"sip:{username}@{s.domain}"
-            record = await self._gw.store.get_user(uri.lower())
-            algorithm = params.get("algorithm", "MD5").upper()
-            ha1 = record.ha1.get(f"{algorithm}:{username}") if record else None
-            # RFC 7616 §3.4.6: the digest-uri must name the request's target; compared as
-            # addresses so that a proxy's rewrite of parameters does not matter.
-            same_target = address_of(params.get("uri", "")) == address_of(msg.uri)
-            realm_ok = params.get("realm") == s.domain
-            if ha1 and algorithm in s.sip.auth_algorithms and realm_ok and same_target:
-                if digest.verify(params, msg.method, ha1, nonce=self._nonce):
-                    return await self._bind(msg, uri.lower(), record)
-            self._failures += 1
-            log.info("failed sign-in for %s from %s", username, self._peer)
-            if self._failures >= MAX_AUTH_FAILURES:
-                self.reply(msg, 403, warning="too many failed sign-ins")
-                self.close()
-                return False
-        self._nonce = digest.make_nonce()
-        challenges = [
-            ("WWW-Authenticate", digest.challenge(s.domain, self._nonce, a))
-            for a in s.sip.auth_algorithms
-        ]
-        self.reply(msg, 401, extra=challenges)
-        return False
-
-    async def _bind(self, msg: SipMessage, uri: str, record: UserRecord | None = None) -> bool:
-        if record is None:
-            record = await self._gw.store.get_user(uri)
-        if record is None:
-            self.reply(msg, 403, warning="unknown user")
-            return False
-        self.user = uri
-        self._record = record
-        self._record_read = asyncio.get_running_loop().time()
-        if self._signin_timer is not None:
-            self._signin_timer.cancel()
-        return True
 
     def _signin_timeout(self) -> None:
         if self.user is None:
             log.info("closing %s: no sign-in within the time limit", self._peer)
             self.abort()
 
-    # -- provisioning and the session (XCCOS.md §1.2-§1.3) -----------------------------------
+    # -- UaHost: the user agent's view of the worker ------------------------------------------
 
-    async def _policy_enabled(self) -> bool:
-        """The user's policy, read again unless it was read within the revision poll
-        interval (a sign-in asks at SUBSCRIBE and INVITE, right after the credentials)."""
-        now = asyncio.get_running_loop().time()
-        if self._record is None or now - self._record_read > RECORD_FRESH_S:
-            self._record = await self._gw.store.get_user(self.user or "")
-            self._record_read = now
-        return self._record is not None and self._record.enabled
+    async def user_record(self, uri: str) -> UserRecord | None:
+        return await self._gw.store.get_user(uri)
 
-    async def _on_subscribe(self, msg: SipMessage) -> None:
-        event = (msg.get("Event") or "").split(";")[0].strip().lower()
-        if event != PROVISIONING_EVENT:
-            self.reply(
-                msg,
-                489,
-                warning=f"unsupported event {event}",
-                extra=[("Allow-Events", PROVISIONING_EVENT)],
-            )
-            return
-        enabled = await self._policy_enabled()
-        pool = self._gw.settings.pool_uri
-        pool_prop = (
-            f'<property name="DefaultPersistentChatPoolUri">{pool}</property>' if enabled else ""
-        )
-        body = (
-            '<provisionGroupList xmlns="http://schemas.microsoft.com/2006/09/sip/'
-            'provisiongrouplist-notification"><provisionGroup name="persistentChatConfiguration">'
-            '<propertyEntryList><property name="EnablePersistentChat">'
-            f"{'true' if enabled else 'false'}</property>{pool_prop}"
-            "</propertyEntryList></provisionGroup></provisionGroupList>"
-        ).encode()
-        self.reply(
-            msg,
-            200,
-            to_tag=secrets.token_hex(6),
-            extra=[("Expires", "0"), ("Content-Type", PROVISIONING_TYPE)],
-            body=body,
-        )
-
-    def _session_expires(self, msg: SipMessage) -> int:
-        default = self._gw.settings.sip.session_expires_s
-        asked = (msg.get("Session-Expires") or "").split(";")[0].strip()
-        if not asked:
-            return default
-        if not (asked.isascii() and asked.isdigit()) or len(asked) > 10:  # "²".isdigit()
-            raise BadRequest("Session-Expires must be a number of seconds")
-        # RFC 4028: 90 s minimum; never longer than the configured lifetime.
-        return min(max(int(asked), 90), default)
-
-    async def _on_invite(self, msg: SipMessage) -> None:
-        existing = self.sessions.get(msg.call_id)
-        if existing is not None:  # a re-INVITE refreshes the session
-            self._on_update(msg)
-            return
-        expires = self._session_expires(msg)  # a bad value is refused before anything is made
-        domain = self._gw.settings.domain.lower()
-        target = address_of(msg.uri).lower()
-        if target not in (f"pchat@{domain}", f"ocschat@{domain}"):
-            self.reply(msg, 404, warning="not a persistent chat pool URI")
-            return
-        if not await self._policy_enabled():
-            self.reply(msg, 403, warning="persistent chat is not enabled for this user")
-            return
-        from_value = msg.get("From") or ""
-        contact = msg.get("Contact")
-        remote_target = parse_name_addr(contact)[1] if contact else parse_name_addr(from_value)[1]
-        local_tag = secrets.token_hex(8)
-        our_contact = f"<sip:pchat@{self._local};transport={'tls' if self._tls else 'tcp'}>"
-        dialog = Dialog(
-            call_id=msg.call_id,
-            local_uri=self._gw.settings.pool_uri,
-            local_tag=local_tag,
-            remote_from=from_value,
-            remote_uri=parse_name_addr(from_value)[1],
-            remote_tag=tag_of(from_value),
-            remote_target=remote_target,
-            contact=our_contact,
-            via_host=self._local,
-            transport="TLS" if self._tls else "TCP",
-        )
+    def open_session(self, dialog: Dialog, user: str, expires_s: int) -> None:
         session = Session(
             host=self._gw,
             dialog=dialog,
-            user=self.user or "",
+            user=user,
             session_id=self._gw.new_session_id(),
             gateway=self._gw.worker_id,
             send=self.send,
             end=self._end_session,
         )
-        self.sessions[msg.call_id] = session
+        self.sessions[dialog.call_id] = session
         self._gw.add_session(session)
         self._gw.load_follows(session)
-        session.refresh(expires)
-        self.reply(
-            msg,
-            200,
-            to_tag=local_tag,
-            extra=[
-                ("Contact", our_contact),
-                ("Session-Expires", f"{expires};refresher=uac"),
-                ("Supported", "timer"),
-                ("Allow", ALLOW),
-                ("Server", f"pchat (worker {self._gw.worker_id})"),
-            ],
-        )
+        session.refresh(expires_s)
 
-    def _on_update(self, msg: SipMessage) -> None:
-        session = self.sessions.get(msg.call_id)
+    def refresh_session(self, call_id: str, expires_s: int) -> bool:
+        session = self.sessions.get(call_id)
         if session is None:
-            self.reply(msg, 481)
-            return
-        expires = self._session_expires(msg)
-        session.refresh(expires)
-        self.reply(
-            msg,
-            200,
-            extra=[("Session-Expires", f"{expires};refresher=uac"), ("Supported", "timer")],
-        )
+            return False
+        session.refresh(expires_s)
+        return True
+
+    def close_session(self, call_id: str) -> bool:
+        session = self.sessions.get(call_id)
+        if session is None:
+            return False
+        self._end_session(session, False)
+        return True
 
     def _retry_after(self) -> list[tuple[str, str]]:
         return [("Retry-After", str(self._gw.settings.limits.retry_after_s))]
@@ -456,33 +265,33 @@ class SipConnection(asyncio.Protocol):
         """The hot path: admission, decode, 200 at once, the reply later (XCCOS.md §1.3)."""
         session = self.sessions.get(msg.call_id)
         if session is None:
-            self.reply(msg, 481)
+            self._ua.reply(msg, 481)
             return
-        if not self._from_is_user(msg):
-            self.reply(msg, 403, warning="From is not the signed-in user")
+        if not self._ua.from_is_user(msg):
+            self._ua.reply(msg, 403, warning="From is not the signed-in user")
             return
         ctype = (msg.get("Content-Type") or "text/plain").split(";")[0].strip().lower()
         if ctype not in XCCOS_TYPES:
-            self.reply(msg, 415, extra=[("Accept", "text/plain")])
+            self._ua.reply(msg, 415, extra=[("Accept", "text/plain")])
             return
         if not session.can_queue():
             self._gw.metrics.rejected("session")
-            self.reply(msg, 503, warning="too many commands queued", extra=self._retry_after())
+            self._ua.reply(msg, 503, warning="too many commands queued", extra=self._retry_after())
             return
         ticket = self._gw.admission.admit()
         if ticket is None:
-            self.reply(msg, 503, warning="server busy", extra=self._retry_after())
+            self._ua.reply(msg, 503, warning="server busy", extra=self._retry_after())
             return
         with ticket:  # the place goes back at the end of this block unless submit holds it
             try:
                 envelope = self._decode(msg.body)
             except PchatError as exc:
-                self.reply(msg, exc.sip_status, warning=str(exc) or "not an XCCOS envelope")
+                self._ua.reply(msg, exc.sip_status, warning=str(exc) or "not an XCCOS envelope")
                 return
             if not envelope.items:
-                self.reply(msg, 400, warning="empty XCCOS envelope")
+                self._ua.reply(msg, 400, warning="empty XCCOS envelope")
                 return
-            self.reply(msg, 200)
+            self._ua.reply(msg, 200)
             session.submit(envelope, ticket)
 
     def _decode(self, body: bytes) -> Envelope:

@@ -10,6 +10,7 @@ from typing import Protocol
 from core.config import Settings
 from core.errors import PchatError
 from core.rooms import rules
+from core.sip.useragent import UaSettings
 from core.store.base import ChatStore
 from core.xccos.commands import CommandHandler, RoomAccess
 from shards.metrics import Metrics
@@ -25,6 +26,16 @@ class Connection(Protocol):
 
     def flush(self) -> None: ...
     def abort(self) -> None: ...
+
+
+def _ua_settings(settings: Settings, worker_id: int) -> UaSettings:
+    return UaSettings(
+        domain=settings.domain,
+        auth_algorithms=settings.sip.auth_algorithms,
+        trusted_hosts=settings.sip.trusted_hosts,
+        session_expires_s=settings.sip.session_expires_s,
+        server=f"pchat (worker {worker_id})",
+    )
 
 
 class Gateway:
@@ -47,6 +58,7 @@ class Gateway:
         self.handler = handler
         self.router = router
         self.local = local
+        self.ua_settings = _ua_settings(settings, worker_id)  # one for every connection
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections: set[Connection] = set()
         self._dirty: list[Connection] = []  # written to in this loop turn
