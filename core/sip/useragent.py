@@ -44,14 +44,11 @@ MIN_SESSION_EXPIRES_S = 90  # RFC 4028 §4
 
 class UaSettings(msgspec.Struct, frozen=True, kw_only=True):
     domain: str
+    pool_uri: str  # the URI clients INVITE and our INFOs come From (Settings.pool_uri)
     auth_algorithms: list[str]
     trusted_hosts: list[str]  # peers whose P-Asserted-Identity is believed
     session_expires_s: int  # the longest session lifetime granted
     server: str = "pchat"  # the Server header of INVITE answers
-
-    @property
-    def pool_uri(self) -> str:
-        return f"sip:pchat@{self.domain}"
 
 
 class UaHost(Protocol):

@@ -145,7 +145,7 @@ class CommandHandler:
             if handler is None:
                 raise NotImplementedCommand(f"unknown command {cmd.name}")
             data = await handler(self, session, cmd.data)
-            if len(data) > self._info.reply_budget_bytes:
+            if _too_large(data, self._info.reply_budget_bytes):
                 raise TooLarge("the reply would be too large; narrow the request")
             return build.rpl(name, cmd.seqid, cmd.seqid, envid, 200, data)
         except PchatError as exc:
@@ -414,6 +414,12 @@ class CommandHandler:
             for c in await self._store.list_categories()
         )
         return f'<perm create="{"true" if allowed else "false"}"/>'
+
+
+def _too_large(data: str, budget_bytes: int) -> bool:
+    """Whether the reply's UTF-8 exceeds the budget; encoded only when its characters
+    could (at most 4 bytes each), so ordinary replies cost a length check."""
+    return len(data) * 4 > budget_bytes and len(data.encode()) > budget_bytes
 
 
 MAX_MSGID = 2**63 - 1  # msgids are signed 64-bit integers in both stores

@@ -31,6 +31,7 @@ class Connection(Protocol):
 def _ua_settings(settings: Settings, worker_id: int) -> UaSettings:
     return UaSettings(
         domain=settings.domain,
+        pool_uri=settings.pool_uri,
         auth_algorithms=settings.sip.auth_algorithms,
         trusted_hosts=settings.sip.trusted_hosts,
         session_expires_s=settings.sip.session_expires_s,

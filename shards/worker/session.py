@@ -165,7 +165,9 @@ class Session:
         started in order (so they take their seq in arrival order) and answered when
         durable; each holds the envelope's ticket until then."""
         n = 0
-        for item in envelope.items:
+        for i, item in enumerate(envelope.items):
+            if i:
+                await asyncio.sleep(0)  # one item per turn: a long envelope shares the loop
             if self.closed:
                 return
             if isinstance(item, Post):
@@ -184,7 +186,6 @@ class Session:
                 self.send_inner(reply)
                 name = item.name if item.name in COMMANDS else "unknown"  # bounded label set
                 self._host.metrics.command(name, time.perf_counter() - started)
-            await asyncio.sleep(0)  # one item per turn: a long envelope shares the loop
 
     async def _run_post(self, envid: str, key: str, post: Post) -> None:
         started = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from client.client import PchatClient
 from core.xccos import build
 from shards.worker.runner import RunningWorker
@@ -175,8 +177,9 @@ async def test_identical_posts_in_one_envelope_are_two_posts(server: RunningWork
     await alice.join(lobby)
     same = build.post(lobby, alice.uri, "again")
     await alice.send_envelope(same + same)
-    for _ in range(50):
+    for _ in range(100):  # acknowledged once durable: poll a while, not 50 round trips
         if len(await alice.history(lobby)) == 2:
             break
+        await asyncio.sleep(0.02)
     assert [m.text for m in await alice.history(lobby)] == ["again", "again"]
     await alice.close()

@@ -56,6 +56,7 @@ class Wire:
         self.out: list[bytes] = []
         settings = UaSettings(
             domain=DOMAIN,
+            pool_uri=f"sip:pchat@{DOMAIN}",
             auth_algorithms=["MD5", "SHA-256"],
             trusted_hosts=trusted or [],
             session_expires_s=1800,
