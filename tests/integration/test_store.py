@@ -23,7 +23,7 @@ from core.store.base import (
     UserRecord,
 )
 from core.store.registry import make_store, sqlite_path
-from core.store.sqlite import fts_query
+from core.store.sqlite_db import fts_query
 from tests.integration.conftest import RawQuery
 
 ROOT = Path(__file__).resolve().parents[2]
