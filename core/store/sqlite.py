@@ -1,19 +1,16 @@
 """SQLite chat store, the embedded default (store layer, ARCHITECTURE §5).
 
 One ``sqlite3`` connection lives on one dedicated thread owned by the store;
-every call hops there with ``run_in_executor``, so the event loop never waits
+every call hops there through a `ThreadLane`, so the event loop never waits
 on the disk and the connection is never shared between threads. The statements
 themselves are in `core.store.sqlite_db`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar, TypeVarTuple
 
 import msgspec
@@ -40,6 +37,7 @@ from core.store.sqlite_db import (
     SqliteDb,
     fts_query,
 )
+from core.store.thread_lane import ThreadLane
 
 _Ts = TypeVarTuple("_Ts")
 _T = TypeVar("_T")
@@ -51,15 +49,14 @@ class SqliteStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = os.fspath(path)
         self._db: SqliteDb | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._lane: ThreadLane | None = None
 
     async def _call(self, fn: Callable[[SqliteDb, *_Ts], _T], *args: *_Ts) -> _T:
-        db, executor = self._db, self._executor
-        if db is None or executor is None:
+        db, lane = self._db, self._lane
+        if db is None or lane is None:
             raise StoreError("the SQLite store is not open")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(executor, functools.partial(fn, db, *args))
+            return await lane.call(fn, db, *args)
         except (sqlite3.Error, msgspec.ValidationError) as exc:
             raise StoreError(f"sqlite: {exc}") from exc
 
@@ -68,31 +65,30 @@ class SqliteStore:
             return
         # One thread: sqlite3 connections must not be shared, and one writer per
         # process is all WAL allows anyway; group commit keeps it busy enough.
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pchat-sqlite")
-        loop = asyncio.get_running_loop()
+        lane = ThreadLane("pchat-sqlite")
         db: SqliteDb | None = None
         try:
-            db = await loop.run_in_executor(executor, SqliteDb, self._path)
-            await loop.run_in_executor(executor, db.migrate)
+            db = await lane.call(SqliteDb, self._path)
+            await lane.call(db.migrate)
         except BaseException as exc:
             if db is not None:
-                executor.submit(db.close)  # not awaited: we may be here on cancellation
-            executor.shutdown(wait=False)
+                lane.call(db.close)  # not awaited: we may be here on cancellation
+            lane.stop(wait=False)
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"sqlite: cannot open {self._path}: {exc}") from exc
             raise
-        self._db, self._executor = db, executor
+        self._db, self._lane = db, lane
 
     async def close(self) -> None:
-        db, executor = self._db, self._executor
-        if db is None or executor is None:
+        db, lane = self._db, self._lane
+        if db is None or lane is None:
             return
-        self._db = self._executor = None
+        self._db = self._lane = None
         try:
             # Queued behind any call still running, so those finish first.
-            await asyncio.get_running_loop().run_in_executor(executor, db.close)
+            await lane.call(db.close)
         finally:
-            executor.shutdown(wait=True)
+            lane.stop()
 
     # -- change tracking
     async def revision(self) -> int:
