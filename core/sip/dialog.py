@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+from core.sip import tokens
 
 
 class Dialog:
@@ -43,7 +43,7 @@ class Dialog:
         self.remote_tag = remote_tag
         self.remote_uri = remote_uri
         self.remote_target = remote_target
-        self._branch = f"z9hG4bK{secrets.token_hex(6)}"
+        self._branch = f"z9hG4bK{tokens.token_hex(6)}"
         self.cseq = 0
         # Everything but the Via branch, the CSeq and the length never changes in a dialog.
         via = f"Via: SIP/2.0/{transport} {via_host};branch="

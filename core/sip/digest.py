@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import secrets
 
 from core.errors import BadRequest
+from core.sip import tokens
 from core.sip.message import address_of
 
 ALGORITHMS: tuple[str, ...] = ("MD5", "SHA-256")
@@ -59,7 +59,7 @@ def user_ha1s(uri: str, realm: str, password: str) -> dict[str, str]:
 
 def make_nonce() -> str:
     """A fresh unguessable nonce (192 bits, URL-safe text)."""
-    return secrets.token_urlsafe(24)
+    return tokens.token_urlsafe(24)
 
 
 def challenge(realm: str, nonce: str, algorithm: str, *, opaque: str = "") -> str:
@@ -149,7 +149,7 @@ def authorization(
         raise BadRequest("Digest challenge offers no qop=auth")
     qop = "auth" if offered else ""
     nc_text = f"{nc:08x}"
-    cnonce = cnonce if cnonce is not None else secrets.token_hex(8)
+    cnonce = cnonce if cnonce is not None else tokens.token_hex(8)
     ha1 = compute_ha1(algorithm, username, realm, password)
     response = _response(algorithm, ha1, nonce, method, uri, qop, nc_text, cnonce)
     parts = [

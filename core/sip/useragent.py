@@ -9,7 +9,6 @@ The XCCOS INFO hot path is not here: the connection checks ``signed_in`` and
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -17,7 +16,7 @@ from typing import Protocol
 import msgspec
 
 from core.errors import BadRequest, PchatError
-from core.sip import digest
+from core.sip import digest, tokens
 from core.sip.dialog import Dialog
 from core.sip.message import (
     SipMessage,
@@ -117,7 +116,7 @@ class UserAgent:
         if status >= 400:
             self._on_error(status)
             if to_tag is None:
-                to_tag = secrets.token_hex(6)  # RFC 3261 §8.2.6.2; kept if To has a tag
+                to_tag = tokens.token_hex(6)  # RFC 3261 §8.2.6.2; kept if To has a tag
         try:
             self._send(response_to(request, status, to_tag=to_tag, extra=headers, body=body))
         except PchatError:  # not even the headers to answer with
@@ -250,7 +249,7 @@ class UserAgent:
             "</propertyEntryList></provisionGroup></provisionGroupList>"
         ).encode()
         extra = [("Expires", "0"), ("Content-Type", PROVISIONING_TYPE)]
-        self.reply(msg, 200, to_tag=secrets.token_hex(6), extra=extra, body=body)
+        self.reply(msg, 200, to_tag=tokens.token_hex(6), extra=extra, body=body)
 
     def session_expires(self, msg: SipMessage) -> int:
         """The lifetime granted: asked for (RFC 4028: at least 90 s), never longer than
@@ -302,7 +301,7 @@ class UserAgent:
         return Dialog(
             call_id=msg.call_id,
             local_uri=self._s.pool_uri,
-            local_tag=secrets.token_hex(8),
+            local_tag=tokens.token_hex(8),
             remote_from=from_value,
             remote_uri=parse_name_addr(from_value)[1],
             remote_tag=tag_of(from_value),
