@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
@@ -78,18 +79,53 @@ class _RespProtocol(asyncio.Protocol):
         self.flush()
 
 
+def tls_context(url: str) -> ssl.SSLContext | None:
+    """The TLS context a ``rediss://`` URL asks for (None for redis:// and unix://).
+
+    The query keys are redis-py's, so one URL serves both clients of a worker:
+    ``ssl_ca_certs`` (the CA file; default: the system's), ``ssl_cert_reqs=none`` (no
+    verification: for tests only), ``ssl_certfile`` and ``ssl_keyfile`` (a client
+    certificate), ``ssl_check_hostname=false``.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return None
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    try:
+        context = ssl.create_default_context(cafile=query.get("ssl_ca_certs"))
+        if query.get("ssl_check_hostname", "true").lower() in ("false", "0", "no"):
+            context.check_hostname = False
+        if query.get("ssl_cert_reqs", "required").lower() in ("none", "cert_none"):
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if "ssl_certfile" in query:
+            context.load_cert_chain(query["ssl_certfile"], query.get("ssl_keyfile"))
+    except (OSError, ssl.SSLError) as exc:
+        raise RespError(f"Redis TLS settings unusable: {exc}") from exc
+    return context
+
+
 async def _open(url: str, protocol_factory: Callable[[], _RespProtocol]) -> _RespProtocol:
     loop = asyncio.get_running_loop()
     parts = urlsplit(url)
     if parts.scheme == "unix":
         coro = loop.create_unix_connection(protocol_factory, parts.path)
-    elif parts.scheme in ("redis", ""):
-        coro = loop.create_connection(
-            protocol_factory, parts.hostname or "127.0.0.1", parts.port or 6379
-        )
+    elif parts.scheme in ("redis", "rediss", ""):
+        host = parts.hostname or "127.0.0.1"
+        context = tls_context(url)
+        tls: dict[str, Any] = {}
+        if context is not None:
+            tls = {"ssl": context, "server_hostname": host}
+            tls["ssl_handshake_timeout"] = CONNECT_TIMEOUT_S
+        coro = loop.create_connection(protocol_factory, host, parts.port or 6379, **tls)
     else:
-        raise RespError(f"unsupported Redis URL scheme {parts.scheme!r} (redis:// or unix://)")
-    _, protocol = await asyncio.wait_for(coro, CONNECT_TIMEOUT_S)
+        raise RespError(
+            f"unsupported Redis URL scheme {parts.scheme!r} (redis://, rediss:// or unix://)"
+        )
+    try:
+        _, protocol = await asyncio.wait_for(coro, CONNECT_TIMEOUT_S)
+    except ssl.SSLError as exc:
+        raise RespError(f"Redis TLS handshake failed: {exc.reason or exc}") from exc
     return protocol
 
 
@@ -117,8 +153,12 @@ class RespClient:
     async def connect(cls, url: str) -> RespClient:
         client = cls()
         client._proto = await _open(url, lambda: _RespProtocol(client._on_reply, client._on_lost))
-        for command in _auth_and_db(url):
-            await client.call(*command)
+        try:
+            for command in _auth_and_db(url):
+                await client.call(*command)
+        except BaseException:
+            client.close()  # a refused AUTH or SELECT: no half-open connection is left
+            raise
         return client
 
     @property
@@ -222,13 +262,18 @@ class RespSubscriber:
                 for future in self._confirm.pop(reply[1], []):
                     if not future.done():
                         future.set_result(None)
+        elif isinstance(reply, hiredis.ReplyError):  # a refused AUTH, or NOAUTH
+            self._fail(RespError(str(reply)))
 
-    def _on_lost(self) -> None:
+    def _fail(self, exc: RespError) -> None:
         for futures in self._confirm.values():
             for future in futures:
                 if not future.done():
-                    future.set_exception(RespError("Redis connection lost"))
+                    future.set_exception(exc)
         self._confirm.clear()
+
+    def _on_lost(self) -> None:
+        self._fail(RespError("Redis connection lost"))
         self.closed.set()
 
     def close(self) -> None:
