@@ -427,6 +427,11 @@ class PostgresStore:
         sql = 'SELECT room_id FROM follows WHERE user_uri = $1 ORDER BY room_id COLLATE "C"'
         return [row[0] for row in await self._fetch(sql, user)]
 
+    async def followed_rooms(self, user: str) -> list[RoomRecord]:
+        return await self._rooms(
+            "WHERE id IN (SELECT room_id FROM follows WHERE user_uri = $1)", user
+        )
+
     # -- preferences
     async def get_pref(self, user: str, label: str) -> PrefRecord | None:
         sql = "SELECT seqid, content FROM prefs WHERE user_uri = $1 AND label = $2"

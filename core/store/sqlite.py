@@ -227,6 +227,9 @@ class SqliteStore:
     async def followed(self, user: str) -> list[str]:
         return await self._call(SqliteDb.followed, user)
 
+    async def followed_rooms(self, user: str) -> list[RoomRecord]:
+        return await self._call(SqliteDb.followed_rooms, user)
+
     # -- preferences
     async def get_pref(self, user: str, label: str) -> PrefRecord | None:
         return await self._call(SqliteDb.get_pref, user, label)

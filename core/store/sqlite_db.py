@@ -385,6 +385,9 @@ class SqliteDb:
         sql = "SELECT room_id FROM follows WHERE user_uri = ? ORDER BY room_id"
         return [r[0] for r in self.conn.execute(sql, (user,))]
 
+    def followed_rooms(self, user: str) -> list[RoomRecord]:
+        return self._rooms("WHERE id IN (SELECT room_id FROM follows WHERE user_uri = ?)", (user,))
+
     # -- preferences
     def get_pref(self, user: str, label: str) -> PrefRecord | None:
         sql = "SELECT seqid, content FROM prefs WHERE user_uri = ? AND label = ?"

@@ -244,11 +244,7 @@ class CommandHandler:
         kind = assoc.get("type", "member") if assoc is not None else "member"
         user = session.user
         if kind == "follower":
-            found = [
-                r
-                for rid in await self._store.followed(user)
-                if (r := await self._store.get_room(rid))
-            ]
+            found = await self._store.followed_rooms(user)
         elif kind in ("member", "manager", "presenter"):
             principals = [user, f"domain:{rules.domain_of(user)}"]
             found = await self._store.rooms_with_principal(principals, kind)  # type: ignore[arg-type]

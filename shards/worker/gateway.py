@@ -11,7 +11,7 @@ from core.config import Settings
 from core.errors import PchatError
 from core.rooms import rules
 from core.sip.useragent import UaSettings
-from core.store.base import ChatStore
+from core.store.base import ChatStore, RoomRecord
 from core.xccos.commands import CommandHandler, RoomAccess
 from shards.metrics import Metrics
 from shards.worker.admission import Admission
@@ -135,18 +135,21 @@ class Gateway:
 
     async def _load_follows(self, session: Session) -> None:
         try:
-            rooms = await self.store.followed(session.user)
+            rooms = await self.store.followed_rooms(session.user)
         except PchatError as exc:
             log.warning("followed rooms of %s not loaded: %s", session.user, exc)
             return
-        for room_id in rooms:
-            if await self.may_read(room_id, session.user):  # follows outlive permissions
-                session.follow(room_id, True)
+        for room in rooms:
+            if await self._readable(room, session.user):  # follows outlive permissions
+                session.follow(room.id, True)
 
     async def may_read(self, room_id: str, user: str) -> bool:
         room = await self.store.get_room(room_id)
-        category = await self.handler.directory.category(room.category_id) if room else None
-        return room is not None and category is not None and rules.can_read(room, category, user)
+        return room is not None and await self._readable(room, user)
+
+    async def _readable(self, room: RoomRecord, user: str) -> bool:
+        category = await self.handler.directory.category(room.category_id)
+        return category is not None and rules.can_read(room, category, user)
 
     async def recheck_follows(self) -> None:
         """Rules changed: sessions stop hearing of rooms they may no longer read."""

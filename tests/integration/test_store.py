@@ -574,6 +574,20 @@ async def test_follow_unfollow(store: ChatStore) -> None:
     assert await store.followed("sip:nobody@x") == []
 
 
+async def test_followed_rooms_are_read_whole_in_one_call(store: ChatStore) -> None:
+    await store.put_category(category())
+    await store.put_room(room("r1", "Zeta", members=["sip:a@x"], managers=["sip:m@x"]))
+    await store.put_room(room("r2", "Alpha"))
+    await store.put_room(room("r3", "Unfollowed"))
+    for rid in ("r1", "r2", "gone"):  # a follow can outlive its room
+        await store.follow("sip:a@x", rid)
+    found = await store.followed_rooms("sip:a@x")
+    assert [r.id for r in found] == ["r2", "r1"]  # by name, as every room list
+    assert found[1] == await store.get_room("r1")  # principals included
+    assert found[1].members == ["sip:a@x"] and found[1].managers == ["sip:m@x"]
+    assert await store.followed_rooms("sip:nobody@x") == []
+
+
 # -- preferences
 
 
