@@ -145,17 +145,15 @@ def decode_envelope(
     body: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES, max_items: int = MAX_ENVELOPE_ITEMS
 ) -> Envelope:
     """Decode one envelope; BadXml/BadRequest on bad input, TooLarge over `max_bytes` or
-    over `max_items` children."""
+    over `max_items` children (refused as the parser reaches the first one too many)."""
     if len(body) > max_bytes:
         raise TooLarge(f"envelope larger than {max_bytes} bytes")
-    root = parse_xml(body, max_bytes=max_bytes)
+    root = parse_xml(body, max_bytes=max_bytes, max_root_children=max_items)
     if root.tag != "xccos":
         raise BadRequest(f"root element is <{root.tag[:40]}>, not <xccos>")
     envid = _required(root, "envid")
     if root.text and not root.text.isspace():
         raise BadRequest("text directly inside <xccos>")
-    if len(root.children) > max_items:
-        raise TooLarge(f"more than {max_items} items in one envelope")
     return Envelope(envid, [_item(child) for child in root.children])
 
 

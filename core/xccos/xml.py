@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from xml.parsers import expat
 
-from core.errors import BadXml
+from core.errors import BadXml, TooLarge
 
 # Namespace processing makes expat reject unbound prefixes and swallow xmlns
 # attributes for us; a space can never occur in a local name, so everything
@@ -64,14 +64,15 @@ def _local(name: str) -> str:
 class _Builder:
     """expat callbacks building the tree; every refusal raises BadXml out of Parse()."""
 
-    __slots__ = ("stack", "root", "count", "max_depth", "max_elements")
+    __slots__ = ("stack", "root", "count", "max_depth", "max_elements", "max_root_children")
 
-    def __init__(self, max_depth: int, max_elements: int) -> None:
+    def __init__(self, max_depth: int, max_elements: int, max_root_children: int) -> None:
         self.stack: list[Element] = []
         self.root: Element | None = None
         self.count = 0
         self.max_depth = max_depth
         self.max_elements = max_elements
+        self.max_root_children = max_root_children
 
     def start(self, name: str, attrs: dict[str, str]) -> None:
         self.count += 1
@@ -86,7 +87,11 @@ class _Builder:
             attrs = {_local(k): v for k, v in attrs.items()}
         el = Element(name, attrs, [], "")
         if stack:
-            stack[-1].children.append(el)
+            siblings = stack[-1].children
+            if len(stack) == 1 and len(siblings) >= self.max_root_children:
+                # Refused while parsing: the rest of the document is never read.
+                raise TooLarge(f"more than {self.max_root_children} items in one envelope")
+            siblings.append(el)
         else:
             self.root = el
         stack.append(el)
@@ -128,8 +133,10 @@ def parse_xml(
     max_bytes: int = 65536,
     max_depth: int = 32,
     max_elements: int = 10000,
+    max_root_children: int = 10000,
 ) -> Element:
-    """Parse one document, refusing DTDs, entities, PIs and anything over the limits."""
+    """Parse one document, refusing DTDs, entities, PIs and anything over the limits
+    (BadXml; TooLarge for more than `max_root_children` children of the root)."""
     if len(data) > max_bytes or (
         isinstance(data, str)
         and not data.isascii()
@@ -139,7 +146,7 @@ def parse_xml(
     # XCCOS bodies are UTF-8 (SIP Content-Type says so); forcing it also keeps
     # expat away from exotic codecs an encoding declaration could select.
     parser = expat.ParserCreate(encoding="utf-8", namespace_separator=_NS_SEP)
-    builder = _Builder(max_depth, max_elements)
+    builder = _Builder(max_depth, max_elements, max_root_children)
     parser.buffer_text = True  # one CharacterData call per text run, not per line
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     parser.StartDoctypeDeclHandler = _refuse_doctype

@@ -103,3 +103,17 @@ def test_profiles_are_bounded() -> None:
         holders = [u for u, seats in enumerate(seating.seats) if index in seats]
         assert len(holders) == len(set(holders)), room
     assert msgspec.json.decode(msgspec.json.encode(small), type=type(small)) == small
+
+
+def test_hostile_envelope_bench_smoke(tmp_path: Path) -> None:
+    """bench/hostile.py end to end on tiny numbers: over-cap envelopes get 413, the probe
+    keeps posting, the worker's memory is measured."""
+    args = [sys.executable, "-m", "bench.hostile", "--seconds", "3", "--history", "40"]
+    args += ["--attackers", "1", "--out", str(tmp_path)]
+    done = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [result_file] = tmp_path.glob("*-hostile/result.json")
+    result = json.loads(result_file.read_text())
+    assert set(result["envelope_answers"]) == {"413"}  # 300 items: over the envelope cap
+    assert result["probe_posts"] > 0 and result["calm_p50_ms"] > 0
+    assert result["rss_peak_mb"] >= result["rss_before_mb"] > 0

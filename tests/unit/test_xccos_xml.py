@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import BadRequest, BadXml
+from core.errors import BadRequest, BadXml, TooLarge
 from core.xccos.xml import Element, parse_xml
 
 
@@ -211,3 +211,14 @@ def test_encoding_declaration_cannot_switch_away_from_utf8() -> None:
     # Latin-1 bytes under a Latin-1 declaration: still parsed as UTF-8, so refused.
     with pytest.raises(BadXml):
         parse_xml(b'<?xml version="1.0" encoding="ISO-8859-1"?><a>\xe9</a>')
+
+
+def test_too_many_root_children_stop_the_parse_at_the_first_one_over() -> None:
+    items = "<cmd/>" * 17
+    with pytest.raises(TooLarge, match="more than 16 items"):
+        # Malformed after the 17th item: refused as too large, so never read that far.
+        parse_xml(f"<xccos>{items}<broken</xccos>", max_root_children=16)
+    full = parse_xml(f"<xccos>{'<cmd><a/><b/></cmd>' * 16}</xccos>", max_root_children=16)
+    assert len(full.children) == 16
+    with pytest.raises(BadXml):  # under the cap, the rest is parsed and checked as ever
+        parse_xml("<xccos><cmd/><broken</xccos>", max_root_children=16)
