@@ -124,11 +124,13 @@ class PchatClient(asyncio.Protocol):
         *,
         domain: str | None = None,
         tls: ssl.SSLContext | None = None,
+        local_addr: tuple[str, int] | None = None,
     ) -> PchatClient:
-        """Connects over TCP, or TLS when ``tls`` is given (SIP over TLS)."""
+        """Connects over TCP, or TLS when ``tls`` is given (SIP over TLS); ``local_addr``
+        picks the source address (tests: 127.0.0.2 is another client machine)."""
         loop = asyncio.get_running_loop()
         _, client = await loop.create_connection(
-            lambda: cls(user, password, domain=domain), host, port, ssl=tls
+            lambda: cls(user, password, domain=domain), host, port, ssl=tls, local_addr=local_addr
         )
         return client
 

@@ -36,6 +36,21 @@ class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     public_url: str = ""  # what clients are told (getservinfo); "": http://<host>:<port>
 
 
+class AuthSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The password-guess throttle, one for SIP and HTTP sign-ins (core/auth/throttle.py)."""
+
+    # A user who mistypes a few times, or an office behind one NAT where several do, is
+    # never slowed; the issue's probe asks for about ten per minute. 0: every attempt delayed.
+    free_attempts: int = 10
+    window_s: float = 60.0  # a key untouched this long starts again from zero
+    base_delay_s: float = 1.0  # the first delay: about one checked attempt per second
+    max_delay_s: float = 16.0  # the cap: below a SIP client's 32 s transaction timeout
+    # Keys (users plus addresses) remembered at once, about 100 bytes each: 1 MB. Past it
+    # the least recently seen is forgotten, so a flood of addresses cannot grow the table,
+    # and a key under attack is touched by every attempt, so it stays. 0: no throttle.
+    max_keys: int = 10_000
+
+
 class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     message_size_limit: int = 8000  # characters of one post (rpl:getservinfo messageSizeLimit)
     story_size_limit: int = 32000
@@ -78,6 +93,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     compliance: ComplianceSettings = msgspec.field(default_factory=ComplianceSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
     @property
     def compliance_store_path(self) -> str:

@@ -55,6 +55,7 @@ class SipConnection(asyncio.Protocol):
             self,
             Endpoint(peer="", local="127.0.0.1:5041"),  # the real one in connection_made
             self.send,
+            throttle=gateway.throttle,
             on_error=gateway.metrics.error,
         )
         self.sessions: dict[str, Session] = {}

@@ -7,6 +7,7 @@ import itertools
 import logging
 from typing import Protocol
 
+from core.auth.throttle import Throttle
 from core.config import Settings
 from core.errors import PchatError
 from core.rooms import rules
@@ -60,6 +61,7 @@ class Gateway:
         self.router = router
         self.local = local
         self.ua_settings = _ua_settings(settings, worker_id)  # one for every connection
+        self.throttle = Throttle(settings.auth)  # SIP and HTTP sign-ins of this worker
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections: set[Connection] = set()
         self._dirty: list[Connection] = []  # written to in this loop turn

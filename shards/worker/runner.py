@@ -225,7 +225,7 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         worker.sip_tls_port = tls_sock.getsockname()[1]
     runner: web.AppRunner | None = None
     if settings.http.port >= 0:
-        api = ManagementApi(store, settings.domain, worker.announce_change)
+        api = ManagementApi(store, settings.domain, worker.announce_change, gateway.throttle)
         runner = web.AppRunner(make_app(worker.health, api), access_log=None)
         await runner.setup()
         http_sock = _listen_socket(settings.http.host, settings.http.port, reuse)
