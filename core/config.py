@@ -19,6 +19,14 @@ class SipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_header_bytes: int = 16 * 1024  # XCCOS.md §1: header block limit
     max_body_bytes: int = 64 * 1024  # XCCOS.md §1: body limit; larger bodies get 413
     session_expires_s: int = 1800  # INVITE session lifetime unless refreshed (UPDATE/re-INVITE)
+    # A session not refreshed within Session-Expires plus this is ended with BYE: the
+    # client refreshes at half the interval (RFC 4028 §10), so 32 s (the SIP transaction
+    # timeout) forgives a refresh that was slow, never a client that stopped. 0: none.
+    session_grace_s: float = 32.0
+    # A signed-in connection that holds no session (never INVITEd, or BYE'd them all) is
+    # closed after this: sign-in is cheap to repeat, and the connection holds a descriptor
+    # and a sign-in without anything to refresh it. 0: kept until the client closes it.
+    sessionless_timeout_s: float = 300.0
     # Per-connection output cap: a client that stops reading is cut off past it, so one
     # reader cannot hold the worker's memory (about 500 posts of 500 bytes).
     max_output_bytes: int = 256 * 1024

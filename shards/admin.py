@@ -70,6 +70,8 @@ def add_parser(
             uops, op, f"{op} persistent chat for the user (a running server applies it at once)"
         )
         p.add_argument("uri")
+    p = leaf(uops, "delete", "delete a user (a running server signs them out at once)")
+    p.add_argument("uri")
     leaf(uops, "list", "list users")
 
     cat = objects.add_parser("category", help="room categories (the ethical wall)")
@@ -186,8 +188,9 @@ async def _user_passwd(store: ChatStore, s: Settings, a: argparse.Namespace, out
     record = await _user(store, a.uri)
     record.ha1 = user_ha1s(record.uri, s.domain, a.password)
     await store.put_user(record)
+    await store.bump_revision()  # every worker signs out the old password's sessions
     out(f"{record.uri}: password changed")
-    return False
+    return True
 
 
 async def _user_policy(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
@@ -196,6 +199,14 @@ async def _user_policy(store: ChatStore, s: Settings, a: argparse.Namespace, out
     await store.put_user(record)
     await store.bump_revision()
     out(f"{record.uri}: persistent chat {'enabled' if record.enabled else 'disabled'}")
+    return True
+
+
+async def _user_delete(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
+    record = await _user(store, a.uri)
+    await store.delete_user(record.uri)
+    await store.bump_revision()  # every worker signs the user out
+    out(f"{record.uri} deleted")
     return True
 
 
@@ -397,6 +408,7 @@ ACTIONS: dict[tuple[str, str], Action] = {
     ("user", "passwd"): _user_passwd,
     ("user", "enable"): _user_policy,
     ("user", "disable"): _user_policy,
+    ("user", "delete"): _user_delete,
     ("user", "list"): _user_list,
     ("category", "add"): _category_add,
     ("category", "set"): _category_set,

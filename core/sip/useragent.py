@@ -104,6 +104,9 @@ class UserAgent:
         self._record_read = 0.0
         self._nonce = ""
         self._failures = 0
+        # The stored HA1s when the user signed in: a password change (other HA1s) or a
+        # deletion ends the sign-in on every worker (the worker compares on each change).
+        self.signed_in_ha1: dict[str, str] = {}
 
     # -- answers ------------------------------------------------------------------------
 
@@ -239,6 +242,7 @@ class UserAgent:
             self.reply(msg, 403, warning="unknown user")
             return False
         self.user = uri
+        self.signed_in_ha1 = dict(record.ha1)
         self._record = record
         self._record_read = self._clock()
         return True

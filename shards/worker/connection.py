@@ -44,6 +44,8 @@ class SipConnection(asyncio.Protocol):
             drop_2xx_responses=True,  # only 481/487 answers to our INFOs matter (§1.3)
         )
         self._max_output = s.max_output_bytes
+        self._grace_s = s.session_grace_s
+        self._sessionless_s = s.sessionless_timeout_s
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
         self._out_bytes = 0
@@ -62,6 +64,7 @@ class SipConnection(asyncio.Protocol):
         self._control: deque[SipMessage] = deque()
         self._control_task: asyncio.Task[None] | None = None
         self._signin_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None  # signed in, no session
 
     # -- transport events -----------------------------------------------------------------
 
@@ -93,8 +96,9 @@ class SipConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._gw.connections.discard(self)
-        if self._signin_timer is not None:
-            self._signin_timer.cancel()
+        for timer in (self._signin_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
         if self._control_task is not None:
             self._control_task.cancel()
         for session in list(self.sessions.values()):
@@ -178,6 +182,10 @@ class SipConnection(asyncio.Protocol):
     def user(self) -> str | None:
         return self._ua.user
 
+    @property
+    def signed_in_ha1(self) -> dict[str, str]:
+        return self._ua.signed_in_ha1
+
     # -- requests -------------------------------------------------------------------------
 
     def _on_request(self, msg: SipMessage) -> None:
@@ -215,6 +223,7 @@ class SipConnection(asyncio.Protocol):
                 if ua.user is not None and self._signin_timer is not None:
                     self._signin_timer.cancel()
                     self._signin_timer = None
+                    self._watch_sessionless()
                 if ua.wants_close:
                     self.close()
         finally:
@@ -224,6 +233,28 @@ class SipConnection(asyncio.Protocol):
         if self.user is None:
             log.info("closing %s: no sign-in within the time limit", self._peer)
             self.abort()
+
+    def _watch_sessionless(self) -> None:
+        """A signed-in connection without a session closes after sip.sessionless_timeout_s."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if not self.sessions and self._sessionless_s > 0 and not self._closed:
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                self._sessionless_s, self._sessionless_timeout
+            )
+
+    def _sessionless_timeout(self) -> None:
+        if not self.sessions:
+            log.info("closing %s (%s): signed in without a session too long", self._peer, self.user)
+            self.close()
+
+    def sign_out(self, why: str) -> None:
+        """Ends every session with BYE and closes: the sign-in is no longer valid."""
+        log.info("signing out %s (%s): %s", self._peer, self.user, why)
+        for session in list(self.sessions.values()):
+            self._end_session(session, True)
+        self.close()
 
     # -- UaHost: the user agent's view of the worker ------------------------------------------
 
@@ -241,15 +272,16 @@ class SipConnection(asyncio.Protocol):
             end=self._end_session,
         )
         self.sessions[dialog.call_id] = session
+        self._watch_sessionless()
         self._gw.add_session(session)
         self._gw.load_follows(session)
-        session.refresh(expires_s)
+        session.refresh(expires_s + self._grace_s)
 
     def refresh_session(self, call_id: str, expires_s: int) -> bool:
         session = self.sessions.get(call_id)
         if session is None:
             return False
-        session.refresh(expires_s)
+        session.refresh(expires_s + self._grace_s)
         return True
 
     def close_session(self, call_id: str) -> bool:
@@ -326,6 +358,8 @@ class SipConnection(asyncio.Protocol):
         if send_bye and not session.closed:
             self.send(session.dialog.request("BYE"))
         self.sessions.pop(session.dialog.call_id, None)
+        if not self.sessions:
+            self._watch_sessionless()
         rooms = session.close()
         if rooms:
             self._gw.leave_rooms(session.session_id, rooms)

@@ -101,7 +101,7 @@ class RunningWorker:
             self.directory.invalidate()
         await self.owner.refresh()
         await self.gateway.recheck_follows()
-        await self._end_disabled_sessions()
+        await self._end_stale_sign_ins()
         await self.deliver_invitations()
 
     async def deliver_invitations(self) -> None:
@@ -124,15 +124,12 @@ class RunningWorker:
                 delivered.append(inv.id)
             await self.store.mark_invitations_delivered(delivered)
 
-    async def _end_disabled_sessions(self) -> None:
-        """A user whose persistent-chat policy was turned off is signed out at once (BYE)."""
-        if not self.gateway.by_user:
+    async def _end_stale_sign_ins(self) -> None:
+        """Every worker runs this on each change (the revision poll, the Redis admin
+        notice): sign-ins that a deletion, password change or disable made invalid end."""
+        if not self.gateway.connections:
             return
-        enabled = {u.uri for u in await self.store.list_users() if u.enabled}
-        for user in [u for u in self.gateway.by_user if u not in enabled]:
-            for session in self.gateway.sessions_of(user):
-                log.info("ending the session of %s: persistent chat disabled", user)
-                session.end()
+        self.gateway.end_stale({u.uri: u for u in await self.store.list_users()})
 
 
 def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,8 +12,9 @@ import pytest
 
 from client.client import PchatClient, SipError
 from core.config import AuthSettings, Settings
+from shards import admin
 from shards.worker.runner import RunningWorker, run_worker
-from tests.conftest import DOMAIN, PASSWORD, add_user, make_settings
+from tests.conftest import DOMAIN, PASSWORD, add_user, make_settings, signed_in
 
 # Small numbers so the throttle bites within a test: 3 free attempts, 0.2 s doubling to 0.8 s.
 THROTTLE = AuthSettings(free_attempts=3, base_delay_s=0.2, max_delay_s=0.8)
@@ -63,3 +65,70 @@ async def test_password_guesses_are_throttled_per_user_without_locking_out(
     # attacker's address, still sign in
     assert await _guess(throttled, "alice", PASSWORD, "127.0.0.2") == 200
     assert await _guess(throttled, "bob", PASSWORD, "127.0.0.1") == 200
+
+
+# -- finding 8: sessions end when what made them valid ends
+
+
+async def _wait_for_bye(client: PchatClient, within_s: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while loop.time() < deadline:
+        if any(r.method == "BYE" for r in client.server_requests):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_an_unrefreshed_session_ends_with_bye_after_its_grace(
+    tmp_path: Path, redis_url: str, loop_errors: list[dict[str, object]]
+) -> None:
+    base = make_settings(tmp_path, redis_url)
+    sip = msgspec.structs.replace(base.sip, session_expires_s=1, session_grace_s=1.5)
+    async with run_worker(msgspec.structs.replace(base, sip=sip)) as worker:
+        await add_user(worker.store, "alice")
+        alice = await signed_in(worker, "alice")
+        assert not await _wait_for_bye(alice, 1.8)  # a slow refresh is forgiven...
+        assert await _wait_for_bye(alice, 2.0)  # ...a missing one is not
+        assert not worker.gateway.sessions
+        await alice.close()
+
+
+async def test_a_signed_in_connection_without_a_session_is_closed(
+    tmp_path: Path, redis_url: str, loop_errors: list[dict[str, object]]
+) -> None:
+    base = make_settings(tmp_path, redis_url)
+    sip = msgspec.structs.replace(base.sip, sessionless_timeout_s=0.5)
+    async with run_worker(msgspec.structs.replace(base, sip=sip)) as worker:
+        await add_user(worker.store, "alice")
+        alice = await PchatClient.connect("127.0.0.1", worker.sip_port, f"alice@{DOMAIN}", PASSWORD)
+        assert await alice.provision()  # signed in, never INVITEs
+        await asyncio.wait_for(alice.closed.wait(), 3)
+
+
+async def _admin(worker: RunningWorker, *argv: str) -> None:
+    parser = argparse.ArgumentParser()
+    admin.add_parser(parser.add_subparsers(dest="cmd"), argparse.ArgumentParser(add_help=False))
+    args = parser.parse_args(["admin", *argv])
+    await admin.run(worker.settings, args, lambda line: None)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("user", "passwd", f"alice@{DOMAIN}", "--password", "new-pw"),
+        ("user", "delete", f"alice@{DOMAIN}"),
+    ],
+    ids=["passwd", "delete"],
+)
+async def test_a_password_change_or_deletion_signs_the_user_out(
+    server: RunningWorker, change: tuple[str, ...]
+) -> None:
+    alice = await signed_in(server, "alice")
+    bob = await signed_in(server, "bob")
+    await _admin(server, *change)  # `pchat admin ...`: the revision and the Redis notice
+    assert await _wait_for_bye(alice, 5.0)
+    await asyncio.wait_for(alice.closed.wait(), 5)  # no new INVITE on the old sign-in
+    assert not server.gateway.sessions_of(f"sip:alice@{DOMAIN}")
+    assert server.gateway.sessions_of(f"sip:bob@{DOMAIN}")  # others are untouched
+    await bob.close()
