@@ -27,6 +27,7 @@ from core.xccos.commands import CommandHandler, Directory, ServerInfo, invitatio
 from shards import wire
 from shards.bus import Fanout, RedisBus
 from shards.lifetime import die_with_parent
+from shards.logs import setup_logging
 from shards.metrics import Metrics
 from shards.routing import RoomRouter, ShardMap
 from shards.web.api import ManagementApi
@@ -314,10 +315,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = msgspec.json.decode(os.environ["_PCHAT_WORKER_SETTINGS"], type=Settings)
     die_with_parent()  # a supervisor killed with SIGKILL must not leave workers behind
-    logging.basicConfig(
-        level=settings.log_level,
-        format=f"%(asctime)s worker-{args.worker_id} %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(settings.log_level, f"worker-{args.worker_id}")
     try:
         import uvloop
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from client.client import PchatClient, SipError
 from core.config import AuthSettings, Settings
 from shards import admin
+from shards.logs import SafeFormatter
 from shards.worker.runner import RunningWorker, run_worker
 from tests.conftest import DOMAIN, PASSWORD, add_user, make_settings, signed_in
 
@@ -132,3 +135,34 @@ async def test_a_password_change_or_deletion_signs_the_user_out(
     assert not server.gateway.sessions_of(f"sip:alice@{DOMAIN}")
     assert server.gateway.sessions_of(f"sip:bob@{DOMAIN}")  # others are untouched
     await bob.close()
+
+
+# -- finding 13: log lines escape terminal control characters from user input
+
+
+async def test_log_lines_escape_terminal_controls_from_user_input(
+    tmp_path: Path, redis_url: str, loop_errors: list[dict[str, object]]
+) -> None:
+    # no free attempts and a short cap: the third of three racing attempts is refused, and
+    # its log line names the user as the client wrote it
+    strict = AuthSettings(free_attempts=0, base_delay_s=1.0, max_delay_s=0.5)
+    settings = msgspec.structs.replace(make_settings(tmp_path, redis_url), auth=strict)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    ua_log = logging.getLogger("core.sip.useragent")
+    ua_log.addHandler(handler)
+    ua_log.setLevel(logging.INFO)
+    hostile = "\x1b[2J\x1b]0;owned\x07\u202emallory"
+    try:
+        async with run_worker(settings) as worker:
+            statuses = await asyncio.gather(
+                *(_guess(worker, hostile, "wrong", "127.0.0.1") for _ in range(3))
+            )
+    finally:
+        ua_log.removeHandler(handler)
+        ua_log.setLevel(logging.NOTSET)
+    text = out.getvalue()
+    assert 503 in statuses and "refused: throttled" in text
+    assert "\\x1b[2J\\x1b]0;owned\\x07\\u202emallory" in text
+    assert not any(c in text for c in "\x1b\x07\u202e")
