@@ -71,6 +71,22 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     admission_queue: int = 2000
     retry_after_s: int = 1  # Retry-After on 503
     participant_update_limit: int = 75  # above it: no per-user join/part traffic
+    # Quotas (issue 10 #7); over each the request gets 403 or 413 with the reason. 0: no cap.
+    # Sessions one user holds on one worker: phone, laptop, web client and spares. A user's
+    # sign-ins may land on every worker, so the pool-wide bound is this times the workers.
+    sessions_per_user: int = 16
+    # Sessions (INVITE dialogs) on one connection: a client opens one; two cover a re-INVITE
+    # race, more is a client multiplying its share of the worker.
+    sessions_per_connection: int = 4
+    # Rooms one session is in at once: each is a roster place at the owner and maybe a room
+    # channel on Redis; heavy Lync users sit in a few hundred.
+    joins_per_session: int = 1000
+    pref_label_chars: int = 256  # a setpref label longer than this: 413
+    # setpref content, decoded: Lync keeps small XML blobs there; 32 KiB fits one SIP body.
+    pref_content_bytes: int = 32 * 1024
+    # Invitations one room change may create (new members while invitations are on): each
+    # is a row and a notice to every worker; a bigger change is refused, made in steps.
+    invitations_per_change: int = 1000
     recent_ring: int = 200  # posts per room kept in memory for bccontext last/after
     newcontent_interval_s: float = 5.0  # at most one ntc:newcontent per room and session
 

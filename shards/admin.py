@@ -161,6 +161,10 @@ async def _notify(settings: Settings) -> None:
     await client.aclose()
 
 
+def _management(store: ChatStore, s: Settings) -> Management:
+    return Management(store, invitations_per_change=s.limits.invitations_per_change)
+
+
 async def _user(store: ChatStore, uri: str) -> UserRecord:
     record = await store.get_user(principal(uri))
     if record is None:
@@ -231,19 +235,19 @@ def _category_change(a: argparse.Namespace) -> CategoryChange:
 
 
 async def _category_add(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    category = await Management(store).create_category(ADMIN, a.name, _category_change(a))
+    category = await _management(store, s).create_category(ADMIN, a.name, _category_change(a))
     out(f"ma-cat://{s.domain}/{category.id}")
     return True
 
 
 async def _category_set(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    category = await Management(store).update_category(ADMIN, a.name, _category_change(a))
+    category = await _management(store, s).update_category(ADMIN, a.name, _category_change(a))
     out(f"ma-cat://{s.domain}/{category.id}\t{category.name}")
     return True
 
 
 async def _category_delete(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    await Management(store).delete_category(ADMIN, a.name)
+    await _management(store, s).delete_category(ADMIN, a.name)
     out(f"category {a.name!r} deleted")
     return True
 
@@ -286,7 +290,7 @@ def _room_change(a: argparse.Namespace) -> RoomChange:
 
 
 async def _room_add(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    mgmt = Management(store)
+    mgmt = _management(store, s)
     try:
         await mgmt.category(a.category)
     except NotFound as exc:
@@ -297,13 +301,13 @@ async def _room_add(store: ChatStore, s: Settings, a: argparse.Namespace, out: O
 
 
 async def _room_set(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    room = await Management(store).update_room(ADMIN, a.name, _room_change(a))
+    room = await _management(store, s).update_room(ADMIN, a.name, _room_change(a))
     out(_room_line(s, room, {}))
     return True
 
 
 async def _room_state(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    mgmt = Management(store)
+    mgmt = _management(store, s)
     if a.op == "delete":
         await mgmt.delete_room(ADMIN, a.name)
         out(f"room {a.name!r} deleted")
@@ -314,8 +318,8 @@ async def _room_state(store: ChatStore, s: Settings, a: argparse.Namespace, out:
 
 
 async def _room_show(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    room = await Management(store).room(a.name)
-    category = await Management(store).category(room.category_id)
+    room = await _management(store, s).room(a.name)
+    category = await _management(store, s).category(room.category_id)
     out(_room_line(s, room, {category.id: category.name}))
     for field in (
         "description",
@@ -345,7 +349,7 @@ async def _room_list(store: ChatStore, s: Settings, a: argparse.Namespace, out: 
 
 
 async def _message_remove(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    await Management(store).remove_message(ADMIN, a.room, a.msgid)
+    await _management(store, s).remove_message(ADMIN, a.room, a.msgid)
     out(f"message {a.msgid} removed from {a.room!r}")
     return True
 

@@ -59,7 +59,9 @@ class UaHost(Protocol):
     async def user_record(self, uri: str) -> UserRecord | None:
         """The user's record from the directory (the chat store)."""
 
-    def open_session(self, dialog: Dialog, user: str, expires_s: int) -> None: ...
+    def open_session(self, dialog: Dialog, user: str, expires_s: int) -> None:
+        """Raises QuotaExceeded when the user or the connection holds enough sessions."""
+
     def refresh_session(self, call_id: str, expires_s: int) -> bool:
         """False when no session has that Call-ID (the answer is then 481)."""
 

@@ -13,7 +13,7 @@ import socket
 from collections import deque
 from typing import cast
 
-from core.errors import BadRequest, FramingLost, PchatError
+from core.errors import BadRequest, FramingLost, PchatError, QuotaExceeded
 from core.sip.codec import PING, BadMessage, SipCodec
 from core.sip.dialog import Dialog
 from core.sip.message import SipMessage
@@ -262,6 +262,12 @@ class SipConnection(asyncio.Protocol):
         return await self._gw.store.get_user(uri)
 
     def open_session(self, dialog: Dialog, user: str, expires_s: int) -> None:
+        limits = self._gw.settings.limits
+        per_conn, per_user = limits.sessions_per_connection, limits.sessions_per_user
+        if per_conn and len(self.sessions) >= per_conn:
+            raise QuotaExceeded(f"at most {per_conn} sessions per connection")
+        if per_user and len(self._gw.sessions_of(user)) >= per_user:
+            raise QuotaExceeded(f"at most {per_user} sessions per user; end one first")
         session = Session(
             host=self._gw,
             dialog=dialog,

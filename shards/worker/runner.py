@@ -160,6 +160,9 @@ def _server_info(settings: Settings) -> ServerInfo:
         http_base=http_base,
         # Half the output cap: a reply never cuts off the reader it answers.
         reply_budget_bytes=max(settings.sip.max_output_bytes // 2, 16 * 1024),
+        joins_per_session=settings.limits.joins_per_session,
+        pref_label_chars=settings.limits.pref_label_chars,
+        pref_content_bytes=settings.limits.pref_content_bytes,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import io
 import logging
 from collections.abc import AsyncIterator
@@ -14,10 +15,12 @@ import pytest
 
 from client.client import PchatClient, SipError
 from core.config import AuthSettings, Settings
+from core.store.base import CategoryRecord
+from core.xccos import build
 from shards import admin
 from shards.logs import SafeFormatter
 from shards.worker.runner import RunningWorker, run_worker
-from tests.conftest import DOMAIN, PASSWORD, add_user, make_settings, signed_in
+from tests.conftest import DOMAIN, PASSWORD, add_room, add_user, make_settings, signed_in
 
 # Small numbers so the throttle bites within a test: 3 free attempts, 0.2 s doubling to 0.8 s.
 THROTTLE = AuthSettings(free_attempts=3, base_delay_s=0.2, max_delay_s=0.8)
@@ -166,3 +169,76 @@ async def test_log_lines_escape_terminal_controls_from_user_input(
     assert 503 in statuses and "refused: throttled" in text
     assert "\\x1b[2J\\x1b]0;owned\\x07\\u202emallory" in text
     assert not any(c in text for c in "\x1b\x07\u202e")
+
+
+# -- finding 7: quotas, each from Settings.limits with a clear error
+
+
+@pytest.fixture
+async def quotas(
+    tmp_path: Path, redis_url: str, loop_errors: list[dict[str, object]]
+) -> AsyncIterator[RunningWorker]:
+    settings = make_settings(
+        tmp_path,
+        redis_url,
+        sessions_per_user=2,
+        sessions_per_connection=1,
+        joins_per_session=2,
+        pref_label_chars=8,
+        pref_content_bytes=16,
+        invitations_per_change=2,
+    )
+    async with run_worker(settings) as worker:
+        for name in ("alice", "bob", "carol", "dave"):
+            await add_user(worker.store, name)
+        yield worker
+
+
+async def test_sessions_per_connection_and_per_user_are_capped(quotas: RunningWorker) -> None:
+    alice = await signed_in(quotas, "alice")
+    with pytest.raises(SipError) as second:
+        await alice.invite()  # a second dialog on the same connection
+    assert second.value.status == 403 and "per connection" in str(second.value)
+    other = await signed_in(quotas, "alice")
+    third = await PchatClient.connect("127.0.0.1", quotas.sip_port, f"alice@{DOMAIN}", PASSWORD)
+    with pytest.raises(SipError) as over:
+        await third.sign_in()
+    assert over.value.status == 403 and "per user" in str(over.value)
+    assert len(quotas.gateway.sessions_of(f"sip:alice@{DOMAIN}")) == 2
+    await other.close()  # a place comes free: the same client may now sign in
+    await third.invite()
+    for client in (alice, third):
+        await client.close()
+
+
+async def test_joins_per_session_and_pref_sizes_are_capped(quotas: RunningWorker) -> None:
+    rooms = [await add_room(quotas.store, f"Room {i}") for i in range(3)]
+    alice = await signed_in(quotas, "alice")
+    await alice.join(rooms[0])
+    await alice.join(rooms[1])
+    await alice.join(rooms[1])  # already in: not a new place
+    third = await alice.command("cmd:join", build.chanib(rooms[2]), check=False)
+    assert third.code == 403 and "at most 2 rooms" in str(third.data.text if third.data else "")
+    await alice.part(rooms[0])
+    await alice.join(rooms[2])
+    small = base64.b64encode(b"x" * 16).decode()
+    big = base64.b64encode(b"x" * 17).decode()
+    ok = await alice.command("cmd:setpref", f'<pref label="layout" seqid="0" content="{small}"/>')
+    assert ok.code == 200
+    for label, content in (("layout", big), ("x" * 9, small)):
+        refused = await alice.command(
+            "cmd:setpref", f'<pref label="{label}" seqid="1" content="{content}"/>', check=False
+        )
+        assert refused.code == 413
+    await alice.close()
+
+
+async def test_invitations_per_change_are_capped(quotas: RunningWorker) -> None:
+    await quotas.store.put_category(CategoryRecord(id="general", name="General", invitations=True))
+    room = await add_room(quotas.store, "Team", privacy="closed")
+    members = [f"{u}@{DOMAIN}" for u in ("bob", "carol", "dave")]
+    with pytest.raises(admin.AdminError, match="at most 2 at once"):
+        await _admin(quotas, "room", "set", "Team", "--add-members", *members)
+    assert (await quotas.store.get_room(room.rpartition("/")[2])).members == []  # type: ignore[union-attr]
+    await _admin(quotas, "room", "set", "Team", "--add-members", *members[:2])
+    assert len(await quotas.store.pending_invitations(f"sip:bob@{DOMAIN}")) == 1
