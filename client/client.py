@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import cast
 
+from core.errors import PchatError
 from core.sip import digest
 from core.sip.codec import PING, BadMessage, SipCodec
 from core.sip.message import SipMessage, encode_request, parse_name_addr, response_to
@@ -158,7 +159,10 @@ class PchatClient(asyncio.Protocol):
                 self._on_request(item)
             else:
                 self.responses.append(item)
-                fut = self._tx.get(item.cseq[0])
+                try:
+                    fut = self._tx.get(item.cseq[0])
+                except PchatError:  # a 400 that echoes the malformed CSeq it refuses
+                    continue
                 if fut is not None and not fut.done() and item.status >= 200:
                     fut.set_result(item)
 

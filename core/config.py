@@ -162,7 +162,14 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
 # PCHAT_* variables that are not settings: the config file's path, the chat client's
 # password, the test suite's switches.
 NOT_SETTINGS = frozenset(
-    {"PCHAT_CONFIG", "PCHAT_PASSWORD", "PCHAT_TEST_LOOP", "PCHAT_TEST_POSTGRES"}
+    {
+        "PCHAT_CONFIG",
+        "PCHAT_PASSWORD",
+        "PCHAT_TEST_LOOP",
+        "PCHAT_TEST_POSTGRES",
+        "PCHAT_FUZZ_SEED",
+        "PCHAT_FUZZ_CASES",
+    }
 )
 
 
