@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import cast
 
+from core.errors import PchatError
 from core.sip import digest
 from core.sip.codec import PING, BadMessage, SipCodec
 from core.sip.message import SipMessage, encode_request, parse_name_addr, response_to
@@ -124,11 +125,13 @@ class PchatClient(asyncio.Protocol):
         *,
         domain: str | None = None,
         tls: ssl.SSLContext | None = None,
+        local_addr: tuple[str, int] | None = None,
     ) -> PchatClient:
-        """Connects over TCP, or TLS when ``tls`` is given (SIP over TLS)."""
+        """Connects over TCP, or TLS when ``tls`` is given (SIP over TLS); ``local_addr``
+        picks the source address (tests: 127.0.0.2 is another client machine)."""
         loop = asyncio.get_running_loop()
         _, client = await loop.create_connection(
-            lambda: cls(user, password, domain=domain), host, port, ssl=tls
+            lambda: cls(user, password, domain=domain), host, port, ssl=tls, local_addr=local_addr
         )
         return client
 
@@ -156,7 +159,10 @@ class PchatClient(asyncio.Protocol):
                 self._on_request(item)
             else:
                 self.responses.append(item)
-                fut = self._tx.get(item.cseq[0])
+                try:
+                    fut = self._tx.get(item.cseq[0])
+                except PchatError:  # a 400 that echoes the malformed CSeq it refuses
+                    continue
                 if fut is not None and not fut.done() and item.status >= 200:
                     fut.set_result(item)
 

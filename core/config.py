@@ -19,6 +19,14 @@ class SipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_header_bytes: int = 16 * 1024  # XCCOS.md §1: header block limit
     max_body_bytes: int = 64 * 1024  # XCCOS.md §1: body limit; larger bodies get 413
     session_expires_s: int = 1800  # INVITE session lifetime unless refreshed (UPDATE/re-INVITE)
+    # A session not refreshed within Session-Expires plus this is ended with BYE: the
+    # client refreshes at half the interval (RFC 4028 §10), so 32 s (the SIP transaction
+    # timeout) forgives a refresh that was slow, never a client that stopped. 0: none.
+    session_grace_s: float = 32.0
+    # A signed-in connection that holds no session (never INVITEd, or BYE'd them all) is
+    # closed after this: sign-in is cheap to repeat, and the connection holds a descriptor
+    # and a sign-in without anything to refresh it. 0: kept until the client closes it.
+    sessionless_timeout_s: float = 300.0
     # Per-connection output cap: a client that stops reading is cut off past it, so one
     # reader cannot hold the worker's memory (about 500 posts of 500 bytes).
     max_output_bytes: int = 256 * 1024
@@ -36,6 +44,21 @@ class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     public_url: str = ""  # what clients are told (getservinfo); "": http://<host>:<port>
 
 
+class AuthSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The password-guess throttle, one for SIP and HTTP sign-ins (core/auth/throttle.py)."""
+
+    # A user who mistypes a few times, or an office behind one NAT where several do, is
+    # never slowed; the issue's probe asks for about ten per minute. 0: every attempt delayed.
+    free_attempts: int = 10
+    window_s: float = 60.0  # a key untouched this long starts again from zero
+    base_delay_s: float = 1.0  # the first delay: about one checked attempt per second
+    max_delay_s: float = 16.0  # the cap: below a SIP client's 32 s transaction timeout
+    # Keys (users plus addresses) remembered at once, about 100 bytes each: 1 MB. Past it
+    # the least recently seen is forgotten, so a flood of addresses cannot grow the table,
+    # and a key under attack is touched by every attempt, so it stays. 0: no throttle.
+    max_keys: int = 10_000
+
+
 class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     message_size_limit: int = 8000  # characters of one post (rpl:getservinfo messageSizeLimit)
     story_size_limit: int = 32000
@@ -48,6 +71,22 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     admission_queue: int = 2000
     retry_after_s: int = 1  # Retry-After on 503
     participant_update_limit: int = 75  # above it: no per-user join/part traffic
+    # Quotas (issue 10 #7); over each the request gets 403 or 413 with the reason. 0: no cap.
+    # Sessions one user holds on one worker: phone, laptop, web client and spares. A user's
+    # sign-ins may land on every worker, so the pool-wide bound is this times the workers.
+    sessions_per_user: int = 16
+    # Sessions (INVITE dialogs) on one connection: a client opens one; two cover a re-INVITE
+    # race, more is a client multiplying its share of the worker.
+    sessions_per_connection: int = 4
+    # Rooms one session is in at once: each is a roster place at the owner and maybe a room
+    # channel on Redis; heavy Lync users sit in a few hundred.
+    joins_per_session: int = 1000
+    pref_label_chars: int = 256  # a setpref label longer than this: 413
+    # setpref content, decoded: Lync keeps small XML blobs there; 32 KiB fits one SIP body.
+    pref_content_bytes: int = 32 * 1024
+    # Invitations one room change may create (new members while invitations are on): each
+    # is a row and a notice to every worker; a bigger change is refused, made in steps.
+    invitations_per_change: int = 1000
     recent_ring: int = 200  # posts per room kept in memory for bccontext last/after
     newcontent_interval_s: float = 5.0  # at most one ntc:newcontent per room and session
 
@@ -78,6 +117,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     compliance: ComplianceSettings = msgspec.field(default_factory=ComplianceSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
     @property
     def compliance_store_path(self) -> str:
@@ -122,7 +162,14 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
 # PCHAT_* variables that are not settings: the config file's path, the chat client's
 # password, the test suite's switches.
 NOT_SETTINGS = frozenset(
-    {"PCHAT_CONFIG", "PCHAT_PASSWORD", "PCHAT_TEST_LOOP", "PCHAT_TEST_POSTGRES"}
+    {
+        "PCHAT_CONFIG",
+        "PCHAT_PASSWORD",
+        "PCHAT_TEST_LOOP",
+        "PCHAT_TEST_POSTGRES",
+        "PCHAT_FUZZ_SEED",
+        "PCHAT_FUZZ_CASES",
+    }
 )
 
 

@@ -57,6 +57,14 @@ class NotFound(PchatError):
     xccos_code = 404
 
 
+class QuotaExceeded(PchatError):
+    """A per-user, per-connection or per-session cap (Settings.limits) would be passed."""
+
+    sip_status = 403
+    reason = "Forbidden"
+    xccos_code = 403
+
+
 class Conflict(PchatError):
     sip_status = 409
     reason = "Conflict"

@@ -70,6 +70,8 @@ def add_parser(
             uops, op, f"{op} persistent chat for the user (a running server applies it at once)"
         )
         p.add_argument("uri")
+    p = leaf(uops, "delete", "delete a user (a running server signs them out at once)")
+    p.add_argument("uri")
     leaf(uops, "list", "list users")
 
     cat = objects.add_parser("category", help="room categories (the ethical wall)")
@@ -159,6 +161,10 @@ async def _notify(settings: Settings) -> None:
     await client.aclose()
 
 
+def _management(store: ChatStore, s: Settings) -> Management:
+    return Management(store, invitations_per_change=s.limits.invitations_per_change)
+
+
 async def _user(store: ChatStore, uri: str) -> UserRecord:
     record = await store.get_user(principal(uri))
     if record is None:
@@ -186,8 +192,9 @@ async def _user_passwd(store: ChatStore, s: Settings, a: argparse.Namespace, out
     record = await _user(store, a.uri)
     record.ha1 = user_ha1s(record.uri, s.domain, a.password)
     await store.put_user(record)
+    await store.bump_revision()  # every worker signs out the old password's sessions
     out(f"{record.uri}: password changed")
-    return False
+    return True
 
 
 async def _user_policy(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
@@ -196,6 +203,14 @@ async def _user_policy(store: ChatStore, s: Settings, a: argparse.Namespace, out
     await store.put_user(record)
     await store.bump_revision()
     out(f"{record.uri}: persistent chat {'enabled' if record.enabled else 'disabled'}")
+    return True
+
+
+async def _user_delete(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
+    record = await _user(store, a.uri)
+    await store.delete_user(record.uri)
+    await store.bump_revision()  # every worker signs the user out
+    out(f"{record.uri} deleted")
     return True
 
 
@@ -220,19 +235,19 @@ def _category_change(a: argparse.Namespace) -> CategoryChange:
 
 
 async def _category_add(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    category = await Management(store).create_category(ADMIN, a.name, _category_change(a))
+    category = await _management(store, s).create_category(ADMIN, a.name, _category_change(a))
     out(f"ma-cat://{s.domain}/{category.id}")
     return True
 
 
 async def _category_set(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    category = await Management(store).update_category(ADMIN, a.name, _category_change(a))
+    category = await _management(store, s).update_category(ADMIN, a.name, _category_change(a))
     out(f"ma-cat://{s.domain}/{category.id}\t{category.name}")
     return True
 
 
 async def _category_delete(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    await Management(store).delete_category(ADMIN, a.name)
+    await _management(store, s).delete_category(ADMIN, a.name)
     out(f"category {a.name!r} deleted")
     return True
 
@@ -275,7 +290,7 @@ def _room_change(a: argparse.Namespace) -> RoomChange:
 
 
 async def _room_add(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    mgmt = Management(store)
+    mgmt = _management(store, s)
     try:
         await mgmt.category(a.category)
     except NotFound as exc:
@@ -286,13 +301,13 @@ async def _room_add(store: ChatStore, s: Settings, a: argparse.Namespace, out: O
 
 
 async def _room_set(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    room = await Management(store).update_room(ADMIN, a.name, _room_change(a))
+    room = await _management(store, s).update_room(ADMIN, a.name, _room_change(a))
     out(_room_line(s, room, {}))
     return True
 
 
 async def _room_state(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    mgmt = Management(store)
+    mgmt = _management(store, s)
     if a.op == "delete":
         await mgmt.delete_room(ADMIN, a.name)
         out(f"room {a.name!r} deleted")
@@ -303,8 +318,8 @@ async def _room_state(store: ChatStore, s: Settings, a: argparse.Namespace, out:
 
 
 async def _room_show(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    room = await Management(store).room(a.name)
-    category = await Management(store).category(room.category_id)
+    room = await _management(store, s).room(a.name)
+    category = await _management(store, s).category(room.category_id)
     out(_room_line(s, room, {category.id: category.name}))
     for field in (
         "description",
@@ -334,7 +349,7 @@ async def _room_list(store: ChatStore, s: Settings, a: argparse.Namespace, out: 
 
 
 async def _message_remove(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
-    await Management(store).remove_message(ADMIN, a.room, a.msgid)
+    await _management(store, s).remove_message(ADMIN, a.room, a.msgid)
     out(f"message {a.msgid} removed from {a.room!r}")
     return True
 
@@ -397,6 +412,7 @@ ACTIONS: dict[tuple[str, str], Action] = {
     ("user", "passwd"): _user_passwd,
     ("user", "enable"): _user_policy,
     ("user", "disable"): _user_policy,
+    ("user", "delete"): _user_delete,
     ("user", "list"): _user_list,
     ("category", "add"): _category_add,
     ("category", "set"): _category_set,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from typing import Any
 
 from core.config import ConfigError, Settings, load_settings
+from shards.logs import setup_logging
 
 DESCRIPTION = """\
 pchat: a persistent, topic-based group chat server speaking XCCOS over SIP.
@@ -92,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pchat: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(settings.log_level)
     if args.command == "serve":
         from shards.supervisor import Supervisor
 

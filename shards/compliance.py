@@ -29,6 +29,7 @@ from core.store.base import ChatStore
 from core.store.registry import make_store
 from shards import metrics
 from shards.lifetime import die_with_parent
+from shards.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +173,7 @@ def main() -> None:
     ).parse_args()
     settings = msgspec.json.decode(os.environ["_PCHAT_WORKER_SETTINGS"], type=Settings)
     die_with_parent()
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s compliance %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(settings.log_level, "compliance")
     asyncio.run(_main(settings))
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 import msgspec
 
-from core.errors import BadRequest, Conflict, Forbidden, NotFound
+from core.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from core.rooms import rules
 from core.store.base import CategoryRecord, ChatStore, InvitationRecord, RoomRecord, UserRecord
 
@@ -88,8 +88,9 @@ def invitations_on(room: RoomRecord, category: CategoryRecord) -> bool:
 class Management:
     """Operations on rooms and categories, checked against the actor's rights."""
 
-    def __init__(self, store: ChatStore) -> None:
+    def __init__(self, store: ChatStore, *, invitations_per_change: int = 1000) -> None:
         self._store = store
+        self._max_invitations = invitations_per_change  # limits.invitations_per_change; 0: none
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -222,25 +223,27 @@ class Management:
         invite_all: bool,
         before: RoomRecord | None,
     ) -> None:
-        try:
-            await self._store.put_room(room)
-        except Conflict as exc:
-            raise Conflict(f"a room named {room.name!r} exists") from exc
+        new: list[str] = []
         if invitations_on(room, category):
             old = set(before.members) if before is not None else set()
             new = [
                 m for m in room.members if m.startswith("sip:") and m not in old and m != actor.uri
             ]
-            if new:
-                now = int(time.time() * 1000)
-                await self._store.add_invitations(
-                    [
-                        InvitationRecord(
-                            id=0, room_id=room.id, invitee=m, inviter=actor.uri, ts_ms=now
-                        )
-                        for m in new
-                    ]
-                )
+            cap = self._max_invitations
+            if cap and len(new) > cap:
+                raise TooLarge(f"this change would invite {len(new)} users; at most {cap} at once")
+        try:
+            await self._store.put_room(room)
+        except Conflict as exc:
+            raise Conflict(f"a room named {room.name!r} exists") from exc
+        if new:
+            now = int(time.time() * 1000)
+            await self._store.add_invitations(
+                [
+                    InvitationRecord(id=0, room_id=room.id, invitee=m, inviter=actor.uri, ts_ms=now)
+                    for m in new
+                ]
+            )
         await self._store.bump_revision()
 
     # -- categories (administrators only) ---------------------------------------------------

@@ -8,13 +8,15 @@ The XCCOS INFO hot path is not here: the connection checks ``signed_in`` and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 import msgspec
 
+from core.auth.throttle import Throttle
 from core.errors import BadRequest, PchatError
 from core.sip import digest, tokens
 from core.sip.dialog import Dialog
@@ -56,7 +58,9 @@ class UaHost(Protocol):
     async def user_record(self, uri: str) -> UserRecord | None:
         """The user's record from the directory (the chat store)."""
 
-    def open_session(self, dialog: Dialog, user: str, expires_s: int) -> None: ...
+    def open_session(self, dialog: Dialog, user: str, expires_s: int) -> None:
+        """Raises QuotaExceeded when the user or the connection holds enough sessions."""
+
     def refresh_session(self, call_id: str, expires_s: int) -> bool:
         """False when no session has that Call-ID (the answer is then 481)."""
 
@@ -82,8 +86,10 @@ class UserAgent:
         endpoint: Endpoint,
         send: Callable[[bytes], None],
         *,
+        throttle: Throttle,
         on_error: Callable[[int], None] = lambda status: None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._s = settings
         self._host = host
@@ -91,12 +97,17 @@ class UserAgent:
         self._send = send
         self._on_error = on_error  # each error status sent (the metrics)
         self._clock = clock
+        self._throttle = throttle  # the worker's, shared with the HTTP sign-in
+        self._sleep = sleep  # a throttled attempt waits its turn
         self.user: str | None = None
         self.wants_close = False  # the connection closes after sending what is queued
         self._record: UserRecord | None = None
         self._record_read = 0.0
         self._nonce = ""
         self._failures = 0
+        # The stored HA1s when the user signed in: a password change (other HA1s) or a
+        # deletion ends the sign-in on every worker (the worker compares on each change).
+        self.signed_in_ha1: dict[str, str] = {}
 
     # -- answers ------------------------------------------------------------------------
 
@@ -191,6 +202,8 @@ class UserAgent:
         params = digest.parse_digest(credentials)
         username = params.get("username", "")
         uri = f"sip:{username}" if "@" in username else f"sip:{username}@{s.domain}"
+        if not await self._wait_turn(msg, uri):
+            return False
         record = await self._host.user_record(uri.lower())
         algorithm = params.get("algorithm", "MD5").upper()
         ha1 = record.ha1.get(f"{algorithm}:{username}") if record else None
@@ -200,6 +213,7 @@ class UserAgent:
         realm_ok = params.get("realm") == s.domain
         if ha1 and algorithm in s.auth_algorithms and realm_ok and same_target:
             if digest.verify(params, msg.method, ha1, nonce=self._nonce):
+                self._throttle.succeeded(uri, self.endpoint.peer)
                 return await self._bind(msg, uri.lower(), record)
         self._failures += 1
         log.info("failed sign-in for %r from %s", username[:80], self.endpoint.peer)
@@ -208,6 +222,20 @@ class UserAgent:
             self.wants_close = True
         return False
 
+    async def _wait_turn(self, msg: SipMessage, uri: str) -> bool:
+        """Waits out the throttle (core/auth/throttle.py); False when the attempt was
+        refused unchecked with 503 and the connection is to close."""
+        wait = self._throttle.admit(uri, self.endpoint.peer)
+        if wait is None:
+            log.info("sign-in for %s from %s refused: throttled", uri[:80], self.endpoint.peer)
+            retry = [("Retry-After", str(self._throttle.retry_after_s()))]
+            self.reply(msg, 503, warning="too many sign-in attempts; try later", extra=retry)
+            self.wants_close = True
+            return False
+        if wait > 0:
+            await self._sleep(wait)
+        return True
+
     async def _bind(self, msg: SipMessage, uri: str, record: UserRecord | None = None) -> bool:
         if record is None:
             record = await self._host.user_record(uri)
@@ -215,6 +243,7 @@ class UserAgent:
             self.reply(msg, 403, warning="unknown user")
             return False
         self.user = uri
+        self.signed_in_ha1 = dict(record.ha1)
         self._record = record
         self._record_read = self._clock()
         return True

@@ -140,6 +140,8 @@ class ChatStore(Protocol):
         """Insert or replace the whole record."""
 
     async def list_users(self) -> list[UserRecord]: ...
+    async def delete_user(self, uri: str) -> bool:
+        """Forgets the user (their posts stay, under their address); False: no such user."""
 
     # -- categories
     async def put_category(self, category: CategoryRecord) -> None: ...

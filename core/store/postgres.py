@@ -141,6 +141,10 @@ class PostgresStore:
             user.admin,
         )
 
+    async def delete_user(self, uri: str) -> bool:
+        rows = await self._fetch("DELETE FROM users WHERE uri = $1 RETURNING uri", uri)
+        return bool(rows)
+
     async def list_users(self) -> list[UserRecord]:
         rows = await self._fetch(f'SELECT {USER_COLS} FROM users ORDER BY uri COLLATE "C"')
         return [user_from_row(row) for row in rows]

@@ -107,6 +107,9 @@ class SqliteStore:
     async def list_users(self) -> list[UserRecord]:
         return await self._call(SqliteDb.list_users)
 
+    async def delete_user(self, uri: str) -> bool:
+        return await self._call(SqliteDb.delete_user, uri)
+
     # -- categories
     async def put_category(self, category: CategoryRecord) -> None:
         await self._call(SqliteDb.put_category, category)

@@ -159,6 +159,9 @@ class SqliteDb:
             (u.uri, u.display_name, ha1_text(u), u.enabled, u.admin),
         )
 
+    def delete_user(self, uri: str) -> bool:
+        return self.conn.execute("DELETE FROM users WHERE uri = ?", (uri,)).rowcount > 0
+
     def list_users(self) -> list[UserRecord]:
         rows = self.conn.execute(f"SELECT {USER_COLS} FROM users ORDER BY uri")
         return [user_from_row(r) for r in rows]

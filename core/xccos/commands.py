@@ -25,6 +25,7 @@ from core.errors import (
     NotFound,
     NotImplementedCommand,
     PchatError,
+    QuotaExceeded,
     TooLarge,
 )
 from core.rooms import rules
@@ -90,6 +91,9 @@ class ServerInfo(msgspec.Struct, frozen=True, kw_only=True):
     # is never cut off as a slow consumer by its own answer; history pages at it.
     reply_budget_bytes: int = 128 * 1024
     db_version: str = "1"
+    joins_per_session: int = 1000  # limits.joins_per_session; 0: no cap
+    pref_label_chars: int = 256  # limits.pref_label_chars; 0: no cap
+    pref_content_bytes: int = 32 * 1024  # limits.pref_content_bytes; 0: no cap
 
 
 class Directory:
@@ -265,6 +269,10 @@ class CommandHandler:
         return "".join(self._chanib(r, c) for r, c in visible)
 
     async def _join_one(self, session: SessionView, room_id: str) -> str:
+        cap = self._info.joins_per_session
+        joined = session.joined()
+        if cap and room_id not in joined and len(joined) >= cap:
+            raise QuotaExceeded(f"a session may be in at most {cap} rooms; leave one first")
         session.begin_join(room_id)
         ok = False
         try:
@@ -362,7 +370,11 @@ class CommandHandler:
         pref = data.find("pref") if data is not None else None
         if pref is None or not pref.get("label"):
             raise BadRequest("pref needs a label")
-        return pref.get("label"), pref
+        label = pref.get("label")
+        cap = self._info.pref_label_chars
+        if cap and len(label) > cap:
+            raise TooLarge(f"a pref label has at most {cap} characters")
+        return label, pref
 
     async def _on_getpref(self, session: SessionView, data: Element | None) -> str:
         label, _ = self._pref_args(data)
@@ -378,6 +390,9 @@ class CommandHandler:
             content = base64.b64decode(pref.get("content"), validate=True)
         except (ValueError, binascii.Error) as exc:
             raise BadRequest("seqid must be an integer and content base64") from exc
+        cap = self._info.pref_content_bytes
+        if cap and len(content) > cap:
+            raise TooLarge(f"a pref holds at most {cap} bytes")
         record = await self._store.set_pref(session.user, label, seqid, content)
         if record is None:
             from core.errors import Conflict

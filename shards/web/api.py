@@ -7,15 +7,16 @@ Passwords are checked against the stored digest HA1, so no plain password is kep
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
-import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
 from aiohttp import web
 
+from core.auth.throttle import Throttle
 from core.errors import BadRequest, PchatError
 from core.rooms.management import Actor, CategoryChange, Management, RoomChange
 from core.sip.digest import compute_ha1
@@ -24,38 +25,6 @@ from core.xccos.ids import room_uri
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_JSON_BYTES = 64 * 1024  # a room with thousands of members still fits
-
-
-FAILURE_WINDOW_S = 60.0
-MAX_FAILURES = 10  # wrong passwords per address and minute before 429 (SIP allows 3/connection)
-# Addresses remembered at once: enough for any real office; past it the oldest are forgotten,
-# so a flood of addresses cannot grow the table.
-MAX_TRACKED = 10_000
-
-
-class SignInFailures:
-    """Failed HTTP Basic sign-ins per client address, in a sliding minute."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[float, int]] = {}  # address -> (window start, failures)
-
-    def blocked(self, peer: str) -> bool:
-        entry = self._seen.get(peer)
-        if entry is None:
-            return False
-        if time.monotonic() - entry[0] > FAILURE_WINDOW_S:
-            del self._seen[peer]
-            return False
-        return entry[1] >= MAX_FAILURES
-
-    def failed(self, peer: str) -> None:
-        now = time.monotonic()
-        start, count = self._seen.pop(peer, (now, 0))
-        if now - start > FAILURE_WINDOW_S:
-            start, count = now, 0
-        self._seen[peer] = (start, count + 1)
-        while len(self._seen) > MAX_TRACKED:
-            del self._seen[next(iter(self._seen))]
 
 
 class RoomBody(RoomChange, kw_only=True, forbid_unknown_fields=True):
@@ -99,13 +68,17 @@ def _category(domain: str, c: CategoryRecord, actor: Actor) -> dict[str, object]
 
 class ManagementApi:
     def __init__(
-        self, store: ChatStore, domain: str, changed: Callable[[], Awaitable[None]]
+        self,
+        store: ChatStore,
+        domain: str,
+        changed: Callable[[], Awaitable[None]],
+        throttle: Throttle,
     ) -> None:
         self._store = store
         self._domain = domain
         self._mgmt = Management(store)
         self._changed = changed  # tells every worker at once (the revision poll is the backstop)
-        self._failures = SignInFailures()
+        self._throttle = throttle  # the worker's, shared with the SIP sign-in
 
     def routes(self, app: web.Application) -> None:
         r = app.router
@@ -124,22 +97,15 @@ class ManagementApi:
 
     def _wrap(self, handler: Callable[[web.Request, Actor], Awaitable[web.Response]]) -> Handler:
         async def run(request: web.Request) -> web.StreamResponse:
-            peer = request.remote or "?"
-            if self._failures.blocked(peer):
-                return web.Response(
-                    status=429,
-                    text="too many failed sign-ins from this address; wait a minute\n",
-                    headers={"Retry-After": str(int(FAILURE_WINDOW_S))},
-                )
             actor = await self._actor(request)
             if actor is None:
-                if "Authorization" in request.headers:
-                    self._failures.failed(peer)
                 return web.Response(
                     status=401,
                     text="sign in with your SIP address and password (HTTP Basic)\n",
                     headers={"WWW-Authenticate": f'Basic realm="{self._domain}", charset="UTF-8"'},
                 )
+            if isinstance(actor, web.Response):
+                return actor
             try:
                 response = await handler(request, actor)
                 if request.method != "GET" and response.status < 300:
@@ -152,7 +118,9 @@ class ManagementApi:
 
         return run
 
-    async def _actor(self, request: web.Request) -> Actor | None:
+    async def _actor(self, request: web.Request) -> Actor | web.Response | None:
+        """The signed-in user; None: no or wrong credentials; a 429 when the throttle
+        (core/auth/throttle.py) refuses the attempt unchecked."""
         header = request.headers.get("Authorization", "")
         if not header.startswith("Basic "):
             return None
@@ -166,6 +134,16 @@ class ManagementApi:
         address = username.lower()
         if "@" not in address:
             address = f"{address}@{self._domain}"
+        peer = request.remote or "?"
+        wait = self._throttle.admit(f"sip:{address}", peer)
+        if wait is None:
+            return web.Response(
+                status=429,
+                text="too many sign-in attempts; try later\n",
+                headers={"Retry-After": str(self._throttle.retry_after_s())},
+            )
+        if wait > 0:
+            await asyncio.sleep(wait)
         record = await self._store.get_user(f"sip:{address}")
         stored = record.ha1.get(f"MD5:{address}") if record else None
         if record is None or stored is None or not (record.enabled or record.admin):
@@ -173,6 +151,7 @@ class ManagementApi:
         given = compute_ha1("MD5", address, self._domain, password)
         if not hmac.compare_digest(given, stored):
             return None
+        self._throttle.succeeded(f"sip:{address}", peer)
         return Actor(record.uri, admin=record.admin)
 
     async def _body(self, request: web.Request, kind: type[msgspec.Struct]) -> msgspec.Struct:

@@ -13,7 +13,7 @@ import socket
 from collections import deque
 from typing import cast
 
-from core.errors import BadRequest, FramingLost, PchatError
+from core.errors import BadRequest, FramingLost, PchatError, QuotaExceeded
 from core.sip.codec import PING, BadMessage, SipCodec
 from core.sip.dialog import Dialog
 from core.sip.message import SipMessage
@@ -44,6 +44,8 @@ class SipConnection(asyncio.Protocol):
             drop_2xx_responses=True,  # only 481/487 answers to our INFOs matter (§1.3)
         )
         self._max_output = s.max_output_bytes
+        self._grace_s = s.session_grace_s
+        self._sessionless_s = s.sessionless_timeout_s
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
         self._out_bytes = 0
@@ -55,12 +57,14 @@ class SipConnection(asyncio.Protocol):
             self,
             Endpoint(peer="", local="127.0.0.1:5041"),  # the real one in connection_made
             self.send,
+            throttle=gateway.throttle,
             on_error=gateway.metrics.error,
         )
         self.sessions: dict[str, Session] = {}
         self._control: deque[SipMessage] = deque()
         self._control_task: asyncio.Task[None] | None = None
         self._signin_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None  # signed in, no session
 
     # -- transport events -----------------------------------------------------------------
 
@@ -92,8 +96,9 @@ class SipConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._gw.connections.discard(self)
-        if self._signin_timer is not None:
-            self._signin_timer.cancel()
+        for timer in (self._signin_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
         if self._control_task is not None:
             self._control_task.cancel()
         for session in list(self.sessions.values()):
@@ -177,6 +182,10 @@ class SipConnection(asyncio.Protocol):
     def user(self) -> str | None:
         return self._ua.user
 
+    @property
+    def signed_in_ha1(self) -> dict[str, str]:
+        return self._ua.signed_in_ha1
+
     # -- requests -------------------------------------------------------------------------
 
     def _on_request(self, msg: SipMessage) -> None:
@@ -214,6 +223,7 @@ class SipConnection(asyncio.Protocol):
                 if ua.user is not None and self._signin_timer is not None:
                     self._signin_timer.cancel()
                     self._signin_timer = None
+                    self._watch_sessionless()
                 if ua.wants_close:
                     self.close()
         finally:
@@ -224,12 +234,40 @@ class SipConnection(asyncio.Protocol):
             log.info("closing %s: no sign-in within the time limit", self._peer)
             self.abort()
 
+    def _watch_sessionless(self) -> None:
+        """A signed-in connection without a session closes after sip.sessionless_timeout_s."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if not self.sessions and self._sessionless_s > 0 and not self._closed:
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                self._sessionless_s, self._sessionless_timeout
+            )
+
+    def _sessionless_timeout(self) -> None:
+        if not self.sessions:
+            log.info("closing %s (%s): signed in without a session too long", self._peer, self.user)
+            self.close()
+
+    def sign_out(self, why: str) -> None:
+        """Ends every session with BYE and closes: the sign-in is no longer valid."""
+        log.info("signing out %s (%s): %s", self._peer, self.user, why)
+        for session in list(self.sessions.values()):
+            self._end_session(session, True)
+        self.close()
+
     # -- UaHost: the user agent's view of the worker ------------------------------------------
 
     async def user_record(self, uri: str) -> UserRecord | None:
         return await self._gw.store.get_user(uri)
 
     def open_session(self, dialog: Dialog, user: str, expires_s: int) -> None:
+        limits = self._gw.settings.limits
+        per_conn, per_user = limits.sessions_per_connection, limits.sessions_per_user
+        if per_conn and len(self.sessions) >= per_conn:
+            raise QuotaExceeded(f"at most {per_conn} sessions per connection")
+        if per_user and len(self._gw.sessions_of(user)) >= per_user:
+            raise QuotaExceeded(f"at most {per_user} sessions per user; end one first")
         session = Session(
             host=self._gw,
             dialog=dialog,
@@ -240,15 +278,16 @@ class SipConnection(asyncio.Protocol):
             end=self._end_session,
         )
         self.sessions[dialog.call_id] = session
+        self._watch_sessionless()
         self._gw.add_session(session)
         self._gw.load_follows(session)
-        session.refresh(expires_s)
+        session.refresh(expires_s + self._grace_s)
 
     def refresh_session(self, call_id: str, expires_s: int) -> bool:
         session = self.sessions.get(call_id)
         if session is None:
             return False
-        session.refresh(expires_s)
+        session.refresh(expires_s + self._grace_s)
         return True
 
     def close_session(self, call_id: str) -> bool:
@@ -325,6 +364,8 @@ class SipConnection(asyncio.Protocol):
         if send_bye and not session.closed:
             self.send(session.dialog.request("BYE"))
         self.sessions.pop(session.dialog.call_id, None)
+        if not self.sessions:
+            self._watch_sessionless()
         rooms = session.close()
         if rooms:
             self._gw.leave_rooms(session.session_id, rooms)

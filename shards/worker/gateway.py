@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Mapping
 from typing import Protocol
 
+from core.auth.throttle import Throttle
 from core.config import Settings
 from core.errors import PchatError
 from core.rooms import rules
 from core.sip.useragent import UaSettings
-from core.store.base import ChatStore, RoomRecord
+from core.store.base import ChatStore, RoomRecord, UserRecord
 from core.xccos.commands import CommandHandler, RoomAccess
 from shards.metrics import Metrics
 from shards.worker.admission import Admission
@@ -24,8 +26,13 @@ log = logging.getLogger(__name__)
 class Connection(Protocol):
     """A client connection as the gateway sees it: written in a turn, flushed at its end."""
 
+    @property
+    def user(self) -> str | None: ...
+    @property
+    def signed_in_ha1(self) -> dict[str, str]: ...
     def flush(self) -> None: ...
     def abort(self) -> None: ...
+    def sign_out(self, why: str) -> None: ...
 
 
 def _ua_settings(settings: Settings, worker_id: int) -> UaSettings:
@@ -60,6 +67,7 @@ class Gateway:
         self.router = router
         self.local = local
         self.ua_settings = _ua_settings(settings, worker_id)  # one for every connection
+        self.throttle = Throttle(settings.auth)  # SIP and HTTP sign-ins of this worker
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections: set[Connection] = set()
         self._dirty: list[Connection] = []  # written to in this loop turn
@@ -126,6 +134,23 @@ class Gateway:
 
     def sessions_of(self, user: str) -> list[Session]:
         return list(self.by_user.get(user, ()))
+
+    def end_stale(self, users: Mapping[str, UserRecord]) -> None:
+        """After a change of users: a deleted user, or one whose password changed, is
+        signed out (BYE, then the connection closes); a disabled one's sessions end."""
+        for conn in list(self.connections):
+            user = conn.user
+            if user is None:
+                continue
+            record = users.get(user)
+            if record is None:
+                conn.sign_out("the user was deleted")
+            elif record.ha1 != conn.signed_in_ha1:
+                conn.sign_out("the password changed")
+        for user in [u for u in self.by_user if not (u in users and users[u].enabled)]:
+            for session in self.sessions_of(user):
+                log.info("ending the session of %s: persistent chat disabled", user)
+                session.end()
 
     def load_follows(self, session: Session) -> None:
         """A new session follows what its user follows (kept in the store, per user)."""

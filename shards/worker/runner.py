@@ -27,6 +27,7 @@ from core.xccos.commands import CommandHandler, Directory, ServerInfo, invitatio
 from shards import wire
 from shards.bus import Fanout, RedisBus
 from shards.lifetime import die_with_parent
+from shards.logs import setup_logging
 from shards.metrics import Metrics
 from shards.routing import RoomRouter, ShardMap
 from shards.web.api import ManagementApi
@@ -101,7 +102,7 @@ class RunningWorker:
             self.directory.invalidate()
         await self.owner.refresh()
         await self.gateway.recheck_follows()
-        await self._end_disabled_sessions()
+        await self._end_stale_sign_ins()
         await self.deliver_invitations()
 
     async def deliver_invitations(self) -> None:
@@ -124,15 +125,12 @@ class RunningWorker:
                 delivered.append(inv.id)
             await self.store.mark_invitations_delivered(delivered)
 
-    async def _end_disabled_sessions(self) -> None:
-        """A user whose persistent-chat policy was turned off is signed out at once (BYE)."""
-        if not self.gateway.by_user:
+    async def _end_stale_sign_ins(self) -> None:
+        """Every worker runs this on each change (the revision poll, the Redis admin
+        notice): sign-ins that a deletion, password change or disable made invalid end."""
+        if not self.gateway.connections:
             return
-        enabled = {u.uri for u in await self.store.list_users() if u.enabled}
-        for user in [u for u in self.gateway.by_user if u not in enabled]:
-            for session in self.gateway.sessions_of(user):
-                log.info("ending the session of %s: persistent chat disabled", user)
-                session.end()
+        self.gateway.end_stale({u.uri: u for u in await self.store.list_users()})
 
 
 def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -162,6 +160,9 @@ def _server_info(settings: Settings) -> ServerInfo:
         http_base=http_base,
         # Half the output cap: a reply never cuts off the reader it answers.
         reply_budget_bytes=max(settings.sip.max_output_bytes // 2, 16 * 1024),
+        joins_per_session=settings.limits.joins_per_session,
+        pref_label_chars=settings.limits.pref_label_chars,
+        pref_content_bytes=settings.limits.pref_content_bytes,
     )
 
 
@@ -225,7 +226,7 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         worker.sip_tls_port = tls_sock.getsockname()[1]
     runner: web.AppRunner | None = None
     if settings.http.port >= 0:
-        api = ManagementApi(store, settings.domain, worker.announce_change)
+        api = ManagementApi(store, settings.domain, worker.announce_change, gateway.throttle)
         runner = web.AppRunner(make_app(worker.health, api), access_log=None)
         await runner.setup()
         http_sock = _listen_socket(settings.http.host, settings.http.port, reuse)
@@ -317,10 +318,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = msgspec.json.decode(os.environ["_PCHAT_WORKER_SETTINGS"], type=Settings)
     die_with_parent()  # a supervisor killed with SIGKILL must not leave workers behind
-    logging.basicConfig(
-        level=settings.log_level,
-        format=f"%(asctime)s worker-{args.worker_id} %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(settings.log_level, f"worker-{args.worker_id}")
     try:
         import uvloop
 

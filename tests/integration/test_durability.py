@@ -114,7 +114,7 @@ async def test_unrefreshed_session_is_ended_with_bye(tmp_path: Path, redis_url: 
 
     base = make_settings(tmp_path, redis_url)
     settings = msgspec.structs.replace(
-        base, sip=msgspec.structs.replace(base.sip, session_expires_s=1)
+        base, sip=msgspec.structs.replace(base.sip, session_expires_s=1, session_grace_s=0)
     )
     async with run_worker(settings) as worker:
         await add_user(worker.store, "alice")

@@ -202,6 +202,9 @@ async def test_users_put_get_replace_list(store: ChatStore) -> None:
     assert await store.get_user("sip:b@x") == UserRecord(uri="sip:b@x", display_name="Robert")
     assert [u.uri for u in await store.list_users()] == ["sip:a@x", "sip:b@x"]
     assert (await store.list_users())[0].admin is True
+    assert await store.delete_user("sip:b@x") is True
+    assert await store.delete_user("sip:b@x") is False
+    assert [u.uri for u in await store.list_users()] == ["sip:a@x"]
 
 
 # -- categories

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.auth.throttle import Throttle
+from core.config import AuthSettings
 from core.sip import digest
 from core.sip.codec import SipCodec
 from core.sip.dialog import Dialog
@@ -62,7 +64,11 @@ class Wire:
             session_expires_s=1800,
         )
         self.ua = UserAgent(
-            settings, self.host, Endpoint(peer="10.0.0.9", local="127.0.0.1:5041"), self.out.append
+            settings,
+            self.host,
+            Endpoint(peer="10.0.0.9", local="127.0.0.1:5041"),
+            self.out.append,
+            throttle=Throttle(AuthSettings()),
         )
         self._cseq = 0
 

@@ -1,0 +1,1 @@
+"""Authentication policy shared by the SIP and HTTP sign-ins (sans-IO)."""
