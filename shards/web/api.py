@@ -184,10 +184,7 @@ class ManagementApi:
         return _json([_room(self._domain, r, actor) for r in await self._mgmt.rooms_for(actor)])
 
     async def get_room(self, request: web.Request, actor: Actor) -> web.Response:
-        rooms = {r.id: r for r in await self._mgmt.rooms_for(actor)}
-        room = await self._mgmt.room(request.match_info["room"])
-        if room.id not in rooms:
-            return _json({"error": "no such room"}, 404)
+        room = await self._mgmt.visible_room(actor, request.match_info["room"])
         return _json(_room(self._domain, room, actor))
 
     async def create_room(self, request: web.Request, actor: Actor) -> web.Response:
