@@ -21,6 +21,7 @@ from core.rooms.management import Actor, CategoryChange, Management, RoomChange
 from core.sip.digest import compute_ha1
 from core.store.base import CategoryRecord, ChatStore, RoomRecord
 from core.xccos.ids import room_uri
+from shards.web.csrf import SAFE_METHODS, CsrfGuard, from_browser, token_for, token_refusal
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_JSON_BYTES = 64 * 1024  # a room with thousands of members still fits
@@ -99,8 +100,13 @@ def _category(domain: str, c: CategoryRecord, actor: Actor) -> dict[str, object]
 
 class ManagementApi:
     def __init__(
-        self, store: ChatStore, domain: str, changed: Callable[[], Awaitable[None]]
+        self,
+        store: ChatStore,
+        domain: str,
+        changed: Callable[[], Awaitable[None]],
+        guard: CsrfGuard | None = None,
     ) -> None:
+        self._guard = guard or CsrfGuard([], "")
         self._store = store
         self._domain = domain
         self._mgmt = Management(store)
@@ -109,6 +115,7 @@ class ManagementApi:
 
     def routes(self, app: web.Application) -> None:
         r = app.router
+        r.add_get("/api/csrf", self._wrap(self.csrf_token))
         r.add_get("/api/rooms", self._wrap(self.list_rooms))
         r.add_post("/api/rooms", self._wrap(self.create_room))
         r.add_get("/api/rooms/{room}", self._wrap(self.get_room))
@@ -124,6 +131,9 @@ class ManagementApi:
 
     def _wrap(self, handler: Callable[[web.Request, Actor], Awaitable[web.Response]]) -> Handler:
         async def run(request: web.Request) -> web.StreamResponse:
+            refused = self._guard.refusal(request)  # before any password is checked
+            if refused is not None:
+                return refused
             peer = request.remote or "?"
             if self._failures.blocked(peer):
                 return web.Response(
@@ -140,6 +150,10 @@ class ManagementApi:
                     text="sign in with your SIP address and password (HTTP Basic)\n",
                     headers={"WWW-Authenticate": f'Basic realm="{self._domain}", charset="UTF-8"'},
                 )
+            if request.method not in SAFE_METHODS and from_browser(request):
+                refused = token_refusal(request, await self._token(actor))
+                if refused is not None:
+                    return refused
             try:
                 response = await handler(request, actor)
                 if request.method != "GET" and response.status < 300:
@@ -174,6 +188,16 @@ class ManagementApi:
         if not hmac.compare_digest(given, stored):
             return None
         return Actor(record.uri, admin=record.admin)
+
+    async def _token(self, actor: Actor) -> str:
+        record = await self._store.get_user(actor.uri)
+        ha1 = sorted(record.ha1.values())[0] if record and record.ha1 else ""
+        return token_for(ha1, actor.uri)
+
+    async def csrf_token(self, request: web.Request, actor: Actor) -> web.Response:
+        """The token a web page sends back in X-CSRF-Token; other origins cannot read it
+        (no CORS headers are ever sent)."""
+        return _json({"token": await self._token(actor)})
 
     async def _body(self, request: web.Request, kind: type[msgspec.Struct]) -> msgspec.Struct:
         if request.content_length is not None and request.content_length > MAX_JSON_BYTES:

@@ -5,15 +5,24 @@ room principal over HTTP as over SIP. Real worker, real sockets, real store and 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import shutil
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import msgspec
+import pytest
 
 from client.client import PchatClient
 from core.rooms.management import ADMIN, Actor, CategoryChange, Management, RoomChange
 from core.xccos.envelope import Reply
 from core.xccos.xml import Element
-from shards.worker.runner import RunningWorker
-from tests.conftest import DOMAIN, signed_in
+from shards.worker.runner import RunningWorker, run_worker
+from tests.conftest import DOMAIN, PASSWORD, make_settings, signed_in
 from tests.integration.test_room_model import http
 
 ALICE, BOB = (f"sip:{u}@{DOMAIN}" for u in ("alice", "bob"))
@@ -101,3 +110,102 @@ async def test_the_wall_beats_a_domain_manager_over_http(server: RunningWorker) 
         assert reply.code == 404
     finally:
         await bob.close()
+
+
+# -- finding 12: the HTTP side ------------------------------------------------------------
+
+
+def raw_http(
+    server: RunningWorker, method: str, path: str, headers: dict[str, str], body: bytes = b""
+) -> tuple[int, object]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.http_port}{path}", method=method, data=body or None
+    )
+    token = base64.b64encode(f"alice@{DOMAIN}:{PASSWORD}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    for name, value in headers.items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+async def test_http_changes_need_json_an_own_origin_and_a_token(server: RunningWorker) -> None:
+    mgmt = Management(server.store)
+    await mgmt.create_category(ADMIN, "General", CategoryChange(creators=[ALICE]))
+    call = lambda *a: asyncio.to_thread(raw_http, server, *a)  # noqa: E731
+    new = json.dumps({"name": "Forged", "category": "General"}).encode()
+    # a form a foreign page may send without a preflight
+    status, _ = await call("POST", "/api/rooms", {"Content-Type": "text/plain"}, new)
+    assert status == 415
+    json_type = {"Content-Type": "application/json"}
+    evil = {**json_type, "Origin": "http://evil.example"}
+    assert (await call("POST", "/api/rooms", evil, new))[0] == 403
+    own = {**json_type, "Origin": f"http://127.0.0.1:{server.http_port}"}
+    assert (await call("POST", "/api/rooms", own, new))[0] == 403  # a browser, but no token
+    assert [r.name for r in await server.store.list_rooms()] == []
+    status, got = await call("GET", "/api/csrf", {})
+    assert status == 200 and isinstance(got, dict)
+    with_token = {**own, "X-CSRF-Token": str(got["token"])}
+    assert (await call("POST", "/api/rooms", with_token, new))[0] == 201
+    script = json.dumps({"name": "Scripted", "category": "General"}).encode()
+    assert (await call("POST", "/api/rooms", json_type, script))[0] == 201  # no Origin: curl
+    assert sorted(r.name for r in await server.store.list_rooms()) == ["Forged", "Scripted"]
+
+
+def make_cert(tmp_path: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl (to make a test certificate) is not on PATH")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def closed_within(port: int, send: bytes, seconds: float) -> bool:
+    """Does the server close a connection that sends ``send`` and then idles?"""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(send)
+        async with asyncio.timeout(seconds):
+            while await reader.read(4096):
+                pass
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        writer.close()
+
+
+async def test_https_and_handshake_and_keepalive_deadlines(tmp_path: Path, redis_url: str) -> None:
+    cert, key = make_cert(tmp_path)
+    base = make_settings(tmp_path, redis_url)
+    sip = msgspec.structs.replace(
+        base.sip, tls_port=0, tls_cert=str(cert), tls_key=str(key), tls_handshake_timeout_s=0.5
+    )
+    web = msgspec.structs.replace(
+        base.http, tls_cert=str(cert), tls_key=str(key), tls_handshake_timeout_s=0.5
+    )
+    async with run_worker(msgspec.structs.replace(base, sip=sip, http=web)) as worker:
+        trust = ssl.create_default_context(cafile=str(cert))
+        trust.check_hostname = False  # the certificate names localhost; we dial 127.0.0.1
+
+        def healthz() -> int:
+            url = f"https://127.0.0.1:{worker.http_port}/healthz"
+            with urllib.request.urlopen(url, timeout=5, context=trust) as response:
+                return int(response.status)
+
+        assert await asyncio.to_thread(healthz) == 200
+        # a client that never starts its handshake is dropped, on SIP and HTTPS alike
+        assert await closed_within(worker.sip_tls_port, b"", 3.0)
+        assert await closed_within(worker.http_port, b"", 3.0)
+
+    plain = msgspec.structs.replace(base.http, keepalive_timeout_s=0.5)
+    async with run_worker(msgspec.structs.replace(base, http=plain)) as worker:
+        ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+        assert await closed_within(worker.http_port, ask, 3.0)  # aiohttp's default: 3,630 s
