@@ -63,6 +63,14 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     participant_update_limit: int = 75  # above it: no per-user join/part traffic
     recent_ring: int = 200  # posts per room kept in memory for bccontext last/after
     newcontent_interval_s: float = 5.0  # at most one ntc:newcontent per room and session
+    # Connections not signed in (SIP before its sign-in, every HTTP connection), per worker.
+    # Over a cap a new one is accepted and closed at once. The total is further held to half
+    # the descriptor limit, so signed-in users and /healthz keep the other half. 0: that
+    # half only. 512 covers a whole office signing in at 9:00 within unauth_timeout_s.
+    unauth_connections: int = 512
+    # Per source address: well below the total, so one host cannot take every place; a NAT
+    # of a few hundred users signs in over minutes, not all at once. 0: no per-address cap.
+    unauth_per_address: int = 64
 
 
 class ComplianceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -36,6 +36,7 @@ from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
 from shards.worker.looplag import watch_loop_lag
 from shards.worker.rooms import LocalRooms
+from shards.worker.unauth import CappedProtocol
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,9 @@ async def _serve_http(worker: RunningWorker, reuse: bool) -> tuple[web.AppRunner
     assert runner.server is not None  # set by setup()
     sock = _listen_socket(http.host, http.port, reuse)
     tls = _server_tls(http.tls_cert, http.tls_key) if http.tls_cert else None
+    inner, caps = runner.server, worker.gateway.unauth
     server = await asyncio.get_running_loop().create_server(
-        runner.server,
+        lambda: CappedProtocol(inner(), caps),
         sock=sock,
         ssl=tls,
         ssl_handshake_timeout=(http.tls_handshake_timeout_s or None) if tls else None,

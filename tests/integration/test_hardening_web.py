@@ -22,7 +22,7 @@ from core.rooms.management import ADMIN, Actor, CategoryChange, Management, Room
 from core.xccos.envelope import Reply
 from core.xccos.xml import Element
 from shards.worker.runner import RunningWorker, run_worker
-from tests.conftest import DOMAIN, PASSWORD, make_settings, signed_in
+from tests.conftest import DOMAIN, PASSWORD, add_user, make_settings, signed_in
 from tests.integration.test_room_model import http
 
 ALICE, BOB = (f"sip:{u}@{DOMAIN}" for u in ("alice", "bob"))
@@ -209,3 +209,62 @@ async def test_https_and_handshake_and_keepalive_deadlines(tmp_path: Path, redis
     async with run_worker(msgspec.structs.replace(base, http=plain)) as worker:
         ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
         assert await closed_within(worker.http_port, ask, 3.0)  # aiohttp's default: 3,630 s
+
+
+# -- finding 2: caps on unauthenticated connections --------------------------------------
+
+
+async def dial(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def is_closed(reader: asyncio.StreamReader, within: float = 2.0) -> bool:
+    try:
+        async with asyncio.timeout(within):
+            return await reader.read(4096) == b""
+    except TimeoutError:
+        return False
+
+
+def refused(cap: str) -> float:
+    from shards import metrics
+
+    return float(metrics.CONNECTIONS_REFUSED.labels(cap)._value.get())
+
+
+async def test_unauthenticated_connections_are_capped(
+    tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path, redis_url, unauth_connections=3, unauth_per_address=2)
+    async with run_worker(settings) as worker:
+        await add_user(worker.store, "alice")
+        port = worker.sip_port
+        before_address, before_total = refused("address"), refused("total")
+        first = await dial(port, "127.0.0.1")
+        second = await dial(port, "127.0.0.1")
+        third = await dial(port, "127.0.0.1")  # over the per-address cap: closed at once
+        assert await is_closed(third[0])
+        assert refused("address") == before_address + 1
+        other = await dial(port, "127.0.0.2")  # the total (3) is now full
+        await asyncio.sleep(0.1)
+        assert worker.gateway.unauth.held == 3
+        newest = await dial(worker.http_port, "127.0.0.3")  # HTTP counts too
+        assert await is_closed(first[0])  # the oldest made room for it
+        assert refused("total") == before_total + 1
+        assert not await is_closed(second[0], 0.2) and not await is_closed(other[0], 0.2)
+        assert not await is_closed(newest[0], 0.2)
+        assert "unauthenticated connections (address cap)" in caplog.text
+        assert "unauthenticated connections (total cap)" in caplog.text
+
+        def healthz() -> int:  # a health check still gets in, taking the oldest place
+            url = f"http://127.0.0.1:{worker.http_port}/healthz"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(response.status)
+
+        assert await asyncio.to_thread(healthz) == 200
+        alice = await signed_in(worker, "alice")  # and so does a sign-in
+        [conn] = [c for c in worker.gateway.connections if c.user is not None]
+        assert conn._place is None  # a signed-in connection holds no place any more
+        await alice.close()
+        for _, writer in (first, second, third, other, newest):
+            writer.close()
