@@ -36,12 +36,25 @@ class SipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     tls_port: int = -1  # SIP over TLS (5061 is usual); -1: no TLS listener; 0: any free port
     tls_cert: str = ""  # PEM certificate chain for the TLS listener
     tls_key: str = ""  # PEM private key for the TLS listener
+    # A TLS client must finish its handshake within this, or it is closed: without it a
+    # connection that never says hello held a descriptor for >= 45 s. 0: asyncio's 60 s.
+    tls_handshake_timeout_s: float = 10.0
 
 
 class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    host: str = "0.0.0.0"
+    host: str = "0.0.0.0"  # listen address ("127.0.0.1" keeps the API on this host)
     port: int = 8080  # 0: pick a free port (tests); -1: no HTTP listener
-    public_url: str = ""  # what clients are told (getservinfo); "": http://<host>:<port>
+    public_url: str = ""  # what clients are told (getservinfo); "": http(s)://<host>:<port>
+    # An idle keep-alive connection is closed after this. aiohttp's default (3,630 s) let
+    # idle clients hold the worker's descriptors; a browser or script reconnects in one
+    # round trip. Must be > 0 (aiohttp treats 0 as "never time out").
+    keepalive_timeout_s: float = 15.0
+    tls_cert: str = ""  # PEM certificate chain: HTTPS on this listener; "": plain HTTP
+    tls_key: str = ""  # PEM private key; needed with tls_cert (the same options as sip.tls_*)
+    tls_handshake_timeout_s: float = 10.0  # as sip.tls_handshake_timeout_s; 0: asyncio's 60 s
+    # Browser origins (scheme://host[:port]) besides the listener's own and public_url's that
+    # may change things; a request with any other Origin header gets 403 (CSRF). [] : none.
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
 
 
 class AuthSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -89,6 +102,14 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     invitations_per_change: int = 1000
     recent_ring: int = 200  # posts per room kept in memory for bccontext last/after
     newcontent_interval_s: float = 5.0  # at most one ntc:newcontent per room and session
+    # Connections not signed in (SIP before its sign-in, every HTTP connection), per worker.
+    # Over a cap a new one is accepted and closed at once. The total is further held to half
+    # the descriptor limit, so signed-in users and /healthz keep the other half. 0: that
+    # half only. 512 covers a whole office signing in at 9:00 within unauth_timeout_s.
+    unauth_connections: int = 512
+    # Per source address: well below the total, so one host cannot take every place; a NAT
+    # of a few hundred users signs in over minutes, not all at once. 0: no per-address cap.
+    unauth_per_address: int = 64
 
 
 class ComplianceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -236,6 +257,10 @@ def load_settings(
         raise ConfigError("workers must be >= 1 and shards >= workers")
     if settings.sip.tls_port >= 0 and not (settings.sip.tls_cert and settings.sip.tls_key):
         raise ConfigError("sip.tls_port needs sip.tls_cert and sip.tls_key (PEM files)")
+    if settings.http.keepalive_timeout_s <= 0:
+        raise ConfigError("http.keepalive_timeout_s must be > 0")
+    if bool(settings.http.tls_cert) != bool(settings.http.tls_key):
+        raise ConfigError("HTTPS needs both http.tls_cert and http.tls_key (PEM files)")
     interval = settings.compliance.run_interval_s
     if not 60 <= interval <= 30 * 86400:
         raise ConfigError(f"compliance.run_interval_s must be 60 s to 30 days; got {interval}")

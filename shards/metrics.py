@@ -61,6 +61,11 @@ COMMIT_BATCH = Histogram(
 SLOW_CONSUMERS = Counter(
     "pchat_sip_slow_consumer_disconnects_total", "Connections cut off at their output cap"
 )
+CONNECTIONS_REFUSED = Counter(
+    "pchat_worker_connections_refused_total",
+    "Unauthenticated connections closed at once over a cap, by cap (total, address)",
+    ["cap"],
+)
 SIP_REQUESTS = Counter("pchat_sip_requests_total", "SIP requests received, by method", ["method"])
 SIP_ERRORS = Counter("pchat_sip_errors_total", "SIP error responses sent, by status", ["status"])
 REDIS_PUBLISH = Histogram(
@@ -113,6 +118,7 @@ class Metrics:
             r: REJECTED.labels(r)
             for r in ("admission", "session", "owner", "redis", "commit", "delivery")
         }
+        self._refused = {c: CONNECTIONS_REFUSED.labels(c) for c in ("total", "address")}
         self._commands: dict[str, Histogram] = {}
         self._methods: dict[str, Counter] = {}
         self._statuses: dict[int, Counter] = {}
@@ -122,6 +128,9 @@ class Metrics:
         if child is None:
             child = self._rejected[reason] = REJECTED.labels(reason)
         child.inc()
+
+    def connection_refused(self, cap: str) -> None:
+        self._refused[cap].inc()  # a fixed label set: "total" or "address"
 
     def command(self, name: str, seconds: float) -> None:
         child = self._commands.get(name)

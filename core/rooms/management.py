@@ -108,13 +108,29 @@ class Management:
         return found
 
     async def _visible_room(self, actor: Actor, ref: str) -> tuple[RoomRecord, CategoryRecord]:
+        """The room if the actor may change it; a room they may not see answers exactly
+        like a missing one (same error, same text)."""
+        room, category = await self._seen_room(actor, ref)
+        if not actor.admin and not rules.can_manage(room, category, actor.uri):
+            raise Forbidden("only the room's managers may change it")
+        return room, category
+
+    async def _seen_room(self, actor: Actor, ref: str) -> tuple[RoomRecord, CategoryRecord]:
         room = await self.room(ref)
         category = await self.category(room.category_id)
-        if not actor.admin and not rules.is_manager(room, actor.uri):
-            if rules.can_see(room, category, actor.uri):
-                raise Forbidden("only the room's managers may change it")
+        if not actor.admin and not self._sees(actor, room, category):
             raise NotFound(f"no room {ref!r}")
         return room, category
+
+    async def visible_room(self, actor: Actor, ref: str) -> RoomRecord:
+        """The room if the actor may know it exists, else NotFound like a missing room."""
+        return (await self._seen_room(actor, ref))[0]
+
+    @staticmethod
+    def _sees(actor: Actor, room: RoomRecord, category: CategoryRecord) -> bool:
+        return rules.can_manage(room, category, actor.uri) or rules.can_see(
+            room, category, actor.uri
+        )
 
     async def rooms_for(self, actor: Actor) -> list[RoomRecord]:
         """Every room for an administrator; the rooms a user manages or may see otherwise."""
@@ -125,11 +141,7 @@ class Management:
         return [
             r
             for r in rooms
-            if rules.is_manager(r, actor.uri)
-            or (
-                r.category_id in categories
-                and rules.can_see(r, categories[r.category_id], actor.uri)
-            )
+            if r.category_id in categories and self._sees(actor, r, categories[r.category_id])
         ]
 
     # -- rooms ---------------------------------------------------------------------------

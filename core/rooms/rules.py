@@ -38,7 +38,14 @@ def is_member(room: RoomRecord, user_uri: str) -> bool:
 
 
 def is_manager(room: RoomRecord, user_uri: str) -> bool:
+    """Named as a manager; whether that counts is for `can_manage` (the wall first)."""
     return matches(room.managers, user_uri)
+
+
+def can_manage(room: RoomRecord, category: CategoryRecord, user_uri: str) -> bool:
+    """May the user change the room? The ethical wall beats every room principal, a
+    `domain:` manager included; the one rule for SIP and the HTTP API alike."""
+    return category_allows(category, user_uri) and is_manager(room, user_uri)
 
 
 def can_see(room: RoomRecord, category: CategoryRecord, user_uri: str) -> bool:

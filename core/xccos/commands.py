@@ -170,6 +170,7 @@ class CommandHandler:
                 raise Forbidden("author is not the signed-in user")
             room_id = self._room_id(post.chan_uri)
             if room_id not in session.joined():
+                await self._seen_room(session, room_id)  # a hidden room answers like a missing one
                 raise Forbidden("join the room before posting")
             key = envid if client_key is None else client_key
             result = await self._rooms.append_post(
@@ -183,6 +184,16 @@ class CommandHandler:
         except PchatError as exc:
             data = f'<grpchat chanUri="{build.esc(post.chan_uri)}"/>'
             return build.rpl("rpl:grpchat", post.seqid, post.seqid, envid, exc.xccos_code, data)
+
+    async def _seen_room(
+        self, session: SessionView, room_id: str
+    ) -> tuple[RoomRecord, CategoryRecord]:
+        """The room if the user may know it exists; else the very error of a missing room."""
+        room = await self._store.get_room(room_id)
+        category = await self.directory.category(room.category_id) if room else None
+        if room is None or category is None or not rules.can_see(room, category, session.user):
+            raise NotFound("no such room")
+        return room, category
 
     def _room_id(self, uri: str) -> str:
         domain, room_id = parse_room_uri(uri)
@@ -403,10 +414,7 @@ class CommandHandler:
 
     async def _on_follow(self, session: SessionView, data: Element | None) -> str:
         room_id = self._room_ids(data)[0]
-        room = await self._store.get_room(room_id)
-        category = await self.directory.category(room.category_id) if room else None
-        if room is None or category is None or not rules.can_see(room, category, session.user):
-            raise NotFound("no such room")
+        room, category = await self._seen_room(session, room_id)
         if not rules.can_read(room, category, session.user):
             raise Forbidden("not a member of this room")
         await self._store.follow(session.user, room_id)

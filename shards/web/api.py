@@ -22,6 +22,7 @@ from core.rooms.management import Actor, CategoryChange, Management, RoomChange
 from core.sip.digest import compute_ha1
 from core.store.base import CategoryRecord, ChatStore, RoomRecord
 from core.xccos.ids import room_uri
+from shards.web.csrf import SAFE_METHODS, CsrfGuard, from_browser, token_for, token_refusal
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_JSON_BYTES = 64 * 1024  # a room with thousands of members still fits
@@ -73,7 +74,9 @@ class ManagementApi:
         domain: str,
         changed: Callable[[], Awaitable[None]],
         throttle: Throttle,
+        guard: CsrfGuard | None = None,
     ) -> None:
+        self._guard = guard or CsrfGuard([], "")
         self._store = store
         self._domain = domain
         self._mgmt = Management(store)
@@ -82,6 +85,7 @@ class ManagementApi:
 
     def routes(self, app: web.Application) -> None:
         r = app.router
+        r.add_get("/api/csrf", self._wrap(self.csrf_token))
         r.add_get("/api/rooms", self._wrap(self.list_rooms))
         r.add_post("/api/rooms", self._wrap(self.create_room))
         r.add_get("/api/rooms/{room}", self._wrap(self.get_room))
@@ -97,6 +101,9 @@ class ManagementApi:
 
     def _wrap(self, handler: Callable[[web.Request, Actor], Awaitable[web.Response]]) -> Handler:
         async def run(request: web.Request) -> web.StreamResponse:
+            refused = self._guard.refusal(request)  # before any password is checked
+            if refused is not None:
+                return refused
             actor = await self._actor(request)
             if actor is None:
                 return web.Response(
@@ -106,6 +113,10 @@ class ManagementApi:
                 )
             if isinstance(actor, web.Response):
                 return actor
+            if request.method not in SAFE_METHODS and from_browser(request):
+                refused = token_refusal(request, await self._token(actor))
+                if refused is not None:
+                    return refused
             try:
                 response = await handler(request, actor)
                 if request.method != "GET" and response.status < 300:
@@ -154,6 +165,16 @@ class ManagementApi:
         self._throttle.succeeded(f"sip:{address}", peer)
         return Actor(record.uri, admin=record.admin)
 
+    async def _token(self, actor: Actor) -> str:
+        record = await self._store.get_user(actor.uri)
+        ha1 = sorted(record.ha1.values())[0] if record and record.ha1 else ""
+        return token_for(ha1, actor.uri)
+
+    async def csrf_token(self, request: web.Request, actor: Actor) -> web.Response:
+        """The token a web page sends back in X-CSRF-Token; other origins cannot read it
+        (no CORS headers are ever sent)."""
+        return _json({"token": await self._token(actor)})
+
     async def _body(self, request: web.Request, kind: type[msgspec.Struct]) -> msgspec.Struct:
         if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
             raise BadRequest("body too large")
@@ -163,10 +184,7 @@ class ManagementApi:
         return _json([_room(self._domain, r, actor) for r in await self._mgmt.rooms_for(actor)])
 
     async def get_room(self, request: web.Request, actor: Actor) -> web.Response:
-        rooms = {r.id: r for r in await self._mgmt.rooms_for(actor)}
-        room = await self._mgmt.room(request.match_info["room"])
-        if room.id not in rooms:
-            return _json({"error": "no such room"}, 404)
+        room = await self._mgmt.visible_room(actor, request.match_info["room"])
         return _json(_room(self._domain, room, actor))
 
     async def create_room(self, request: web.Request, actor: Actor) -> web.Response:

@@ -65,6 +65,7 @@ class SipConnection(asyncio.Protocol):
         self._control_task: asyncio.Task[None] | None = None
         self._signin_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None  # signed in, no session
+        self._place: int | None = None  # its place in the gateway's unauthenticated caps
 
     # -- transport events -----------------------------------------------------------------
 
@@ -88,6 +89,10 @@ class SipConnection(asyncio.Protocol):
             tls=transport.get_extra_info("ssl_object") is not None,
         )
         self._ua.endpoint = endpoint
+        self._place = self._gw.unauth.admit(self._peer, self.abort)
+        if self._place is None:
+            self.abort()  # over a cap: closed at once, not left in the listen queue
+            return
         loop = asyncio.get_running_loop()
         self._signin_timer = loop.call_later(
             self._gw.settings.sip.unauth_timeout_s, self._signin_timeout
@@ -96,6 +101,7 @@ class SipConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._gw.connections.discard(self)
+        self._signed_in()
         for timer in (self._signin_timer, self._idle_timer):
             if timer is not None:
                 timer.cancel()
@@ -224,10 +230,17 @@ class SipConnection(asyncio.Protocol):
                     self._signin_timer.cancel()
                     self._signin_timer = None
                     self._watch_sessionless()
+                    self._signed_in()
                 if ua.wants_close:
                     self.close()
         finally:
             self._control_task = None
+
+    def _signed_in(self) -> None:
+        """Signed in or closed: the connection no longer counts against the caps."""
+        if self._place is not None:
+            self._gw.unauth.release(self._place)
+            self._place = None
 
     def _signin_timeout(self) -> None:
         if self.user is None:

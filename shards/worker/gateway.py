@@ -19,6 +19,7 @@ from shards.metrics import Metrics
 from shards.worker.admission import Admission
 from shards.worker.rooms import LocalRooms
 from shards.worker.session import Session
+from shards.worker.unauth import UnauthCaps, effective_total
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,12 @@ class Gateway:
         # INFOs accepted (200 sent) whose replies are not yet out.
         self.admission = Admission(
             settings.limits.admission_queue, lambda: metrics.rejected("admission")
+        )
+        limits = settings.limits
+        self.unauth = UnauthCaps(
+            effective_total(limits.unauth_connections),
+            limits.unauth_per_address,
+            metrics.connection_refused,
         )
         self.sessions: dict[str, Session] = {}
         self.by_user: dict[str, set[Session]] = {}  # a user's devices signed in here

@@ -31,11 +31,13 @@ from shards.logs import setup_logging
 from shards.metrics import Metrics
 from shards.routing import RoomRouter, ShardMap
 from shards.web.api import ManagementApi
+from shards.web.csrf import CsrfGuard
 from shards.web.http import make_app
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
 from shards.worker.looplag import watch_loop_lag
 from shards.worker.rooms import LocalRooms
+from shards.worker.unauth import CappedProtocol
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +148,47 @@ def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def _server_tls(cert: str, key: str) -> ssl.SSLContext:
+    """One TLS setup for SIP and HTTPS (TLS 1.2+, the stdlib's server defaults)."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    tls.load_cert_chain(cert, key)
+    return tls
+
+
+async def _serve_http(worker: RunningWorker, reuse: bool) -> tuple[web.AppRunner, asyncio.Server]:
+    """The HTTP(S) listener. It is made here, not by aiohttp's SockSite, for the TLS
+    handshake deadline SockSite cannot set."""
+    http = worker.settings.http
+    guard = CsrfGuard(http.allowed_origins, http.public_url)
+    gateway = worker.gateway
+    api = ManagementApi(
+        worker.store, worker.settings.domain, worker.announce_change, gateway.throttle, guard
+    )
+    runner = web.AppRunner(
+        make_app(worker.health, api), access_log=None, keepalive_timeout=http.keepalive_timeout_s
+    )
+    await runner.setup()
+    assert runner.server is not None  # set by setup()
+    sock = _listen_socket(http.host, http.port, reuse)
+    tls = _server_tls(http.tls_cert, http.tls_key) if http.tls_cert else None
+    inner, caps = runner.server, gateway.unauth
+    server = await asyncio.get_running_loop().create_server(
+        lambda: CappedProtocol(inner(), caps),
+        sock=sock,
+        ssl=tls,
+        ssl_handshake_timeout=(http.tls_handshake_timeout_s or None) if tls else None,
+    )
+    worker.http_port = sock.getsockname()[1]
+    return runner, server
+
+
 def _server_info(settings: Settings) -> ServerInfo:
     http_base = settings.http.public_url.rstrip("/")
     if not http_base and settings.http.port > 0:
         host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
-        http_base = f"http://{host}:{settings.http.port}"
+        scheme = "https" if settings.http.tls_cert else "http"
+        http_base = f"{scheme}://{host}:{settings.http.port}"
     return ServerInfo(
         domain=settings.domain,
         search_limit=settings.limits.search_limit,
@@ -217,22 +255,21 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     worker.sip_port = sip_sock.getsockname()[1]
     servers = [server]
     if settings.sip.tls_port >= 0:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(settings.sip.tls_cert, settings.sip.tls_key)
+        tls = _server_tls(settings.sip.tls_cert, settings.sip.tls_key)
         tls_sock = _listen_socket(settings.sip.host, settings.sip.tls_port, reuse)
         servers.append(
-            await loop.create_server(lambda: SipConnection(gateway), sock=tls_sock, ssl=tls)
+            await loop.create_server(
+                lambda: SipConnection(gateway),
+                sock=tls_sock,
+                ssl=tls,
+                ssl_handshake_timeout=settings.sip.tls_handshake_timeout_s or None,
+            )
         )
         worker.sip_tls_port = tls_sock.getsockname()[1]
     runner: web.AppRunner | None = None
     if settings.http.port >= 0:
-        api = ManagementApi(store, settings.domain, worker.announce_change, gateway.throttle)
-        runner = web.AppRunner(make_app(worker.health, api), access_log=None)
-        await runner.setup()
-        http_sock = _listen_socket(settings.http.host, settings.http.port, reuse)
-        site = web.SockSite(runner, http_sock)
-        await site.start()
-        worker.http_port = http_sock.getsockname()[1]
+        runner, http_server = await _serve_http(worker, reuse)
+        servers.append(http_server)
     worker.redis = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=2)
     while batch := await store.invitations_after(worker.last_invitation, INVITATION_PAGE):
         worker.last_invitation = batch[-1].id  # older ones wait for cmd:getinv

@@ -243,3 +243,13 @@ def test_only_managers_are_managers() -> None:
 )
 def test_visibility_wire_names(privacy: Privacy, wire: str) -> None:
     assert rules.visibility(_room(privacy, "normal")) == wire
+
+
+def test_the_wall_beats_a_domain_manager() -> None:
+    """can_manage: a `domain:` manager principal covers the domain, the wall still wins."""
+    room = RoomRecord(
+        id="r", name="R", category_id="cat", managers=["domain:example.com", "domain:evil.example"]
+    )
+    assert rules.can_manage(room, CATEGORY, OUTSIDER)
+    assert rules.is_manager(room, DENIED_USER) and not rules.can_manage(room, CATEGORY, DENIED_USER)
+    assert not rules.can_manage(room, CATEGORY, DENIED_DOMAIN)
