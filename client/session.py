@@ -55,6 +55,8 @@ class PchatClient(asyncio.Protocol):
         self.server_requests: deque[SipMessage] = deque(maxlen=100)  # recent, for tests
         self.responses: deque[SipMessage] = deque(maxlen=100)  # recent, for tests
         self.closed = asyncio.Event()
+        self.ended = asyncio.Event()  # the session is over: the server's BYE or a lost connection
+        self.bye_from_server = False
         self.server_info: dict[str, str] = {}
         self.server_worker = -1  # which pchat worker holds this connection, when it says
         self.retries_503 = 0  # 503s this client met and retried (SIP or XCCOS)
@@ -87,6 +89,7 @@ class PchatClient(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed.set()
+        self.ended.set()
         futures: list[asyncio.Future[SipMessage] | asyncio.Future[Reply]] = [
             *self._tx.values(),
             *self._replies.values(),
@@ -393,6 +396,8 @@ class PchatClient(asyncio.Protocol):
         self.send_raw(response_to(msg, 200))
         if msg.method == "BYE":
             self.call_id = ""
+            self.bye_from_server = True
+            self.ended.set()
             return
         if msg.method != "INFO" or not msg.body:
             return
