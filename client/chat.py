@@ -1,107 +1,197 @@
-"""`pchat chat`: a terminal client on the client library (sign in, search, join, post, read)."""
+"""`pchat chat`: a terminal client on the client library (sign in, search, join, post, read).
+
+The connection (chat_link), the posts typed (chat_outbox) and the lines read (chat_input)
+run side by side; this module reads commands and says what happened.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import sys
+from collections.abc import Awaitable, Callable
 
-from client.client import ChatMessage, PchatClient, SipError, XccosError
-from core.config import Settings
+from client.chat_input import Lines
+from client.chat_link import NETWORK_ERRORS, Connect, Link
+from client.chat_outbox import Outbox
+from client.errors import SipError, XccosError
+from client.session import PchatClient
+from core.xccos.envelope import Reply
 
 HELP = """commands:
-  /search TEXT   find rooms            /join NAME|URI   join a room (and show its history)
-  /part          leave the room        /history [N]     last N posts of the room
-  /follow        follow the room       /quit            leave
+  /rooms TEXT    find rooms by name     /join NAME|URI   join a room (and show its history)
+  /part          leave the room         /history [N]     last N posts of the room
+  /search TEXT   search the room's posts /who            who is online in the room
+  /follow        follow the room        /quit            leave (so does Ctrl-D)
+  //TEXT         post TEXT starting with one /
 anything else is posted to the room you joined last"""
+MAX_HISTORY = 500  # bccontext's largest cnt (XCCOS.md §4)
 
 
-def _show(message: ChatMessage, names: dict[str, str]) -> None:
-    room = names.get(message.room, message.room)
-    print(
-        f"[{room}] {message.ts[11:19]} {message.author.removeprefix('sip:')}: {message.text}",
-        flush=True,
-    )
+def say(text: str) -> None:
+    print(text, flush=True)
 
 
-async def run_chat(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        client = await PchatClient.connect(
-            args.host, args.port, args.user, args.password, domain=settings.domain
-        )
-        await client.sign_in()
-    except (OSError, SipError, XccosError) as exc:
-        print(f"pchat chat: cannot sign in: {exc}", file=sys.stderr)
-        return 1
-    print(f"signed in as {client.uri}. /help for commands.", flush=True)
-    names: dict[str, str] = {}
-    state: dict[str, str] = {}
+class Chat:
+    def __init__(self, connect: Connect) -> None:
+        self.link = Link(connect, say)
+        self.outbox = Outbox(self.link)
+        self.room = ""
+        self.commands: dict[str, Callable[[str], Awaitable[None]]] = {
+            "/help": self._help, "/rooms": self._rooms, "/join": self.join,
+            "/part": self._part, "/follow": self._follow, "/history": self._history,
+            "/search": self._search, "/who": self._who,
+        }  # fmt: skip
 
-    async def receive() -> None:
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                _show(await client.next_post(3600), names)
+    @property
+    def client(self) -> PchatClient:
+        if not self.link.up.is_set() or self.link.client is None:
+            raise ConnectionError("not connected; the chat is reconnecting")
+        return self.link.client
 
-    async def join(target: str) -> None:
+    async def handle(self, text: str) -> None:
+        if text.startswith("/") and not text.startswith("//"):
+            name, _, rest = text.partition(" ")
+            command = self.commands.get(name)
+            if command is None:
+                say(f"error: unknown command {name}; /help lists the commands (not posted)")
+                return
+            await command(rest.strip())
+        elif not self.room:
+            say("error: join a room first: /join NAME (not posted)")
+        else:
+            self.outbox.add(self.room, text.removeprefix("/"))
+
+    def _need_room(self) -> str:
+        if not self.room:
+            raise ValueError("join a room first: /join NAME")
+        return self.room
+
+    async def _help(self, _: str) -> None:
+        say(HELP)
+
+    async def _rooms(self, text: str) -> None:
+        rooms = await self.client.search(text)
+        for room in rooms:
+            say(f"{room.get('name')}\t{room.get('uri')}\t{room.get('description', '')}")
+        say(f"{len(rooms)} rooms found")
+
+    async def join(self, target: str) -> None:
+        if not target:
+            raise ValueError("/join NAME or /join ma-chan://…")
         uri = target
         if not target.startswith("ma-chan://"):
             found = [
                 r
-                for r in await client.search(target)
+                for r in await self.client.search(target)
                 if r.get("name", "").lower() == target.lower()
             ]
             if not found:
-                print(f"no room named {target!r}; try /search")
-                return
+                raise ValueError(f"no room named {target!r}; try /rooms")
             uri = found[0]["uri"]
-        await client.join(uri)
-        names[uri] = target
-        state["room"] = uri
-        for message in await client.history(uri):
-            _show(message, names)
+        await self.client.join(uri)
+        self.link.rooms[uri] = target
+        self.room = uri
+        for message in await self.client.history(uri):
+            self.link.show(message)
+        say(f"* joined {target}")
 
-    receiver = asyncio.get_running_loop().create_task(receive())
-    reader = asyncio.StreamReader()
-    await asyncio.get_running_loop().connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
-    )
+    async def _part(self, _: str) -> None:
+        room = self._need_room()
+        await self.client.part(room)
+        say(f"* left {self.link.rooms.pop(room, room)}")
+        self.room = next(reversed(self.link.rooms), "")
+
+    async def _follow(self, _: str) -> None:
+        await self.client.follow(self._need_room())
+        say("* following")
+
+    async def _history(self, count: str) -> None:
+        n = int(count or 25)
+        if not 1 <= n <= MAX_HISTORY:
+            raise ValueError(f"/history N: N from 1 to {MAX_HISTORY}")
+        await self._print(f'<last cnt="{n}"/>', "no posts")
+
+    async def _search(self, text: str) -> None:
+        if not text:
+            raise ValueError("/search TEXT")
+        esc = text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+        await self._print(f'<search text="{esc}" cnt="{MAX_HISTORY}"/>', "no post matches")
+
+    async def _print(self, query: str, none: str) -> None:
+        """Prints the posts a bccontext query finds (again, even if shown before)."""
+        room = self._need_room()
+        found = await self.client.history(room, query=query)
+        for m in found:
+            say(f"#{m.msgid} {m.ts} {m.author.removeprefix('sip:')}: {m.text}")
+        if not found:
+            say(none)
+
+    async def _who(self, _: str) -> None:
+        room = self._need_room()
+        count, online = online_of(await self.client.join(room))  # a join again says who is on
+        names = ", ".join(online) or "(the room is too big to list them)"
+        say(f"online in {self.link.rooms.get(room, room)} ({count}): {names}")
+
+
+def online_of(reply: Reply) -> tuple[str, list[str]]:
+    """The online count and addresses a join reply lists (XCCOS.md §3: uib table, aib 3984)."""
+    data = reply.data
+    users = {u.get("id"): u.get("uri") for u in (data.findall("uib") if data else [])}
+    chan = data.find("chanib") if data is not None else None
+    online, count = [], ""
+    for el in chan.findall("aib") if chan is not None else []:
+        if el.get("key") == "3984":
+            ids = [i for i in el.get("value").split(",") if i]
+            online = [users.get(i, i).removeprefix("sip:") for i in ids]
+    for el in chan.findall("info") if chan is not None else []:
+        if el.get("id") == "urn:parlano:ma:info:ucnt":
+            count = el.text
+    return count or str(len(online)), online
+
+
+async def run_chat(connect: Connect, first_room: str | None) -> int:
+    """Runs the chat until /quit, end of input or a refused sign-in; 0, or 1 if refused."""
+    chat = Chat(connect)
+    lines = Lines(asyncio.get_running_loop())
+    tasks = [asyncio.ensure_future(chat.link.run()), asyncio.ensure_future(chat.outbox.run())]
     try:
-        if args.room:
-            await join(args.room)
-        while line := (await reader.readline()).decode():
+        await _wait_first(chat.link.up.wait(), chat.link.over.wait())
+        if chat.link.over.is_set():
+            return 1
+        if first_room:
+            await _guard(chat.join(first_room))
+        say("/help lists the commands")
+        while True:
+            line = await _wait_first(lines.next(), chat.link.over.wait())
+            if chat.link.over.is_set() or not isinstance(line, str):
+                break
             text = line.strip()
-            if not text:
-                continue
-            try:
-                if text == "/quit":
-                    break
-                if text == "/help":
-                    print(HELP)
-                elif text.startswith("/search"):
-                    for room in await client.search(text[7:].strip()):
-                        print(
-                            f"{room.get('name')}\t{room.get('uri')}\t{room.get('description', '')}"
-                        )
-                elif text.startswith("/join "):
-                    await join(text[6:].strip())
-                elif "room" not in state:
-                    print("join a room first: /join NAME")
-                elif text == "/part":
-                    await client.part(state.pop("room"))
-                elif text == "/follow":
-                    await client.follow(state["room"])
-                elif text.startswith("/history"):
-                    count = int(text[8:].strip() or 25)
-                    for message in await client.history(
-                        state["room"], query=f'<last cnt="{count}"/>'
-                    ):
-                        _show(message, names)
-                else:
-                    await client.post(state["room"], text)
-            except (XccosError, SipError, ValueError) as exc:
-                print(f"error: {exc}", flush=True)
+            if text == "/quit":
+                break
+            if text:
+                await _guard(chat.handle(text))
+        if not chat.link.over.is_set() and chat.outbox.pending:
+            await _wait_first(chat.outbox.idle.wait(), chat.link.over.wait(), timeout=15)
     finally:
-        receiver.cancel()
-        await client.close()
-    return 0
+        chat.outbox.abandon()
+        for task in tasks:
+            task.cancel()
+        if chat.link.client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(chat.link.client.close(), 2)
+    return 1 if chat.link.fatal else 0
+
+
+async def _guard(step: Awaitable[None]) -> None:
+    try:
+        await step
+    except (XccosError, SipError, ValueError, *NETWORK_ERRORS) as exc:
+        say(f"error: {exc or type(exc).__name__}")
+
+
+async def _wait_first(*steps: Awaitable[object], timeout: float | None = None) -> object:
+    tasks = [asyncio.ensure_future(s) for s in steps]
+    done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
+    return tasks[0].result() if tasks[0] in done else None

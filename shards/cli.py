@@ -60,13 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_parser(sub, common)
     chat = sub.add_parser("chat", help="a terminal chat client")
     _common(chat)
-    chat.add_argument("--user", required=True, help="your SIP address, e.g. alice@example.com")
-    chat.add_argument(
-        "--password", default=os.environ.get("PCHAT_PASSWORD"), help="or PCHAT_PASSWORD"
-    )
-    chat.add_argument("--host", default="127.0.0.1")
-    chat.add_argument("--port", type=int, default=5041)
-    chat.add_argument("--room", help="join this room (name or ma-chan:// URI) at once")
+    from client.chat_args import add_arguments
+
+    add_arguments(chat)
     return parser
 
 
@@ -110,12 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pchat admin: {exc}", file=sys.stderr)
             return 2
         return 0
-    from client.chat import run_chat
+    from client.chat_args import main as chat_main
 
-    if not args.password:
-        print("pchat chat: give --password or set PCHAT_PASSWORD", file=sys.stderr)
-        return 2
-    return asyncio.run(run_chat(settings, args))
+    return chat_main(settings, args)
 
 
 if __name__ == "__main__":

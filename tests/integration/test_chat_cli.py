@@ -41,7 +41,7 @@ async def test_terminal_chat_session(server: RunningWorker) -> None:
         assert (await bob.next_post(10)).text == "hello from the terminal"
         await bob.post(lobby, "welcome, alice")
         await read_until(proc.stdout, "bob@example.com: welcome, alice")  # live posts are printed
-        proc.stdin.write(b"/search lob\n")
+        proc.stdin.write(b"/rooms lob\n")
         await proc.stdin.drain()
         await read_until(proc.stdout, lobby)
         proc.stdin.write(b"/quit\n")
