@@ -32,7 +32,7 @@ from core.store.base import UserRecord
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, INFO, UPDATE, BYE, OPTIONS, SUBSCRIBE"
+ALLOW = "INVITE, ACK, INFO, UPDATE, BYE, OPTIONS, SUBSCRIBE, REGISTER"
 METHODS = frozenset(ALLOW.split(", "))  # the request metric's label values: a fixed set
 PROVISIONING_EVENT = "vnd-microsoft-provisioning-v2"
 PROVISIONING_TYPE = "application/vnd-microsoft-roaming-provisioning-v2+xml"
@@ -41,6 +41,14 @@ MAX_AUTH_FAILURES = 3  # wrong credentials this often on one connection: 403 and
 # to the revision poll (1 s) anyway, and a sign-in asks three times in a few milliseconds.
 RECORD_FRESH_S = 1.0
 MIN_SESSION_EXPIRES_S = 90  # RFC 4028 §4
+# A REGISTER binds nothing here (sign-in is per connection), so the granted lifetime only
+# paces the client's re-REGISTER: SIPE re-registers 30 s before it, and 900 s is Lync's.
+REGISTER_EXPIRES_S = 900
+# SIPE sends a CRLF keep-alive this often when the REGISTER 200 names it (ms-keep-alive);
+# well inside the 5-minute idle timeouts of NATs and of load balancers in front of us.
+KEEP_ALIVE_S = 300
+# SIPE's REGISTER credentials carry this digest-uri (its own bug): taken as the request URI.
+SIPE_NULL_URI = "(null)"
 
 
 class UaSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -160,6 +168,9 @@ class UserAgent:
         method = msg.method
         if method == "INFO":
             return True
+        if method == "REGISTER":
+            self._on_register(msg)
+            return False
         if method == "OPTIONS":
             extra = [("Allow", ALLOW), ("Accept", "text/plain"), ("Supported", "timer")]
             self.reply(msg, 200, extra=extra)
@@ -183,18 +194,18 @@ class UserAgent:
         asserted = msg.get("P-Asserted-Identity")
         if asserted and self.endpoint.peer in s.trusted_hosts:
             return await self._bind(msg, f"sip:{address_of(parse_name_addr(asserted)[1])}")
-        credentials = msg.get("Authorization")
+        # SIPE answers only a 407 (RFC 3261 §22.3) and sends Proxy-Authorization back.
+        proxy = msg.method == "REGISTER"
+        credentials = msg.get("Proxy-Authorization" if proxy else "Authorization")
         if credentials and self._nonce:
             if await self._check_digest(msg, credentials):
                 return True
             if self.wants_close:
                 return False
         self._nonce = digest.make_nonce()
-        challenges = [
-            ("WWW-Authenticate", digest.challenge(s.domain, self._nonce, a))
-            for a in s.auth_algorithms
-        ]
-        self.reply(msg, 401, extra=challenges)
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        challenges = [(name, digest.challenge(s.domain, self._nonce, a)) for a in s.auth_algorithms]
+        self.reply(msg, 407 if proxy else 401, extra=challenges)
         return False
 
     async def _check_digest(self, msg: SipMessage, credentials: str) -> bool:
@@ -209,7 +220,10 @@ class UserAgent:
         ha1 = record.ha1.get(f"{algorithm}:{username}") if record else None
         # RFC 7616 §3.4.6: the digest-uri must name the request's target; compared as
         # addresses so that a proxy's rewrite of parameters does not matter.
-        same_target = address_of(params.get("uri", "")) == address_of(msg.uri)
+        digest_uri = params.get("uri", "")
+        same_target = address_of(digest_uri) == address_of(msg.uri) or (
+            msg.method == "REGISTER" and digest_uri == SIPE_NULL_URI
+        )
         realm_ok = params.get("realm") == s.domain
         if ha1 and algorithm in s.auth_algorithms and realm_ok and same_target:
             if digest.verify(params, msg.method, ha1, nonce=self._nonce):
@@ -259,6 +273,20 @@ class UserAgent:
             self._record_read = now
         return self._record is not None and self._record.enabled
 
+    def _on_register(self, msg: SipMessage) -> None:
+        """The 200 SIPE needs to take us for Lync (each header whole: it compares values
+        without splitting lists, and splits Allow-Events on commas without trimming)."""
+        asked = (msg.get("Expires") or "").strip()
+        expires = 0 if asked == "0" else REGISTER_EXPIRES_S  # 0: the client signs off
+        extra = [
+            ("Contact", msg.get("Contact") or f"<{self.user}>"),
+            ("Expires", str(expires)),
+            ("Supported", "msrtc-event-categories"),
+            ("Allow-Events", PROVISIONING_EVENT),
+            ("ms-keep-alive", f"UAS; tcp=yes; hop-hop=yes; end-end=no; timeout={KEEP_ALIVE_S}"),
+        ]
+        self.reply(msg, 200, to_tag=tokens.token_hex(6), extra=extra)
+
     async def _on_subscribe(self, msg: SipMessage) -> None:
         event = (msg.get("Event") or "").split(";")[0].strip().lower()
         if event != PROVISIONING_EVENT:
@@ -277,7 +305,14 @@ class UserAgent:
             f"{'true' if enabled else 'false'}</property>{pool_prop}"
             "</propertyEntryList></provisionGroup></provisionGroupList>"
         ).encode()
-        extra = [("Expires", "0"), ("Content-Type", PROVISIONING_TYPE)]
+        # SIPE reads the document from the 200 only with Event and ms-piggyback-cseq.
+        extra = [
+            ("Expires", "0"),
+            ("Event", PROVISIONING_EVENT),
+            ("ms-piggyback-cseq", str(msg.cseq[0])),
+            ("subscription-state", "terminated;expires=0"),
+            ("Content-Type", PROVISIONING_TYPE),
+        ]
         self.reply(msg, 200, to_tag=tokens.token_hex(6), extra=extra, body=body)
 
     def session_expires(self, msg: SipMessage) -> int:
@@ -329,7 +364,7 @@ class UserAgent:
         remote_target = parse_name_addr(contact)[1] if contact else parse_name_addr(from_value)[1]
         return Dialog(
             call_id=msg.call_id,
-            local_uri=self._s.pool_uri,
+            local_uri=f"sip:{address_of(msg.uri)}",  # our INFOs come From what was INVITEd
             local_tag=tokens.token_hex(8),
             remote_from=from_value,
             remote_uri=parse_name_addr(from_value)[1],

@@ -279,7 +279,9 @@ class CommandHandler:
         visible = (await self._visible(found, session.user))[:limit]
         return "".join(self._chanib(r, c) for r, c in visible)
 
-    async def _join_one(self, session: SessionView, room_id: str) -> str:
+    async def _join_one(
+        self, session: SessionView, room_id: str, ids: dict[str, int] | None = None
+    ) -> str:
         cap = self._info.joins_per_session
         joined = session.joined()
         if cap and room_id not in joined and len(joined) >= cap:
@@ -292,14 +294,18 @@ class CommandHandler:
             ok = True
         finally:
             session.end_join(room_id, ok)
-        return self._join_block(result)
+        return self._join_block(result, {} if ids is None else ids)
 
-    def _join_block(self, result: JoinResult) -> str:
-        ids = {user: n for n, user in enumerate(result.users)}
-        uibs = "".join(build.uib(user, id=n) for user, n in ids.items())
+    def _join_block(self, result: JoinResult, ids: dict[str, int]) -> str:
+        """The room's users and the room. ``ids`` is the reply's id->URI map so far: a
+        bjoin shares one across its rooms, as SIPE merges every uib of a reply into one."""
+        fresh = [user for user in result.users if user not in ids]
+        for user in fresh:
+            ids[user] = len(ids)
+        uibs = "".join(build.uib(user, id=ids[user]) for user in fresh)
         aibs = ""
         if result.users:
-            aibs = build.aib("3984", ",".join(str(n) for n in ids.values()))
+            aibs = build.aib("3984", ",".join(str(ids[u]) for u in result.users))
             if result.managers:
                 aibs += build.aib("12276", ",".join(str(ids[m]) for m in result.managers))
         chan = self._chanib(result.room, result.category, aibs, ucnt=result.ucnt)
@@ -310,9 +316,10 @@ class CommandHandler:
 
     async def _on_bjoin(self, session: SessionView, data: Element | None) -> str:
         out = []
+        ids: dict[str, int] = {}  # one id per user across the whole reply
         for uri in room_refs(data):
             try:
-                out.append(await self._join_one(session, self._room_id(uri)))
+                out.append(await self._join_one(session, self._room_id(uri), ids))
             except PchatError as exc:
                 out.append(build.chanerr(uri, exc.xccos_code, str(exc)))
         return "".join(out)

@@ -183,3 +183,24 @@ async def test_identical_posts_in_one_envelope_are_two_posts(server: RunningWork
         await asyncio.sleep(0.02)
     assert [m.text for m in await alice.history(lobby)] == ["again", "again"]
     await alice.close()
+
+
+async def test_bjoin_uib_ids_are_unique_across_the_reply(server: RunningWorker) -> None:
+    """SIPE merges every uib of one rpl:bjoin into one id->URI map."""
+    rooms = [await add_room(server.store, n, privacy="open") for n in ("One", "Two")]
+    alice = await connect(server, "alice")
+    bob = await connect(server, "bob")
+    await alice.sign_in()
+    await bob.sign_in()
+    for room in rooms:
+        await bob.join(room)
+    bjoin = await alice.command("cmd:bjoin", "".join(build.chanib(r) for r in rooms))
+    assert bjoin.data is not None
+    uibs = {u.get("id"): u.get("uri") for u in bjoin.data.findall("uib")}
+    assert len(uibs) == len(bjoin.data.findall("uib")) == 2  # each user once, one id each
+    assert set(uibs.values()) == {f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"}
+    for chan in bjoin.data.findall("chanib"):
+        [members] = [a for a in chan.findall("aib") if a.get("key") == "3984"]
+        assert {uibs[i] for i in members.get("value").split(",")} == set(uibs.values())
+    await alice.close()
+    await bob.close()

@@ -33,6 +33,7 @@ class Host:
             ),
         }
         self.sessions: dict[str, int] = {}
+        self.dialogs: dict[str, Dialog] = {}
         self.lookups = 0
 
     async def user_record(self, uri: str) -> UserRecord | None:
@@ -41,6 +42,7 @@ class Host:
 
     def open_session(self, dialog: Dialog, user: str, expires_s: int) -> None:
         self.sessions[dialog.call_id] = expires_s
+        self.dialogs[dialog.call_id] = dialog
 
     def refresh_session(self, call_id: str, expires_s: int) -> bool:
         if call_id not in self.sessions:
@@ -206,3 +208,76 @@ async def test_an_info_after_sign_in_is_handed_back_to_the_connection() -> None:
     wire.out.clear()
     assert await wire.ua.handle(msg) is True
     assert wire.out == []  # nothing answered: the connection runs it
+
+
+async def sipe_register(wire: Wire, password: str = PASSWORD) -> SipMessage:
+    """SIPE's sign-in: REGISTER, the 407, the same REGISTER with digest-uri "(null)"."""
+    challenge = await wire.send("REGISTER", uri=f"sip:{DOMAIN}", extra=[("Expires", "900")])
+    assert challenge.status == 407 and challenge.get("WWW-Authenticate") is None
+    offered = challenge.get_all("Proxy-Authenticate")
+    [md5] = [c for c in offered if "MD5" in c]
+    auth = digest.authorization(md5, "REGISTER", "(null)", "alice@example.com", password)
+    return await wire.send(
+        "REGISTER",
+        uri=f"sip:{DOMAIN}",
+        extra=[("Expires", "900"), ("Proxy-Authorization", auth)],
+    )
+
+
+async def test_register_signs_in_through_407_with_sipes_null_digest_uri() -> None:
+    wire = Wire()
+    ok = await sipe_register(wire)
+    assert ok.status == 200 and wire.ua.user == ALICE
+    # each a whole header of its own: SIPE compares values without splitting lists
+    assert int(ok.get("Expires") or "0") > 0
+    assert "msrtc-event-categories" in ok.get_all("Supported")
+    assert ok.get("Allow-Events") == "vnd-microsoft-provisioning-v2"
+    assert "timeout=" in (ok.get("ms-keep-alive") or "")
+    signed_off = await wire.send("REGISTER", uri=f"sip:{DOMAIN}", extra=[("Expires", "0")])
+    assert signed_off.status == 200 and signed_off.get("Expires") == "0"
+
+
+async def test_register_with_a_wrong_password_is_407_again_then_403() -> None:
+    wire = Wire()
+    assert (await sipe_register(wire, "wrong")).status == 407
+    assert (await sipe_register(wire, "wrong")).status == 407
+    refused = await sipe_register(wire, "wrong")
+    assert refused.status == 403 and "too many" in (refused.get("Warning") or "")
+    assert wire.ua.user is None and wire.ua.wants_close
+
+
+async def test_null_digest_uri_is_refused_outside_register() -> None:
+    wire = Wire()
+    event = [("Event", "vnd-microsoft-provisioning-v2")]
+    challenge = await wire.send("SUBSCRIBE", extra=event)
+    chosen = challenge.get_all("WWW-Authenticate")[0]
+    auth = digest.authorization(chosen, "SUBSCRIBE", "(null)", "alice@example.com", PASSWORD)
+    again = await wire.send("SUBSCRIBE", uri=ALICE, extra=[*event, ("Authorization", auth)])
+    assert again.status == 401 and wire.ua.user is None
+
+
+async def test_provisioning_200_carries_what_sipe_reads_it_by() -> None:
+    wire = Wire()
+    await sipe_register(wire)
+    ok = await wire.send(
+        "SUBSCRIBE",
+        extra=[("Event", "vnd-microsoft-provisioning-v2"), ("Proxy-Require", "ms-benotify")],
+    )
+    assert ok.status == 200  # Proxy-Require ignored, never a 420
+    assert ok.get("Event") == "vnd-microsoft-provisioning-v2"
+    assert ok.get("ms-piggyback-cseq") == str(ok.cseq[0])
+    assert ok.get("subscription-state") == "terminated;expires=0"
+    assert b"DefaultPersistentChatPoolUri" in ok.body
+
+
+@pytest.mark.parametrize("pool", ["pchat", "ocschat", "OCSChat"])
+async def test_the_dialog_sends_from_the_invited_uri(pool: str) -> None:
+    wire = Wire()
+    await sipe_register(wire)
+    ok = await wire.send("INVITE", call_id="d9", uri=f"sip:{pool}@{DOMAIN}")
+    assert ok.status == 200
+    [info] = SipCodec(max_header_bytes=16384, max_body_bytes=65536).feed(
+        wire.host.dialogs["d9"].info(b"<x/>")
+    )
+    assert isinstance(info, SipMessage) and info.call_id == "d9"
+    assert (info.get("From") or "").startswith(f"<sip:{pool}@{DOMAIN}>;tag=")
