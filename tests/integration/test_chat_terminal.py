@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from shards.worker.runner import RunningWorker
-from tests.conftest import DOMAIN, PASSWORD, add_room, signed_in
+import msgspec
+import pytest
+
+from shards.worker.runner import RunningWorker, run_worker
+from tests.conftest import DOMAIN, PASSWORD, add_room, add_user, make_settings, signed_in
 from tests.integration.chat_terminal import Terminal, chat_env
 
 
@@ -98,3 +102,35 @@ async def test_a_disabled_user_is_told_plainly_and_unsent_lines_reported(
         assert "481" not in term.seen and "Traceback" not in term.seen
     finally:
         term.close()
+
+
+async def test_tls_checks_the_certificate(tmp_path: Path, redis_url: str) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl (to make a test certificate) is not on PATH")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    base = make_settings(tmp_path, redis_url)
+    sip = msgspec.structs.replace(base.sip, tls_port=0, tls_cert=str(cert), tls_key=str(key))
+    async with run_worker(msgspec.structs.replace(base, sip=sip)) as worker:
+        await add_user(worker.store, "alice")
+        env = chat_env(PCHAT_PASSWORD=PASSWORD)
+        port = worker.sip_tls_port
+        untrusted = Terminal(port, "--tls", "--host", "localhost", env=env)
+        try:  # a certificate nobody vouches for is refused, not silently accepted
+            await untrusted.expect("* cannot sign in: ")
+            await untrusted.expect("CERTIFICATE_VERIFY_FAILED")
+            assert await untrusted.exit_code() == 1
+        finally:
+            untrusted.close()
+        term = Terminal(port, "--tls-ca", str(cert), "--host", "localhost", env=env)
+        try:
+            await term.expect("* connected as alice@example.com")
+            term.type("/quit")
+            assert await term.exit_code() == 0
+        finally:
+            term.close()
