@@ -47,7 +47,8 @@ async def test_prompted_password_commands_confirmation_and_ctrl_c(server: Runnin
         who += await term.expect("\n")
         assert "alice@example.com" in who and "bob@example.com" in who, who
         term.type("/search cats")
-        await term.expect("bob@example.com: an earlier word about cats")
+        found = await term.expect("bob@example.com: an earlier word about cats")
+        assert re.search(r"#\d+ \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC bob@", found), found
         term.interrupt()
         assert await term.exit_code() == 130
         assert "Traceback" not in term.seen
