@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 from client.chat_input import Lines
-from client.chat_link import NETWORK_ERRORS, Connect, Link
+from client.chat_link import NETWORK_ERRORS, Connect, Link, when
 from client.chat_outbox import Outbox
 from client.errors import SipError, XccosError
 from client.session import PchatClient
@@ -122,7 +122,7 @@ class Chat:
         room = self._need_room()
         found = await self.client.history(room, query=query)
         for m in found:
-            say(f"#{m.msgid} {m.ts} {m.author.removeprefix('sip:')}: {m.text}")
+            say(f"#{m.msgid} {when(m.ts)} {m.author.removeprefix('sip:')}: {m.text}")
         if not found:
             say(none)
 

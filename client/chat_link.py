@@ -84,7 +84,11 @@ class Link:
         while True:
             try:
                 client = await self._connect()
-                caught = await self._resume(client)
+                try:
+                    caught = await self._resume(client)
+                except BaseException:
+                    await client.close()
+                    raise
             except SipError as exc:
                 if first or refusal(exc):
                     return self._stop(refusal(exc) or f"cannot sign in: {exc}")
@@ -128,6 +132,8 @@ class Link:
         shown = 0
         for uri, name in list(self.rooms.items()):
             reply = await client.command("cmd:join", build.chanib(uri), check=False)
+            if reply.code == 503:  # the room's worker is restarting: try again after a while
+                raise XccosError(reply)
             if reply.code != 200:
                 self.out(f"* could not rejoin {name}: {reply.code} {reply.text}")
                 del self.rooms[uri]
