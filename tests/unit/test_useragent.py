@@ -55,7 +55,7 @@ class Host:
 
 
 class Wire:
-    def __init__(self, trusted: list[str] | None = None) -> None:
+    def __init__(self, trusted: list[str] | None = None, throttle: Throttle | None = None) -> None:
         self.host = Host()
         self.out: list[bytes] = []
         settings = UaSettings(
@@ -70,9 +70,14 @@ class Wire:
             self.host,
             Endpoint(peer="10.0.0.9", local="127.0.0.1:5041"),
             self.out.append,
-            throttle=Throttle(AuthSettings()),
+            throttle=throttle or Throttle(AuthSettings()),
+            sleep=self._sleep,
         )
+        self.slept: list[float] = []
         self._cseq = 0
+
+    async def _sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)  # the throttle's wait, without waiting
 
     async def send(
         self,
@@ -134,6 +139,26 @@ async def test_three_wrong_passwords_get_403_and_close() -> None:
     refused = await wire.sign_in("wrong")
     assert refused.status == 403 and "too many" in (refused.get("Warning") or "")
     assert wire.ua.wants_close and wire.ua.user is None
+
+
+async def test_a_throttled_attempt_waits_then_is_refused_unchecked() -> None:
+    now = [100.0]
+    throttle = Throttle(
+        AuthSettings(free_attempts=1, base_delay_s=1.0, max_delay_s=1.5), lambda: now[0]
+    )
+    first = Wire(throttle=throttle)
+    assert (await first.sign_in("wrong")).status == 401
+    assert (await first.sign_in("wrong")).status == 401
+    assert first.slept == []  # the delay is for the attempt after the free one
+    second = Wire(throttle=throttle)  # another connection: the same user's turns
+    assert (await second.sign_in(PASSWORD)).status == 200
+    assert second.slept == [1.0]  # delayed, then checked: the honest user gets in
+    third = Wire(throttle=throttle)
+    lookups = third.host.lookups
+    refused = await third.sign_in(PASSWORD)  # its turn is 2.5 s away: over the 1.5 s cap
+    assert refused.status == 503 and refused.get("Retry-After") == "1"
+    assert third.host.lookups == lookups  # refused without checking the password
+    assert third.ua.wants_close and third.ua.user is None
 
 
 async def test_invite_opens_a_session_and_update_refreshes_it() -> None:
