@@ -19,6 +19,10 @@ class SipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_header_bytes: int = 16 * 1024  # XCCOS.md §1: header block limit
     max_body_bytes: int = 64 * 1024  # XCCOS.md §1: body limit; larger bodies get 413
     session_expires_s: int = 1800  # INVITE session lifetime unless refreshed (UPDATE/re-INVITE)
+    # An unrefreshed session ends this long after its Session-Expires: SIPE refreshes only
+    # 10 s before expiry, so a slow link or a busy loop must not end it (RFC 4028 §10 gives
+    # min(32 s, a third) of grace). 0: end exactly at Session-Expires.
+    session_grace_s: float = 32.0
     # Per-connection output cap: a client that stops reading is cut off past it, so one
     # reader cannot hold the worker's memory (about 500 posts of 500 bytes).
     max_output_bytes: int = 256 * 1024

@@ -242,13 +242,13 @@ class SipConnection(asyncio.Protocol):
         self.sessions[dialog.call_id] = session
         self._gw.add_session(session)
         self._gw.load_follows(session)
-        session.refresh(expires_s)
+        session.refresh(expires_s + self._gw.settings.sip.session_grace_s)
 
     def refresh_session(self, call_id: str, expires_s: int) -> bool:
         session = self.sessions.get(call_id)
         if session is None:
             return False
-        session.refresh(expires_s)
+        session.refresh(expires_s + self._gw.settings.sip.session_grace_s)
         return True
 
     def close_session(self, call_id: str) -> bool:

@@ -114,13 +114,36 @@ async def test_unrefreshed_session_is_ended_with_bye(tmp_path: Path, redis_url: 
 
     base = make_settings(tmp_path, redis_url)
     settings = msgspec.structs.replace(
-        base, sip=msgspec.structs.replace(base.sip, session_expires_s=1)
+        base, sip=msgspec.structs.replace(base.sip, session_expires_s=1, session_grace_s=0)
     )
     async with run_worker(settings) as worker:
         await add_user(worker.store, "alice")
         alice = await signed_in(worker.sip_port, "alice")
         ok_update = await alice.request("UPDATE", alice._remote_target, in_dialog=True)
         assert ok_update.status == 200 and ok_update.get("Session-Expires") == "1;refresher=uac"
+        for _ in range(50):
+            if any(r.method == "BYE" for r in alice.server_requests):
+                break
+            await asyncio.sleep(0.1)
+        assert any(r.method == "BYE" for r in alice.server_requests)
+        assert not worker.gateway.sessions
+        await alice.close()
+
+
+async def test_an_unrefreshed_session_lives_through_the_grace(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """SIPE refreshes 10 s before Session-Expires: the session outlives it by the grace."""
+    from tests.conftest import make_settings
+
+    base = make_settings(tmp_path, redis_url)
+    sip = msgspec.structs.replace(base.sip, session_expires_s=1, session_grace_s=1.5)
+    async with run_worker(msgspec.structs.replace(base, sip=sip)) as worker:
+        await add_user(worker.store, "alice")
+        alice = await signed_in(worker.sip_port, "alice")
+        await asyncio.sleep(1.6)  # past Session-Expires, inside the grace
+        assert worker.gateway.sessions
+        assert not any(r.method == "BYE" for r in alice.server_requests)
         for _ in range(50):
             if any(r.method == "BYE" for r in alice.server_requests):
                 break
