@@ -152,6 +152,10 @@ class ManagementApi:
 
         return run
 
+    async def authenticate(self, request: web.Request) -> Actor | None:
+        """The signed-in user of a request (HTTP Basic), for the other web parts."""
+        return await self._actor(request)
+
     async def _actor(self, request: web.Request) -> Actor | None:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Basic "):

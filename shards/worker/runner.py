@@ -30,6 +30,7 @@ from shards.lifetime import die_with_parent
 from shards.metrics import Metrics
 from shards.routing import RoomRouter, ShardMap
 from shards.web.api import ManagementApi
+from shards.web.files import FileApi
 from shards.web.http import make_app
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
@@ -226,7 +227,8 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     runner: web.AppRunner | None = None
     if settings.http.port >= 0:
         api = ManagementApi(store, settings.domain, worker.announce_change)
-        runner = web.AppRunner(make_app(worker.health, api), access_log=None)
+        files = FileApi(store, settings, api.authenticate)
+        runner = web.AppRunner(make_app(worker.health, api, files), access_log=None)
         await runner.setup()
         http_sock = _listen_socket(settings.http.host, settings.http.port, reuse)
         site = web.SockSite(runner, http_sock)
