@@ -178,7 +178,7 @@ class ChatStore(Protocol):
         """Rooms where any of ``principals`` holds ``role``."""
 
     async def delete_room(self, room_id: str) -> bool:
-        """Delete a room with its messages, roles, follows and invitations."""
+        """Delete a room with its messages, roles, follows, invitations and file records."""
 
     # -- messages
     async def append_messages(

@@ -278,7 +278,7 @@ class PostgresStore:
 
     async def delete_room(self, room_id: str) -> bool:
         async with self._conn() as conn, conn.transaction():
-            for table in ("messages", "follows", "invitations"):
+            for table in ("messages", "follows", "invitations", "files"):
                 await conn.execute(f"DELETE FROM {table} WHERE room_id = $1", room_id)
             status: str = await conn.execute("DELETE FROM rooms WHERE id = $1", room_id)
         return status != "DELETE 0"

@@ -285,7 +285,7 @@ class SqliteDb:
     def delete_room(self, room_id: str) -> bool:
         with self.write() as c:
             # The messages_fts_delete trigger removes each message's FTS row.
-            for table in ("messages", "follows", "invitations"):
+            for table in ("messages", "follows", "invitations", "files"):
                 c.execute(f"DELETE FROM {table} WHERE room_id = ?", (room_id,))
             return c.execute("DELETE FROM rooms WHERE id = ?", (room_id,)).rowcount > 0
 

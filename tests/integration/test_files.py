@@ -92,6 +92,18 @@ async def test_upload_then_download_streams_back_the_bytes(
         )
 
 
+async def test_download_honours_range_requests(http: aiohttp.ClientSession) -> None:
+    async with http.post(
+        "/api/rooms/lobby/files", params={"name": "r.bin"}, data=b"0123456789", headers=auth("bob")
+    ) as resp:
+        url = (await resp.json())["url"]
+    async with http.get(url, headers={**auth("bob"), "Range": "bytes=2-5"}) as resp:
+        assert resp.status == 206
+        assert await resp.read() == b"2345"
+        assert resp.headers["Content-Range"] == "bytes 2-5/10"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
 async def test_upload_is_recorded_with_the_stored_file_name(
     files_server: RunningWorker, http: aiohttp.ClientSession
 ) -> None:

@@ -687,3 +687,15 @@ async def test_add_file_with_a_taken_id_stores_nothing(store: ChatStore) -> None
         await store.add_file(msgspec.structs.replace(record, name="b"), [event])
     assert (await store.get_file(record.id)) == record
     assert await store.outbox_head(10) == []
+
+
+async def test_delete_room_deletes_its_file_records(store: ChatStore) -> None:
+    await with_rooms(store, room("r1", "Lobby"), room("r2", "Other"))
+    for fid, rid in (("a" * 24, "r1"), ("b" * 24, "r2")):
+        record = FileRecord(
+            id=fid, room_id=rid, name="n", size=1, sha256="0" * 64, uploader="u", ts_ms=1
+        )
+        await store.add_file(record, [])
+    assert await store.delete_room("r1")
+    assert await store.get_file("a" * 24) is None
+    assert await store.get_file("b" * 24) is not None
