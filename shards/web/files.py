@@ -108,6 +108,8 @@ class FileApi:
     async def upload(self, request: web.Request, actor: Actor) -> web.StreamResponse:
         name = check_name(request.query.get("name", ""))
         room = await self._room(request.match_info["room"], actor.uri, post=True)
+        if self._max_bytes == 0:
+            raise Forbidden("file upload is off on this server (files.max_upload_kb = 0)")
         if request.content_length is not None and request.content_length > self._max_bytes:
             raise TooLarge(f"files are limited to {self._max_bytes // 1000} KB")
         await asyncio.to_thread(self._dir.mkdir, parents=True, exist_ok=True)

@@ -200,3 +200,14 @@ async def test_category_switch_gates_uploads(
 @pytest.mark.parametrize("name", ["", "../x", "a/b", "a\\b", "a\nb", "..", "n" * 256])
 async def test_bad_file_names_are_400(http: aiohttp.ClientSession, name: str) -> None:
     assert (await upload(http, "lobby", b"z", name=name)).status == 400
+
+
+async def test_zero_cap_turns_uploads_off(
+    settings: Settings, loop_errors: list[dict[str, object]]
+) -> None:
+    settings = msgspec.structs.replace(settings, files=FileSettings(max_upload_kb=0))
+    async with run_worker(settings) as worker:
+        await add_user(worker.store, "alice")
+        await add_room(worker.store, "Lobby")
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{worker.http_port}") as http:
+            assert (await upload(http, "lobby", b"")).status == 403
