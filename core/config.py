@@ -112,6 +112,16 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     unauth_per_address: int = 64
 
 
+class FileSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The room file store (HTTP upload and download; bytes on disk, metadata in the store)."""
+
+    dir: str = ""  # where the bytes live; "": <data_dir>/files
+    # Largest upload, in KB: the original's default of 20,000 KB; past it 413. 0: no uploads.
+    max_upload_kb: int = 20_000
+    # Bytes read from the socket and written to disk at once: bounds a transfer's memory.
+    chunk_bytes: int = 64 * 1024
+
+
 class ComplianceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The optional compliance service (off by default, as in the original)."""
 
@@ -139,6 +149,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     compliance: ComplianceSettings = msgspec.field(default_factory=ComplianceSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    files: FileSettings = msgspec.field(default_factory=FileSettings)
+
+    @property
+    def files_dir(self) -> str:
+        return self.files.dir or str(Path(self.data_dir).resolve() / "files")
 
     @property
     def compliance_store_path(self) -> str:
@@ -261,6 +276,8 @@ def load_settings(
         raise ConfigError("http.keepalive_timeout_s must be > 0")
     if bool(settings.http.tls_cert) != bool(settings.http.tls_key):
         raise ConfigError("HTTPS needs both http.tls_cert and http.tls_key (PEM files)")
+    if settings.files.max_upload_kb < 0 or not 4096 <= settings.files.chunk_bytes <= 1 << 20:
+        raise ConfigError("files.max_upload_kb must be >= 0 and files.chunk_bytes 4 KiB to 1 MiB")
     interval = settings.compliance.run_interval_s
     if not 60 <= interval <= 30 * 86400:
         raise ConfigError(f"compliance.run_interval_s must be 60 s to 30 days; got {interval}")

@@ -25,7 +25,8 @@ class Activity(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     ts_ms: int
     session: str = ""  # the session (device) that acted
     msgid: int = 0  # CHAT: the post's id in its room
-    text: str = ""  # CHAT: the post; BACKCHAT: the history query
+    # CHAT: the post; BACKCHAT: the history query; FILEUPLOAD/FILEDOWNLOAD: the stored file name
+    text: str = ""
     room_name: str = ""
 
 

@@ -104,6 +104,18 @@ class PrefRecord(msgspec.Struct, kw_only=True):
     content: bytes
 
 
+class FileRecord(msgspec.Struct, kw_only=True):
+    """A file posted to a room; its bytes live on disk under ``id``, never in the store."""
+
+    id: str  # random, unguessable: the download URL's only key
+    room_id: str
+    name: str  # the uploader's file name, as stored and shown
+    size: int
+    sha256: str  # hex digest of the stored bytes
+    uploader: str
+    ts_ms: int
+
+
 class OutboxEvent(msgspec.Struct, kw_only=True, gc=False):
     """An activity record for the compliance service (payload: its JSON)."""
 
@@ -168,7 +180,7 @@ class ChatStore(Protocol):
         """Rooms where any of ``principals`` holds ``role``."""
 
     async def delete_room(self, room_id: str) -> bool:
-        """Delete a room with its messages, roles, follows and invitations."""
+        """Delete a room with its messages, roles, follows, invitations and file records."""
 
     # -- messages
     async def append_messages(
@@ -227,3 +239,9 @@ class ChatStore(Protocol):
     ) -> PrefRecord | None:
         """Store when ``seqid`` equals the stored seqid (0 for a new label), bumping it;
         ``None`` when it is stale (the caller answers 409)."""
+
+    # -- files (metadata; the bytes are on disk)
+    async def add_file(self, record: FileRecord, outbox: list[OutboxEvent]) -> None:
+        """Store the record with its compliance ``outbox`` rows in one transaction."""
+
+    async def get_file(self, file_id: str) -> FileRecord | None: ...

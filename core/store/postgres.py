@@ -13,6 +13,7 @@ from core.errors import Conflict, NotFound, StoreError
 from core.store.base import (
     CategoryRecord,
     ClientKey,
+    FileRecord,
     InvitationRecord,
     MessageRecord,
     NewMessage,
@@ -28,6 +29,7 @@ from core.store.rows import (
     CATEGORY_COLS,
     CATEGORY_FIELDS,
     CATEGORY_ROLES,
+    FILE_COLS,
     INVITATION_COLS,
     MESSAGE_COLS,
     ROOM_COLS,
@@ -36,6 +38,8 @@ from core.store.rows import (
     USER_COLS,
     Assembly,
     category_principals,
+    file_from_row,
+    file_row,
     ha1_text,
     invitation_from_row,
     message_from_row,
@@ -278,7 +282,7 @@ class PostgresStore:
 
     async def delete_room(self, room_id: str) -> bool:
         async with self._conn() as conn, conn.transaction():
-            for table in ("messages", "follows", "invitations"):
+            for table in ("messages", "follows", "invitations", "files"):
                 await conn.execute(f"DELETE FROM {table} WHERE room_id = $1", room_id)
             status: str = await conn.execute("DELETE FROM rooms WHERE id = $1", room_id)
         return status != "DELETE 0"
@@ -460,3 +464,18 @@ class PostgresStore:
         if stored is None:
             return None
         return PrefRecord(user=user, label=label, seqid=int(stored), content=content)
+
+    async def add_file(self, record: FileRecord, outbox: list[OutboxEvent]) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO files ({FILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                *file_row(record),
+            )
+            if outbox:
+                await conn.executemany(
+                    _INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in outbox]
+                )
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        rows = await self._fetch(f"SELECT {FILE_COLS} FROM files WHERE id = $1", file_id)
+        return file_from_row(rows[0]) if rows else None

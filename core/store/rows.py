@@ -14,7 +14,14 @@ from typing import Any, TypeVar
 import msgspec
 
 from core.errors import StoreError
-from core.store.base import CategoryRecord, InvitationRecord, MessageRecord, RoomRecord, UserRecord
+from core.store.base import (
+    CategoryRecord,
+    FileRecord,
+    InvitationRecord,
+    MessageRecord,
+    RoomRecord,
+    UserRecord,
+)
 
 _T = TypeVar("_T")
 
@@ -28,6 +35,7 @@ ROOM_COLS = (
 ROOM_FIELDS = tuple(col.strip() for col in ROOM_COLS.split(","))
 MESSAGE_COLS = "room_id, seq, author, ts_ms, text"
 INVITATION_COLS = "id, room_id, invitee, inviter, ts_ms, delivered"
+FILE_COLS = "id, room_id, name, size, sha256, uploader, ts_ms"
 
 # The stored role name -> the record's list field.
 CATEGORY_ROLES = {"allowed": "allowed", "denied": "denied", "creator": "creators"}
@@ -66,6 +74,23 @@ def invitation_from_row(row: Sequence[Any]) -> InvitationRecord:
         inviter=row[3],
         ts_ms=row[4],
         delivered=bool(row[5]),
+    )
+
+
+def file_row(f: FileRecord) -> tuple[str, str, str, int, str, str, int]:
+    """The values of ``FILE_COLS``, in order."""
+    return (f.id, f.room_id, f.name, f.size, f.sha256, f.uploader, f.ts_ms)
+
+
+def file_from_row(row: Sequence[Any]) -> FileRecord:
+    return FileRecord(
+        id=row[0],
+        room_id=row[1],
+        name=row[2],
+        size=row[3],
+        sha256=row[4],
+        uploader=row[5],
+        ts_ms=row[6],
     )
 
 

@@ -19,6 +19,7 @@ from core.errors import StoreError
 from core.store.base import (
     CategoryRecord,
     ClientKey,
+    FileRecord,
     InvitationRecord,
     MessageRecord,
     NewMessage,
@@ -241,3 +242,9 @@ class SqliteStore:
         self, user: str, label: str, seqid: int, content: bytes
     ) -> PrefRecord | None:
         return await self._call(SqliteDb.set_pref, user, label, seqid, content)
+
+    async def add_file(self, record: FileRecord, outbox: list[OutboxEvent]) -> None:
+        await self._call(SqliteDb.add_file, record, outbox)
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        return await self._call(SqliteDb.get_file, file_id)

@@ -16,6 +16,7 @@ from core.errors import Conflict, NotFound, StoreError
 from core.store.base import (
     CategoryRecord,
     ClientKey,
+    FileRecord,
     InvitationRecord,
     MessageRecord,
     NewMessage,
@@ -30,6 +31,7 @@ from core.store.rows import (
     CATEGORY_COLS,
     CATEGORY_FIELDS,
     CATEGORY_ROLES,
+    FILE_COLS,
     INVITATION_COLS,
     MESSAGE_COLS,
     ROOM_COLS,
@@ -38,6 +40,8 @@ from core.store.rows import (
     USER_COLS,
     Assembly,
     category_principals,
+    file_from_row,
+    file_row,
     ha1_text,
     invitation_from_row,
     message_from_row,
@@ -284,7 +288,7 @@ class SqliteDb:
     def delete_room(self, room_id: str) -> bool:
         with self.write() as c:
             # The messages_fts_delete trigger removes each message's FTS row.
-            for table in ("messages", "follows", "invitations"):
+            for table in ("messages", "follows", "invitations", "files"):
                 c.execute(f"DELETE FROM {table} WHERE room_id = ?", (room_id,))
             return c.execute("DELETE FROM rooms WHERE id = ?", (room_id,)).rowcount > 0
 
@@ -413,3 +417,16 @@ class SqliteDb:
         if cur.rowcount != 1:
             return None
         return PrefRecord(user=user, label=label, seqid=seqid + 1, content=content)
+
+    def add_file(self, record: FileRecord, outbox: list[OutboxEvent]) -> None:
+        with self.write() as c:
+            c.execute(
+                f"INSERT INTO files ({FILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)", file_row(record)
+            )
+            c.executemany(_INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in outbox])
+
+    def get_file(self, file_id: str) -> FileRecord | None:
+        row = self.conn.execute(
+            f"SELECT {FILE_COLS} FROM files WHERE id = ?", (file_id,)
+        ).fetchone()
+        return None if row is None else file_from_row(row)

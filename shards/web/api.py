@@ -101,22 +101,9 @@ class ManagementApi:
 
     def _wrap(self, handler: Callable[[web.Request, Actor], Awaitable[web.Response]]) -> Handler:
         async def run(request: web.Request) -> web.StreamResponse:
-            refused = self._guard.refusal(request)  # before any password is checked
-            if refused is not None:
-                return refused
-            actor = await self._actor(request)
-            if actor is None:
-                return web.Response(
-                    status=401,
-                    text="sign in with your SIP address and password (HTTP Basic)\n",
-                    headers={"WWW-Authenticate": f'Basic realm="{self._domain}", charset="UTF-8"'},
-                )
+            actor = await self.authenticate(request)
             if isinstance(actor, web.Response):
                 return actor
-            if request.method not in SAFE_METHODS and from_browser(request):
-                refused = token_refusal(request, await self._token(actor))
-                if refused is not None:
-                    return refused
             try:
                 response = await handler(request, actor)
                 if request.method != "GET" and response.status < 300:
@@ -128,6 +115,30 @@ class ManagementApi:
                 return _json({"error": f"bad request body: {exc}"}, 400)
 
         return run
+
+    async def authenticate(
+        self, request: web.Request, *, json_only: bool = True
+    ) -> Actor | web.Response:
+        """The signed-in user of a request, or the response that refuses it: the type and
+        origin checks first (before any password is looked at), then HTTP Basic through
+        the throttle, then a browser's CSRF token. Every web part signs in here; the file
+        store passes ``json_only=False`` for its uploads' raw bodies."""
+        refused = self._guard.refusal(request, json_only=json_only)
+        if refused is not None:
+            return refused
+        actor = await self._actor(request)
+        if actor is None:
+            return web.Response(
+                status=401,
+                text="sign in with your SIP address and password (HTTP Basic)\n",
+                headers={"WWW-Authenticate": f'Basic realm="{self._domain}", charset="UTF-8"'},
+            )
+        if isinstance(actor, Actor) and request.method not in SAFE_METHODS:
+            if from_browser(request):
+                token_refused = token_refusal(request, await self._token(actor))
+                if token_refused is not None:
+                    return token_refused
+        return actor
 
     async def _actor(self, request: web.Request) -> Actor | web.Response | None:
         """The signed-in user; None: no or wrong credentials; a 429 when the throttle

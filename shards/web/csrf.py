@@ -48,11 +48,13 @@ class CsrfGuard:
         extra = [origin_of(o) for o in [*allowed_origins, public_url]]
         self._allowed = frozenset(o for o in extra if o)
 
-    def refusal(self, request: web.Request) -> web.Response | None:
-        """The error response for a request refused before sign-in, or None."""
+    def refusal(self, request: web.Request, *, json_only: bool = True) -> web.Response | None:
+        """The error response for a request refused before sign-in, or None. A route
+        that takes raw bodies (file uploads) passes ``json_only=False``: the Origin check
+        and the token then stand alone against a foreign form."""
         if request.method in SAFE_METHODS:
             return None
-        if request.body_exists and request.content_type != "application/json":
+        if json_only and request.body_exists and request.content_type != "application/json":
             return _error(415, "request bodies must be JSON (Content-Type: application/json)")
         origin = request.headers.get("Origin")
         if origin is not None and not self._origin_ok(request, origin):

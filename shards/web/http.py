@@ -8,11 +8,14 @@ from aiohttp import web
 
 from shards import metrics
 from shards.web.api import ManagementApi
+from shards.web.files import FileApi
 
 HealthCheck = Callable[[], Awaitable[dict[str, object]]]
 
 
-def make_app(health: HealthCheck, api: ManagementApi | None = None) -> web.Application:
+def make_app(
+    health: HealthCheck, api: ManagementApi | None = None, files: FileApi | None = None
+) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         status = await health()
         ok = all(v is True for k, v in status.items() if k.endswith("_ok"))
@@ -26,4 +29,6 @@ def make_app(health: HealthCheck, api: ManagementApi | None = None) -> web.Appli
     app.router.add_get("/metrics", metrics_view)
     if api is not None:
         api.routes(app)
+    if files is not None:
+        files.routes(app)
     return app

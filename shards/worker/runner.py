@@ -32,6 +32,7 @@ from shards.metrics import Metrics
 from shards.routing import RoomRouter, ShardMap
 from shards.web.api import ManagementApi
 from shards.web.csrf import CsrfGuard
+from shards.web.files import FileApi
 from shards.web.http import make_app
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
@@ -166,7 +167,9 @@ async def _serve_http(worker: RunningWorker, reuse: bool) -> tuple[web.AppRunner
         worker.store, worker.settings.domain, worker.announce_change, gateway.throttle, guard
     )
     runner = web.AppRunner(
-        make_app(worker.health, api), access_log=None, keepalive_timeout=http.keepalive_timeout_s
+        make_app(worker.health, api, FileApi(worker.store, worker.settings, api.authenticate)),
+        access_log=None,
+        keepalive_timeout=http.keepalive_timeout_s,
     )
     await runner.setup()
     assert runner.server is not None  # set by setup()

@@ -9,12 +9,14 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from core.errors import Conflict, NotFound, StoreError
 from core.store.base import (
     CategoryRecord,
     ChatStore,
+    FileRecord,
     InvitationRecord,
     MessageRecord,
     NewMessage,
@@ -668,3 +670,49 @@ async def test_outbox_queue_operations(store: ChatStore) -> None:
     await store.delete_outbox([r.id for r in head])
     assert [r.payload for r in await store.outbox_head(10)] == ["3", "4"]
     assert await store.outbox_stats() == (2, 103)
+
+
+# -- files
+
+
+async def test_file_record_roundtrip_with_its_outbox_rows(store: ChatStore) -> None:
+    record = FileRecord(
+        id="f" * 24,
+        room_id="r1",
+        name="plan – v2.pdf",
+        size=3 * 2**31,  # past 32 bits: the columns are 64-bit
+        sha256="ab" * 32,
+        uploader="sip:a@x",
+        ts_ms=1234,
+    )
+    event = OutboxEvent(kind="FILEUPLOAD", payload='{"text":"plan – v2.pdf"}', ts_ms=1234)
+    await store.add_file(record, [event])
+    assert await store.get_file(record.id) == record
+    assert await store.get_file("g" * 24) is None
+    assert [(r.kind, r.payload) for r in await store.outbox_head(10)] == [
+        ("FILEUPLOAD", event.payload)
+    ]
+
+
+async def test_add_file_with_a_taken_id_stores_nothing(store: ChatStore) -> None:
+    record = FileRecord(
+        id="x" * 24, room_id="r1", name="a", size=1, sha256="0" * 64, uploader="u", ts_ms=1
+    )
+    await store.add_file(record, [])
+    event = OutboxEvent(kind="FILEUPLOAD", payload="{}", ts_ms=1)
+    with pytest.raises(Exception):  # noqa: B017, PT011 - each driver's integrity error
+        await store.add_file(msgspec.structs.replace(record, name="b"), [event])
+    assert (await store.get_file(record.id)) == record
+    assert await store.outbox_head(10) == []
+
+
+async def test_delete_room_deletes_its_file_records(store: ChatStore) -> None:
+    await with_rooms(store, room("r1", "Lobby"), room("r2", "Other"))
+    for fid, rid in (("a" * 24, "r1"), ("b" * 24, "r2")):
+        record = FileRecord(
+            id=fid, room_id=rid, name="n", size=1, sha256="0" * 64, uploader="u", ts_ms=1
+        )
+        await store.add_file(record, [])
+    assert await store.delete_room("r1")
+    assert await store.get_file("a" * 24) is None
+    assert await store.get_file("b" * 24) is not None
