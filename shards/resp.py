@@ -242,10 +242,20 @@ class RespSubscriber:
         self.channels.update(channels)
         assert self._proto is not None
         self._proto.write(encode_command(("SUBSCRIBE", *channels)))
+        # asyncio.wait, not wait_for(gather(...)): a cancelled gather leaves an exception
+        # nobody retrieves; here every future is settled on every path.
         try:
-            await asyncio.wait_for(asyncio.gather(*waits), timeout)
-        except TimeoutError as exc:
-            raise RespError("Redis did not confirm the subscription") from exc
+            done, pending = await asyncio.wait(waits, timeout=timeout)
+        except asyncio.CancelledError:
+            for future in waits:
+                future.cancel()
+            raise
+        for future in pending:
+            future.cancel()
+        if pending:
+            raise RespError("Redis did not confirm the subscription")
+        for future in done:
+            future.result()  # a refused AUTH or a lost connection: RespError
 
     def unsubscribe(self, *channels: bytes) -> None:
         self.channels.difference_update(channels)

@@ -29,6 +29,7 @@ from shards.bus import Fanout, RedisBus
 from shards.lifetime import die_with_parent
 from shards.logs import setup_logging
 from shards.metrics import Metrics
+from shards.resp import RespError, RespSubscriber
 from shards.routing import RoomRouter, ShardMap
 from shards.web.api import ManagementApi
 from shards.web.csrf import CsrfGuard
@@ -328,19 +329,25 @@ async def _watch_revision(worker: RunningWorker) -> None:
 
 
 async def _admin_notices(worker: RunningWorker, notice: asyncio.Event) -> None:
+    """Wakes the revision check on an admin notice. The lean subscriber, not redis-py's
+    PubSub: cancelling that one while it connects could leave the worker's shutdown
+    waiting forever; this one closes its socket and is done."""
+    channel = wire.ADMIN_CHANNEL.encode()
     while True:
+        sub: RespSubscriber | None = None
         try:
-            assert worker.redis is not None
-            async with worker.redis.pubsub() as pubsub:
-                await pubsub.subscribe(wire.ADMIN_CHANNEL)
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        notice.set()
-        except asyncio.CancelledError:
-            raise
-        except (OSError, aioredis.RedisError) as exc:
+            sub = await RespSubscriber.connect(
+                worker.settings.effective_redis_url, lambda _channel, _data: notice.set()
+            )
+            await sub.subscribe(channel)
+            await sub.closed.wait()
+            raise RespError("Redis connection lost")
+        except (OSError, TimeoutError, RespError) as exc:
             log.debug("admin notices unavailable (%s); polling only", exc)
-            await asyncio.sleep(1.0)
+        finally:
+            if sub is not None:
+                sub.close()
+        await asyncio.sleep(1.0)
 
 
 async def _gauges(worker: RunningWorker, metrics: Metrics) -> None:

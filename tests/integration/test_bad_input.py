@@ -206,7 +206,7 @@ async def test_keepalive_ping_gets_a_pong(server: RunningWorker) -> None:
     writer.write(b"\r\n\r\n")
     assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
     writer.close()
-    await writer.wait_closed()
+    await asyncio.wait_for(writer.wait_closed(), 5)
 
 
 async def test_info_with_someone_elses_from_gets_403(server: RunningWorker) -> None:
