@@ -203,4 +203,3 @@ async def test_a_worker_runs_its_bus_over_tls_with_a_password(
         assert got.text == "through a TLS bus"
         await alice.close()
         await bob.close()
-
