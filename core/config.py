@@ -140,6 +140,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     domain: str = "example.com"
     data_dir: str = "./data"
     store: str = ""  # chat store URL; "": sqlite:///<data_dir>/chat.db
+    # PostgreSQL connections per process (worker, compliance, admin). Posts are group-committed,
+    # so one connection carries the hot path; the others let history, search and admin reads run
+    # while a commit is in flight. 4 x workers x hosts must stay under the server's
+    # max_connections (100 by default). Ignored on SQLite (one connection per process).
+    store_pool_min: int = 1  # kept open from the start; 0: open on first use
+    store_pool_max: int = 4  # at most this many at once; must be >= 1 and >= store_pool_min
+    # How many hosts form the pool (issue #14). More than one needs a shared PostgreSQL store:
+    # an SQLite file belongs to one host, so serve refuses to start with it.
+    pool_hosts: int = 1
     redis_url: str = ""  # "": the supervisor starts an embedded redis-server in data_dir
     workers: int = 1  # worker processes; 0: one per CPU
     shards: int = 1024  # virtual shards: crc32(room_uri) % shards
@@ -168,6 +177,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if self.store:
             return self.store
         return f"sqlite://{Path(self.data_dir).resolve() / 'chat.db'}"  # sqlite:///abs/path
+
+    @property
+    def store_pool(self) -> tuple[int, int]:
+        """(min, max) connections of the chat store's PostgreSQL pool, per process."""
+        return self.store_pool_min, self.store_pool_max
 
     @property
     def pool_uri(self) -> str:
@@ -245,6 +259,22 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says which key and why."""
 
 
+def _check_pool(settings: Settings) -> None:
+    """Pool sizes make sense, and a pool of hosts shares a PostgreSQL store."""
+    low, high = settings.store_pool
+    if low < 0 or high < 1 or low > high:
+        raise ConfigError(
+            f"store_pool_min must be 0..store_pool_max and store_pool_max >= 1; got {low}, {high}"
+        )
+    if settings.pool_hosts < 1:
+        raise ConfigError(f"pool_hosts must be >= 1; got {settings.pool_hosts}")
+    if settings.pool_hosts > 1 and settings.store_url.partition(":")[0].lower() == "sqlite":
+        raise ConfigError(
+            f"pool_hosts = {settings.pool_hosts} needs a shared PostgreSQL store "
+            "(store = postgresql://...); an SQLite store belongs to one host"
+        )
+
+
 def load_settings(
     config_file: str | None = None,
     env: Mapping[str, str] | None = None,
@@ -281,6 +311,7 @@ def load_settings(
     interval = settings.compliance.run_interval_s
     if not 60 <= interval <= 30 * 86400:
         raise ConfigError(f"compliance.run_interval_s must be 60 s to 30 days; got {interval}")
+    _check_pool(settings)
     unknown = [a for a in settings.sip.auth_algorithms if a not in DIGEST_ALGORITHMS]
     if unknown or not settings.sip.auth_algorithms:
         raise ConfigError(

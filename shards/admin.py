@@ -140,7 +140,7 @@ def add_parser(
 async def run(settings: Settings, args: argparse.Namespace, out: Out) -> None:
     if not settings.store:
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    store = make_store(settings.store_url)
+    store = make_store(settings.store_url, settings.store_pool)
     await store.open()
     try:
         action = ACTIONS[(args.object, args.op)]

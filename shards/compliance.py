@@ -154,7 +154,7 @@ async def _main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    chat = make_store(settings.store_url)
+    chat = make_store(settings.store_url, settings.store_pool)
     await chat.open()
     archive = ComplianceStore(settings.compliance_store_path)
     redis = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=2)

@@ -160,6 +160,6 @@ class Supervisor:
 
 async def _prepare_store(settings: Settings) -> None:
     """Creates or migrates the schema once, before any worker opens the store."""
-    store = make_store(settings.store_url)
+    store = make_store(settings.store_url, settings.store_pool)
     await store.open()
     await store.close()

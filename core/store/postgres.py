@@ -47,10 +47,7 @@ from core.store.rows import (
     user_from_row,
 )
 
-# Per worker process. Posts are group-committed, so one connection carries the
-# hot path; the others let history, search and admin reads run while a commit
-# is in flight. 4 x workers stays well under max_connections (100) up to ~20
-# workers, which is more than the cores a pool member has.
+# Defaults of Settings.store_pool_min/max (core/config.py says why these values).
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 4
 CONNECT_TIMEOUT_S = 10.0
@@ -64,8 +61,9 @@ _BY_NAME = 'ORDER BY name_key COLLATE "C", id COLLATE "C"'
 class PostgresStore:
     """``ChatStore`` on a PostgreSQL database; any number of servers may share it."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, pool: tuple[int, int] = (POOL_MIN_SIZE, POOL_MAX_SIZE)) -> None:
         self._dsn = dsn
+        self._pool_size = pool  # (min, max) connections of this process
         self._pool: Any = None  # asyncpg.Pool once open
 
     @asynccontextmanager
@@ -85,8 +83,8 @@ class PostgresStore:
         try:
             pool = await asyncpg.create_pool(
                 self._dsn,
-                min_size=POOL_MIN_SIZE,
-                max_size=POOL_MAX_SIZE,
+                min_size=self._pool_size[0],
+                max_size=self._pool_size[1],
                 timeout=CONNECT_TIMEOUT_S,
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:

@@ -9,21 +9,24 @@ from collections.abc import Callable
 
 from core.store.base import ChatStore
 
+# (min, max) PostgreSQL connections per process; SQLite has one connection and ignores it.
+PoolSize = tuple[int, int]
 
-def _sqlite(url: str) -> ChatStore:
+
+def _sqlite(url: str, pool: PoolSize) -> ChatStore:
     from core.store.sqlite import SqliteStore
 
     return SqliteStore(sqlite_path(url))
 
 
-def _postgres(url: str) -> ChatStore:
+def _postgres(url: str, pool: PoolSize) -> ChatStore:
     from core.store.postgres import PostgresStore
 
-    return PostgresStore(url)
+    return PostgresStore(url, pool)
 
 
-# scheme -> factory taking the whole URL
-BACKENDS: dict[str, Callable[[str], ChatStore]] = {
+# scheme -> factory taking the whole URL and the pool size
+BACKENDS: dict[str, Callable[[str, PoolSize], ChatStore]] = {
     "sqlite": _sqlite,
     "postgresql": _postgres,
     "postgres": _postgres,
@@ -45,7 +48,7 @@ def sqlite_path(url: str) -> str:
     return rest
 
 
-def make_store(url: str) -> ChatStore:
+def make_store(url: str, pool: PoolSize = (1, 4)) -> ChatStore:
     """The store for ``url``, not yet opened; ``ValueError`` names the known schemes."""
     scheme, sep, _ = url.partition(":")
     factory = BACKENDS.get(scheme.lower()) if sep else None
@@ -53,4 +56,4 @@ def make_store(url: str) -> ChatStore:
         known = ", ".join(f"{name}:" for name in BACKENDS)
         # Only the scheme is echoed: the rest of a URL may hold a password.
         raise ValueError(f"unknown chat store scheme {scheme!r}: the schemes are {known}")
-    return factory(url)
+    return factory(url, pool)

@@ -212,7 +212,7 @@ def _server_info(settings: Settings) -> ServerInfo:
 async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[RunningWorker]:
     """Starts every part of a worker; on exit stops listening, commits what is queued, closes."""
     metrics = Metrics()
-    store = make_store(settings.store_url)
+    store = make_store(settings.store_url, settings.store_pool)
     await store.open()
     recorder: GroupCommitter[OutboxEvent] | None = None
     if settings.compliance.enabled:

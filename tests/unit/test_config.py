@@ -332,3 +332,44 @@ def test_result_round_trips_through_msgspec() -> None:
     """The supervisor hands Settings to workers as JSON: what load_settings returns must survive."""
     settings = load_settings(env={"PCHAT_SIP__PORT": "5060", "PCHAT_DOMAIN": "example.org"})
     assert msgspec.json.decode(msgspec.json.encode(settings), type=Settings) == settings
+
+
+# -- a pool of hosts and the chat store's connection pool (issue #14)
+
+
+def test_pool_defaults_are_one_host_and_one_to_four_connections() -> None:
+    settings = load_settings(env={})
+    assert settings.pool_hosts == 1
+    assert settings.store_pool == (1, 4)
+
+
+def test_pool_sizes_come_from_env() -> None:
+    env = {"PCHAT_STORE_POOL_MIN": "0", "PCHAT_STORE_POOL_MAX": "9"}
+    assert load_settings(env=env).store_pool == (0, 9)
+
+
+@pytest.mark.parametrize("low, high", [(-1, 4), (1, 0), (5, 4)])
+def test_bad_pool_sizes_are_rejected(low: int, high: int) -> None:
+    env = {"PCHAT_STORE_POOL_MIN": str(low), "PCHAT_STORE_POOL_MAX": str(high)}
+    with pytest.raises(ConfigError, match="store_pool_min"):
+        load_settings(env=env)
+
+
+def test_pool_hosts_below_one_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="pool_hosts must be >= 1"):
+        load_settings(env={"PCHAT_POOL_HOSTS": "0"})
+
+
+@pytest.mark.parametrize("store", ["", "sqlite:///srv/chat.db", "SQLite:rel/chat.db"])
+def test_several_hosts_on_sqlite_are_refused(store: str) -> None:
+    with pytest.raises(ConfigError, match="pool_hosts = 3 needs a shared PostgreSQL store"):
+        load_settings(env={"PCHAT_POOL_HOSTS": "3", "PCHAT_STORE": store})
+
+
+def test_several_hosts_on_postgres_are_accepted() -> None:
+    env = {"PCHAT_POOL_HOSTS": "3", "PCHAT_STORE": "postgresql://u@db/pchat"}
+    assert load_settings(env=env).pool_hosts == 3
+
+
+def test_one_host_on_sqlite_is_accepted() -> None:
+    assert load_settings(env={"PCHAT_POOL_HOSTS": "1"}).pool_hosts == 1
