@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server (supervisor + workers)")
     _common(serve)
+    serve.add_argument("--sip-host", help="SIP listen address (default 0.0.0.0: all)")
     serve.add_argument("--sip-port", type=int, help="SIP over TCP port (default 5041)")
+    serve.add_argument("--http-host", help="HTTP listen address (default 0.0.0.0: all)")
     serve.add_argument(
         "--http-port", type=int, help="HTTP port for /healthz, /metrics (default 8080)"
     )
@@ -77,7 +79,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "store": args.store,
         "redis_url": args.redis_url,
         "log_level": args.log_level,
+        "sip.host": getattr(args, "sip_host", None),
         "sip.port": getattr(args, "sip_port", None),
+        "http.host": getattr(args, "http_host", None),
         "http.port": getattr(args, "http_port", None),
         "workers": getattr(args, "workers", None),
         "compliance.enabled": getattr(args, "compliance", None),
