@@ -16,6 +16,7 @@ import msgspec
 
 from core.config import Settings
 from core.store.registry import make_store
+from shards.claim import check_ports, lock_data_dir
 from shards.redis_server import EmbeddedRedis
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,15 @@ class Supervisor:
         if settings.compliance.enabled:
             self._workers.append(Worker(COMPLIANCE))
         self._env: dict[str, str] = {}
+        self._lock_fd = -1
 
     def run(self) -> int:
         data_dir = Path(self.settings.data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        # Held until exit: a second server on this data dir stops here, before it touches the
+        # metrics dir or the redis socket of this one.
+        self._lock_fd = lock_data_dir(data_dir)
+        check_ports(self.settings)
         metrics_dir = data_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir()

@@ -1,0 +1,71 @@
+"""Start-up claims of `pchat serve`: the data dir's lock and the listen ports, before "serving"."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+from core.config import Settings
+
+LOCK_NAME = "pchat.lock"
+
+
+class InUse(RuntimeError):
+    """Another server (or program) holds what this one needs; the message names it."""
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Takes <data_dir>/pchat.lock for the life of the process; returns the descriptor to keep.
+
+    flock is released by the kernel when the holder dies, even on SIGKILL, so a stale lock
+    file never blocks a restart.
+    """
+    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise InUse(
+            f"data dir {data_dir} is in use by another pchat serve (pid {holder})"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def listen_ports(settings: Settings) -> list[tuple[str, str, int]]:
+    """(what, host, port) of every listener with a fixed port (0 picks one, -1 is off)."""
+    wanted = [
+        ("SIP", settings.sip.host, settings.sip.port),
+        ("SIP TLS", settings.sip.host, settings.sip.tls_port),
+        ("HTTP", settings.http.host, settings.http.port),
+    ]
+    return [item for item in wanted if item[2] > 0]
+
+
+def check_ports(settings: Settings) -> None:
+    """Binds each port once WITHOUT SO_REUSEPORT, then lets it go for the workers.
+
+    The workers share their ports with SO_REUSEPORT, which would also let them share with
+    another server's workers; a plain bind is refused by any listener on the port, its
+    SO_REUSEPORT or not, so this tells whether the port is ours to take.
+    """
+    for what, host, port in listen_ports(settings):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # SO_REUSEADDR only skips TIME_WAIT leftovers of our own last run, never a listener.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                raise InUse(_bind_failure(what, host, port, exc)) from None
+
+
+def _bind_failure(what: str, host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"{what} port {port} on {host} is in use by another program or pchat serve"
+    return f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}"
