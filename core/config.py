@@ -6,16 +6,20 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from core.sip.digest import ALGORITHMS as DIGEST_ALGORITHMS
 
+# A TCP port; out of range is refused at load time, not by a worker's bind (issue 11 point 2).
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+OptionalPort = Annotated[int, msgspec.Meta(ge=-1, le=65535)]  # -1: that listener is off
+
 
 class SipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "0.0.0.0"
-    port: int = 5041  # 0: pick a free port (tests)
+    port: Port = 5041  # 0: pick a free port (tests)
     max_header_bytes: int = 16 * 1024  # XCCOS.md §1: header block limit
     max_body_bytes: int = 64 * 1024  # XCCOS.md §1: body limit; larger bodies get 413
     session_expires_s: int = 1800  # INVITE session lifetime unless refreshed (UPDATE/re-INVITE)
@@ -25,14 +29,16 @@ class SipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     auth_algorithms: list[str] = msgspec.field(default_factory=lambda: ["MD5", "SHA-256"])
     trusted_hosts: list[str] = msgspec.field(default_factory=list)  # P-Asserted-Identity peers
     unauth_timeout_s: float = 30.0  # a connection that does not sign in within this is closed
-    tls_port: int = -1  # SIP over TLS (5061 is usual); -1: no TLS listener; 0: any free port
+    tls_port: OptionalPort = (
+        -1
+    )  # SIP over TLS (5061 is usual); -1: no TLS listener; 0: any free port
     tls_cert: str = ""  # PEM certificate chain for the TLS listener
     tls_key: str = ""  # PEM private key for the TLS listener
 
 
 class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "0.0.0.0"
-    port: int = 8080  # 0: pick a free port (tests); -1: no HTTP listener
+    port: OptionalPort = 8080  # 0: pick a free port (tests); -1: no HTTP listener
     public_url: str = ""  # what clients are told (getservinfo); "": http://<host>:<port>
 
 

@@ -11,10 +11,17 @@ from pathlib import Path
 from core.config import Settings
 
 LOCK_NAME = "pchat.lock"
+# sysexits.h EX_CONFIG: a worker that cannot start (bind, certificate) says so with this code,
+# and the supervisor stops instead of restarting it forever.
+EXIT_CANNOT_START = 78
 
 
 class InUse(RuntimeError):
     """Another server (or program) holds what this one needs; the message names it."""
+
+
+class CannotStart(RuntimeError):
+    """A child failed before serving; restarting it would fail the same way."""
 
 
 def lock_data_dir(data_dir: Path) -> int:

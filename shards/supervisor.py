@@ -16,7 +16,7 @@ import msgspec
 
 from core.config import Settings
 from core.store.registry import make_store
-from shards.claim import check_ports, lock_data_dir
+from shards.claim import EXIT_CANNOT_START, CannotStart, check_ports, lock_data_dir
 from shards.redis_server import EmbeddedRedis
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,8 @@ class Supervisor:
                 if proc is not None:
                     is_worker = worker.worker_id != COMPLIANCE
                     name = f"worker {worker.worker_id}" if is_worker else "compliance service"
+                    if proc.returncode == EXIT_CANNOT_START:
+                        raise CannotStart(f"{name} cannot start (reason logged above); stopping")
                     log.error(
                         "%s (pid %d) exited with %s; restarting", name, proc.pid, proc.returncode
                     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -64,3 +65,31 @@ async def test_second_server_on_the_same_data_dir_exits(tmp_path: Path) -> None:
         await assert_still_serving(first)
         # The first one's bus survived the second one's exit: its redis socket still answers.
         assert _redis_answers(tmp_path / "redis.sock")
+
+
+async def test_port_of_another_program_or_out_of_range_exits(tmp_path: Path) -> None:
+    with socket.socket() as other:  # another program: a plain listener, no SO_REUSEPORT
+        other.bind(("0.0.0.0", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        code, err = await serve_once(tmp_path / "a", taken, free_port())
+        assert code != 0
+        assert_one_line(err, f"SIP port {taken}", "in use")
+    code, err = await serve_once(tmp_path / "b", 70000, free_port())
+    assert code == 2
+    assert_one_line(err, "65535", "sip.port")
+    assert "serving" not in err
+
+
+async def test_worker_that_cannot_start_stops_the_supervisor(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    config = tmp_path / "pchat.toml"
+    config.write_text(f'[sip]\ntls_port = 0\ntls_cert = "{bad}"\ntls_key = "{bad}"\n')
+    code, err = await serve_once(tmp_path / "d", free_port(), free_port(), "--config", str(config))
+    assert code == 1
+    assert "Traceback" not in err
+    assert "worker 0 cannot start" in err
+    assert err.strip().splitlines()[-1] == (
+        "pchat: worker 0 cannot start (reason logged above); stopping"
+    )
