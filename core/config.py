@@ -7,6 +7,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -162,6 +163,20 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be logged: a password becomes ``***`` (issue 10 finding 6).
+
+    Every URL that reaches a log goes through here: a Redis or PostgreSQL password in a log
+    file is a password anyone who reads the logs can use.
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 class ConfigError(Exception):

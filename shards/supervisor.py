@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgspec
 
-from core.config import Settings
+from core.config import Settings, redact_url
 from core.store.registry import make_store
 from shards.claim import EXIT_CANNOT_START, CannotStart, check_ports, lock_data_dir
 from shards.redis_server import EmbeddedRedis
@@ -74,9 +74,9 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         log.info(
-            "pchat serving %s: SIP on %d, HTTP on %d, %d worker(s), store %s",
+            "pchat serving %s: SIP on %d, HTTP on %d, %d worker(s), store %s, redis %s",
             settings.domain, settings.sip.port, settings.http.port, settings.workers,
-            settings.store_url,
+            redact_url(settings.store_url), redact_url(settings.effective_redis_url),
         )  # fmt: skip
         try:
             self._watch()

@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from core.config import ConfigError, Settings, load_settings
+from core.config import ConfigError, Settings, load_settings, redact_url
 from core.store.registry import sqlite_path
 
 
@@ -332,3 +332,17 @@ def test_result_round_trips_through_msgspec() -> None:
     """The supervisor hands Settings to workers as JSON: what load_settings returns must survive."""
     settings = load_settings(env={"PCHAT_SIP__PORT": "5060", "PCHAT_DOMAIN": "example.org"})
     assert msgspec.json.decode(msgspec.json.encode(settings), type=Settings) == settings
+
+
+def test_redact_url_hides_passwords_only() -> None:
+    assert redact_url("redis://:hunter2@10.0.0.1:6379/0") == "redis://:***@10.0.0.1:6379/0"
+    assert (
+        redact_url("postgresql://chat:p%40ss@db.example:5432/pchat")
+        == "postgresql://chat:***@db.example:5432/pchat"
+    )
+    assert (
+        redact_url("rediss://user:pw@h/1?ssl_cert_reqs=none")
+        == "rediss://user:***@h/1?ssl_cert_reqs=none"
+    )
+    for plain in ("unix:///tmp/x/redis.sock", "sqlite:///data/chat.db", "postgresql://u@h/db"):
+        assert redact_url(plain) == plain
