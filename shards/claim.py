@@ -76,3 +76,26 @@ def _bind_failure(what: str, host: str, port: int, exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
         return f"{what} port {port} on {host} is in use by another program or pchat serve"
     return f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}"
+
+
+def warn_if_open(data_dir: Path) -> str | None:
+    """A warning when others may read or enter the data dir (it holds the HA1 hashes)."""
+    mode = data_dir.stat().st_mode & 0o777
+    if mode & 0o077:
+        return f"data dir {data_dir} is open to others (mode {mode:o}); chmod 700 it"
+    return None
+
+
+def make_private(folder: Path) -> None:
+    """Takes group and other bits off ``folder`` and everything pchat owns in it.
+
+    The umask (077, set by the cli) covers what this run creates; this corrects what an
+    older run created 0644/0755 (chat.db, compliance.db, archives, pid files). The data dir
+    itself is only warned about: an operator may have opened it on purpose.
+    """
+    uid = os.getuid()
+    for path in folder.rglob("*"):
+        info = path.lstat()
+        if info.st_uid != uid or path.is_symlink() or not info.st_mode & 0o077:
+            continue
+        path.chmod(info.st_mode & 0o700)

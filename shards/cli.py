@@ -90,6 +90,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything pchat creates (stores, archives, pid files, the redis socket) is for this
+    # user only: chat.db holds digest HA1 hashes, one of which is enough to sign in.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)

@@ -16,7 +16,14 @@ import msgspec
 
 from core.config import Settings, redact_url
 from core.store.registry import make_store
-from shards.claim import EXIT_CANNOT_START, CannotStart, check_ports, lock_data_dir
+from shards.claim import (
+    EXIT_CANNOT_START,
+    CannotStart,
+    check_ports,
+    lock_data_dir,
+    make_private,
+    warn_if_open,
+)
 from shards.redis_server import EmbeddedRedis
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,13 @@ class Supervisor:
         # metrics dir or the redis socket of this one.
         self._lock_fd = lock_data_dir(data_dir)
         check_ports(self.settings)
+        if warning := warn_if_open(data_dir):
+            log.warning("%s", warning)
+        make_private(data_dir)
+        output_dir = Path(self.settings.compliance_output_dir)
+        if output_dir.is_dir() and not output_dir.is_relative_to(data_dir):
+            output_dir.chmod(0o700)
+            make_private(output_dir)
         metrics_dir = data_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir()
