@@ -179,6 +179,9 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # the logging module's names
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; the message says which key and why."""
 
@@ -204,6 +207,11 @@ def load_settings(
         settings = msgspec.convert(tree, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(
+            f"log_level must be one of {', '.join(LOG_LEVELS)}; got {settings.log_level!r}"
+        )
+    settings = msgspec.structs.replace(settings, log_level=settings.log_level.upper())
     if settings.workers == 0:
         settings = msgspec.structs.replace(settings, workers=os.cpu_count() or 1)
     if settings.workers < 1 or settings.shards < settings.workers:

@@ -25,12 +25,21 @@ class CannotStart(RuntimeError):
 
 
 def lock_data_dir(data_dir: Path) -> int:
-    """Takes <data_dir>/pchat.lock for the life of the process; returns the descriptor to keep.
+    """Creates the data dir if needed and takes <data_dir>/pchat.lock for the life of the
+    process; returns the descriptor to keep.
 
     flock is released by the kernel when the holder dies, even on SIGKILL, so a stale lock
     file never blocks a restart.
     """
-    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(data_dir, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+        fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    except FileExistsError:
+        raise CannotStart(f"data dir {data_dir} is not a directory") from None
+    except OSError as exc:
+        raise CannotStart(f"cannot use data dir {data_dir}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

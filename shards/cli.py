@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from core.config import ConfigError, Settings, load_settings
+from core.errors import StoreError
 
 DESCRIPTION = """\
 pchat: a persistent, topic-based group chat server speaking XCCOS over SIP.
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return Supervisor(settings).run()
+        except StoreError as exc:  # docs/rooms.md: a store that cannot be opened exits 2
+            print(f"pchat: {exc}", file=sys.stderr)
+            return 2
         except RuntimeError as exc:
             print(f"pchat: {exc}", file=sys.stderr)
             return 1

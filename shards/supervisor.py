@@ -60,29 +60,19 @@ class Supervisor:
 
     def run(self) -> int:
         data_dir = Path(self.settings.data_dir).resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # Held until exit: a second server on this data dir stops here, before it touches the
-        # metrics dir or the redis socket of this one.
-        self._lock_fd = lock_data_dir(data_dir)
-        check_ports(self.settings)
-        if warning := warn_if_open(data_dir):
-            log.warning("%s", warning)
-        make_private(data_dir)
-        output_dir = Path(self.settings.compliance_output_dir)
-        if output_dir.is_dir() and not output_dir.is_relative_to(data_dir):
-            output_dir.chmod(0o700)
-            make_private(output_dir)
+        self._claim(data_dir)
         metrics_dir = data_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         settings = self.settings
+        # The store first: one it cannot open (exit 2) leaves no redis-server behind.
+        asyncio.run(_prepare_store(settings))
         if not settings.redis_url:
             self._redis = EmbeddedRedis(settings.redis_socket, str(data_dir / "redis.log"))
             self._redis.start()
             log.info("embedded redis-server on %s", settings.redis_socket)
         settings = msgspec.structs.replace(settings, data_dir=str(data_dir))
-        asyncio.run(_prepare_store(settings))
         self._env = dict(os.environ)
         self._env["_PCHAT_WORKER_SETTINGS"] = msgspec.json.encode(settings).decode()
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -99,6 +89,20 @@ class Supervisor:
             if self._redis is not None:
                 self._redis.stop()
         return 0
+
+    def _claim(self, data_dir: Path) -> None:
+        """Data dir, ports and file modes: checked before anything starts or says "serving"."""
+        # Held until exit: a second server on this data dir stops here, before it touches the
+        # metrics dir or the redis socket of this one.
+        self._lock_fd = lock_data_dir(data_dir)
+        check_ports(self.settings)
+        if warning := warn_if_open(data_dir):
+            log.warning("%s", warning)
+        make_private(data_dir)
+        output_dir = Path(self.settings.compliance_output_dir)
+        if output_dir.is_dir() and not output_dir.is_relative_to(data_dir):
+            output_dir.chmod(0o700)
+            make_private(output_dir)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         log.info("signal %d: stopping", signum)

@@ -8,6 +8,8 @@ import socket
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.cluster import free_port, http_get
 from tests.e2e.test_serve import DOMAIN, Served, _redis_answers, serving
 
@@ -93,3 +95,27 @@ async def test_worker_that_cannot_start_stops_the_supervisor(tmp_path: Path) -> 
     assert err.strip().splitlines()[-1] == (
         "pchat: worker 0 cannot start (reason logged above); stopping"
     )
+
+
+async def test_ordinary_mistakes_give_one_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    code, err = await serve_once(a_file, free_port(), free_port())
+    assert code == 1
+    assert_one_line(err, f"data dir {a_file}", "not a directory")
+    code, err = await serve_once(tmp_path / "d", free_port(), free_port(), "--log-level", "LOUD")
+    assert code == 2
+    assert_one_line(err, "log_level", "'LOUD'")
+    missing = "postgresql://postgres@127.0.0.1:5432/pchat_no_such_db"
+    code, err = await serve_once(tmp_path / "d", free_port(), free_port(), "--store", missing)
+    assert code == 2
+    assert_one_line(err, "pchat_no_such_db", "does not exist")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a mode 500 directory")
+async def test_read_only_data_dir_gives_one_line(tmp_path: Path) -> None:
+    read_only = tmp_path / "ro"
+    read_only.mkdir(mode=0o500)
+    code, err = await serve_once(read_only, free_port(), free_port())
+    assert code == 1
+    assert_one_line(err, f"cannot use data dir {read_only}")

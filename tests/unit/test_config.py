@@ -185,7 +185,7 @@ def test_pchat_variables_of_the_client_and_tests_are_not_settings(var: str) -> N
     [
         pytest.param("PCHAT_DATA_DIR", "2024", "data_dir", "2024", id="int-like"),
         pytest.param("PCHAT_DOMAIN", "1e3", "domain", "1e3", id="float-like"),
-        pytest.param("PCHAT_LOG_LEVEL", "true", "log_level", "true", id="bool-like"),
+        pytest.param("PCHAT_STORE", "true", "store", "true", id="bool-like"),
     ],
 )
 def test_env_value_of_a_string_setting_stays_text(
@@ -346,3 +346,9 @@ def test_redact_url_hides_passwords_only() -> None:
     )
     for plain in ("unix:///tmp/x/redis.sock", "sqlite:///data/chat.db", "postgresql://u@h/db"):
         assert redact_url(plain) == plain
+
+
+def test_log_level_is_a_logging_level() -> None:
+    assert load_settings(env={"PCHAT_LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    with pytest.raises(ConfigError, match="log_level must be one of DEBUG, INFO"):
+        load_settings(env={"PCHAT_LOG_LEVEL": "LOUD"})
