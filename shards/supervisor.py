@@ -33,6 +33,7 @@ STABLE_AFTER_S = 10.0  # a worker alive this long has its backoff reset
 STOP_GRACE_S = 10.0  # workers get this long to commit queued posts after SIGTERM
 
 
+PID_FILES = ("workers.pid", "compliance.pid")
 COMPLIANCE = -1  # the compliance service's id among the supervised children
 
 
@@ -88,6 +89,10 @@ class Supervisor:
             self._stop_workers()
             if self._redis is not None:
                 self._redis.stop()
+            # Pid files name live processes only: after a stop they would point at pids the
+            # system may reuse.
+            for name in PID_FILES:
+                (data_dir / name).unlink(missing_ok=True)
         return 0
 
     def _claim(self, data_dir: Path) -> None:
@@ -127,9 +132,13 @@ class Supervisor:
         """data_dir/workers.pid: 'worker pid' lines, for operators and tests."""
         folder = Path(self.settings.data_dir)
         children = [w for w in self._workers if w.proc is not None]
-        for name, group in (
-            ("workers.pid", [w for w in children if w.worker_id != COMPLIANCE]),
-            ("compliance.pid", [w for w in children if w.worker_id == COMPLIANCE]),
+        for name, group in zip(
+            PID_FILES,
+            (
+                [w for w in children if w.worker_id != COMPLIANCE],
+                [w for w in children if w.worker_id == COMPLIANCE],
+            ),
+            strict=True,
         ):
             lines = [f"{w.worker_id} {w.proc.pid}\n" for w in group if w.proc is not None]
             tmp = folder / f"{name}.tmp"

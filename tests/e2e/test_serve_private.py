@@ -15,8 +15,9 @@ from tests.e2e.cluster import free_port, http_get
 from tests.e2e.test_serve import DOMAIN
 
 
-async def serve_and_stop(data_dir: Path, *extra: str) -> str:
-    """Serves until healthy, stops with SIGTERM, returns the log (stderr)."""
+async def serve_and_stop(data_dir: Path, *extra: str) -> tuple[str, set[str]]:
+    """Serves until healthy, stops with SIGTERM; returns the log (stderr) and the names of
+    the files there were while serving."""
     http = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
     proc = await asyncio.create_subprocess_exec(
@@ -41,7 +42,7 @@ async def serve_and_stop(data_dir: Path, *extra: str) -> str:
     assert proc.returncode == 0
     for name, mode in modes.items():
         assert mode & 0o077 == 0, f"{name} is {mode:o}"
-    return err.decode()
+    return err.decode(), set(modes)
 
 
 def _modes(folder: Path) -> dict[str, int]:
@@ -58,11 +59,11 @@ async def test_new_data_dir_is_private(tmp_path: Path) -> None:
     before = os.umask(0o022)  # what a login shell usually has, inherited by pchat
     try:
         data_dir = tmp_path / "data"
-        err = await serve_and_stop(data_dir, "--compliance")
+        err, names = await serve_and_stop(data_dir, "--compliance")
     finally:
         os.umask(before)
     assert data_dir.stat().st_mode & 0o777 == 0o700
-    assert {"chat.db", "compliance.db", "workers.pid", "compliance.pid"} <= set(_modes(data_dir))
+    assert {"chat.db", "compliance.db", "workers.pid", "compliance.pid"} <= names
     assert "open to others" not in err
 
 
@@ -73,7 +74,21 @@ async def test_open_data_dir_is_warned_about_and_old_files_corrected(tmp_path: P
     archive.chmod(0o755)
     (archive / "old-archive.xml").write_text("<secret/>")
     (archive / "old-archive.xml").chmod(0o644)
-    err = await serve_and_stop(data_dir, "--compliance")
+    err, _ = await serve_and_stop(data_dir, "--compliance")
     assert f"data dir {data_dir.resolve()} is open to others (mode 755); chmod 700 it" in err
     assert archive.stat().st_mode & 0o777 == 0o700
     assert (archive / "old-archive.xml").stat().st_mode & 0o777 == 0o600
+
+
+async def test_version_and_no_pid_files_after_a_stop(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shards.cli", "--version", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert out.decode() == f"pchat {version('pchat')}\n"
+    _, names = await serve_and_stop(tmp_path / "data", "--compliance")
+    assert "workers.pid" in names
+    assert not list((tmp_path / "data").glob("*.pid"))
