@@ -6,16 +6,21 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import msgspec
 
 from core.sip.digest import ALGORITHMS as DIGEST_ALGORITHMS
 
+# A TCP port; out of range is refused at load time, not by a worker's bind (issue 11 point 2).
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+OptionalPort = Annotated[int, msgspec.Meta(ge=-1, le=65535)]  # -1: that listener is off
+
 
 class SipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "0.0.0.0"
-    port: int = 5041  # 0: pick a free port (tests)
+    port: Port = 5041  # 0: pick a free port (tests)
     max_header_bytes: int = 16 * 1024  # XCCOS.md §1: header block limit
     max_body_bytes: int = 64 * 1024  # XCCOS.md §1: body limit; larger bodies get 413
     session_expires_s: int = 1800  # INVITE session lifetime unless refreshed (UPDATE/re-INVITE)
@@ -33,7 +38,8 @@ class SipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     auth_algorithms: list[str] = msgspec.field(default_factory=lambda: ["MD5", "SHA-256"])
     trusted_hosts: list[str] = msgspec.field(default_factory=list)  # P-Asserted-Identity peers
     unauth_timeout_s: float = 30.0  # a connection that does not sign in within this is closed
-    tls_port: int = -1  # SIP over TLS (5061 is usual); -1: no TLS listener; 0: any free port
+    # SIP over TLS (5061 is usual); -1: no TLS listener; 0: any free port
+    tls_port: OptionalPort = -1
     tls_cert: str = ""  # PEM certificate chain for the TLS listener
     tls_key: str = ""  # PEM private key for the TLS listener
     # A TLS client must finish its handshake within this, or it is closed: without it a
@@ -43,7 +49,7 @@ class SipSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "0.0.0.0"  # listen address ("127.0.0.1" keeps the API on this host)
-    port: int = 8080  # 0: pick a free port (tests); -1: no HTTP listener
+    port: OptionalPort = 8080  # 0: pick a free port (tests); -1: no HTTP listener
     public_url: str = ""  # what clients are told (getservinfo); "": http(s)://<host>:<port>
     # An idle keep-alive connection is closed after this. aiohttp's default (3,630 s) let
     # idle clients hold the worker's descriptors; a browser or script reconnects in one
@@ -255,6 +261,23 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def redact_url(url: str) -> str:
+    """The URL as it may be logged: a password becomes ``***`` (issue 10 finding 6).
+
+    Every URL that reaches a log goes through here: a Redis or PostgreSQL password in a log
+    file is a password anyone who reads the logs can use.
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # the logging module's names
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; the message says which key and why."""
 
@@ -296,6 +319,11 @@ def load_settings(
         settings = msgspec.convert(tree, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(
+            f"log_level must be one of {', '.join(LOG_LEVELS)}; got {settings.log_level!r}"
+        )
+    settings = msgspec.structs.replace(settings, log_level=settings.log_level.upper())
     if settings.workers == 0:
         settings = msgspec.structs.replace(settings, workers=os.cpu_count() or 1)
     if settings.workers < 1 or settings.shards < settings.workers:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Protocol
 
+from core.config import redact_url
 from core.errors import Overloaded, PchatError
 from core.rooms.events import HistoryQuery, Participant, RoomEvent
 from core.rooms.owner import JoinResult, PostResult, RoomOwner
@@ -98,7 +99,8 @@ class RedisBus:
             await asyncio.wait_for(self._up.wait(), timeout_s)
         if not self.up:
             log.error(
-                "Redis at %s not reachable yet; commands for other workers get 503", self._url
+                "Redis at %s not reachable yet; commands for other workers get 503",
+                redact_url(self._url),
             )
 
     async def stop(self) -> None:
@@ -128,7 +130,7 @@ class RedisBus:
             except asyncio.CancelledError:
                 raise
             except (TimeoutError, OSError, RespError) as exc:
-                log.warning("Redis at %s unavailable (%s); retrying", self._url, exc)
+                log.warning("Redis at %s unavailable (%s); retrying", redact_url(self._url), exc)
             self._down()
             await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
             failures += 1

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from core.config import ConfigError, Settings, load_settings
+from core.errors import StoreError
 from shards.logs import setup_logging
 
 DESCRIPTION = """\
@@ -35,16 +36,28 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pchat")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from shards import admin
 
     parser = argparse.ArgumentParser(
         prog="pchat", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"pchat {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server (supervisor + workers)")
     _common(serve)
+    serve.add_argument("--sip-host", help="SIP listen address (default 0.0.0.0: all)")
     serve.add_argument("--sip-port", type=int, help="SIP over TCP port (default 5041)")
+    serve.add_argument("--http-host", help="HTTP listen address (default 0.0.0.0: all)")
     serve.add_argument(
         "--http-port", type=int, help="HTTP port for /healthz, /metrics (default 8080)"
     )
@@ -73,7 +86,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "store": args.store,
         "redis_url": args.redis_url,
         "log_level": args.log_level,
+        "sip.host": getattr(args, "sip_host", None),
         "sip.port": getattr(args, "sip_port", None),
+        "http.host": getattr(args, "http_host", None),
         "http.port": getattr(args, "http_port", None),
         "workers": getattr(args, "workers", None),
         "compliance.enabled": getattr(args, "compliance", None),
@@ -82,6 +97,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything pchat creates (stores, archives, pid files, the redis socket) is for this
+    # user only: chat.db holds digest HA1 hashes, one of which is enough to sign in.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)
@@ -94,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return Supervisor(settings).run()
+        except StoreError as exc:  # docs/rooms.md: a store that cannot be opened exits 2
+            print(f"pchat: {exc}", file=sys.stderr)
+            return 2
         except RuntimeError as exc:
             print(f"pchat: {exc}", file=sys.stderr)
             return 1

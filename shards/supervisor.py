@@ -14,8 +14,16 @@ from pathlib import Path
 
 import msgspec
 
-from core.config import Settings
+from core.config import Settings, redact_url
 from core.store.registry import make_store
+from shards.claim import (
+    EXIT_CANNOT_START,
+    CannotStart,
+    check_ports,
+    lock_data_dir,
+    make_private,
+    warn_if_open,
+)
 from shards.redis_server import EmbeddedRedis
 
 log = logging.getLogger(__name__)
@@ -25,6 +33,7 @@ STABLE_AFTER_S = 10.0  # a worker alive this long has its backoff reset
 STOP_GRACE_S = 10.0  # workers get this long to commit queued posts after SIGTERM
 
 
+PID_FILES = ("workers.pid", "compliance.pid")
 COMPLIANCE = -1  # the compliance service's id among the supervised children
 
 
@@ -48,29 +57,31 @@ class Supervisor:
         if settings.compliance.enabled:
             self._workers.append(Worker(COMPLIANCE))
         self._env: dict[str, str] = {}
+        self._lock_fd = -1
 
     def run(self) -> int:
         data_dir = Path(self.settings.data_dir).resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        self._claim(data_dir)
         metrics_dir = data_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         settings = self.settings
+        # The store first: one it cannot open (exit 2) leaves no redis-server behind.
+        asyncio.run(_prepare_store(settings))
         if not settings.redis_url:
             self._redis = EmbeddedRedis(settings.redis_socket, str(data_dir / "redis.log"))
             self._redis.start()
             log.info("embedded redis-server on %s", settings.redis_socket)
         settings = msgspec.structs.replace(settings, data_dir=str(data_dir))
-        asyncio.run(_prepare_store(settings))
         self._env = dict(os.environ)
         self._env["_PCHAT_WORKER_SETTINGS"] = msgspec.json.encode(settings).decode()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         log.info(
-            "pchat serving %s: SIP on %d, HTTP on %d, %d worker(s), store %s",
+            "pchat serving %s: SIP on %d, HTTP on %d, %d worker(s), store %s, redis %s",
             settings.domain, settings.sip.port, settings.http.port, settings.workers,
-            settings.store_url,
+            redact_url(settings.store_url), redact_url(settings.effective_redis_url),
         )  # fmt: skip
         try:
             self._watch()
@@ -78,7 +89,25 @@ class Supervisor:
             self._stop_workers()
             if self._redis is not None:
                 self._redis.stop()
+            # Pid files name live processes only: after a stop they would point at pids the
+            # system may reuse.
+            for name in PID_FILES:
+                (data_dir / name).unlink(missing_ok=True)
         return 0
+
+    def _claim(self, data_dir: Path) -> None:
+        """Data dir, ports and file modes: checked before anything starts or says "serving"."""
+        # Held until exit: a second server on this data dir stops here, before it touches the
+        # metrics dir or the redis socket of this one.
+        self._lock_fd = lock_data_dir(data_dir)
+        check_ports(self.settings)
+        if warning := warn_if_open(data_dir):
+            log.warning("%s", warning)
+        make_private(data_dir)
+        output_dir = Path(self.settings.compliance_output_dir)
+        if output_dir.is_dir() and not output_dir.is_relative_to(data_dir):
+            output_dir.chmod(0o700)
+            make_private(output_dir)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         log.info("signal %d: stopping", signum)
@@ -103,9 +132,13 @@ class Supervisor:
         """data_dir/workers.pid: 'worker pid' lines, for operators and tests."""
         folder = Path(self.settings.data_dir)
         children = [w for w in self._workers if w.proc is not None]
-        for name, group in (
-            ("workers.pid", [w for w in children if w.worker_id != COMPLIANCE]),
-            ("compliance.pid", [w for w in children if w.worker_id == COMPLIANCE]),
+        for name, group in zip(
+            PID_FILES,
+            (
+                [w for w in children if w.worker_id != COMPLIANCE],
+                [w for w in children if w.worker_id == COMPLIANCE],
+            ),
+            strict=True,
         ):
             lines = [f"{w.worker_id} {w.proc.pid}\n" for w in group if w.proc is not None]
             tmp = folder / f"{name}.tmp"
@@ -130,6 +163,8 @@ class Supervisor:
                 if proc is not None:
                     is_worker = worker.worker_id != COMPLIANCE
                     name = f"worker {worker.worker_id}" if is_worker else "compliance service"
+                    if proc.returncode == EXIT_CANNOT_START:
+                        raise CannotStart(f"{name} cannot start (reason logged above); stopping")
                     log.error(
                         "%s (pid %d) exited with %s; restarting", name, proc.pid, proc.returncode
                     )

@@ -23,6 +23,15 @@ DOMAIN = "example.com"
 PASSWORD = "secret-pw"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The caller's PCHAT_* environment (a domain, a config file, a password) never reaches a
+    test: in-process loads and every `pchat` subprocess inherit this cleaned environment.
+    Only the suite's own switches (PCHAT_TEST_*) are kept."""
+    for key in [k for k in os.environ if k.startswith("PCHAT_")]:
+        if not key.startswith("PCHAT_TEST_"):
+            del os.environ[key]
+
+
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:

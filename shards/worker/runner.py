@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -26,6 +27,7 @@ from core.xccos import build
 from core.xccos.commands import CommandHandler, Directory, ServerInfo, invitation_block
 from shards import wire
 from shards.bus import Fanout, RedisBus
+from shards.claim import EXIT_CANNOT_START, CannotStart
 from shards.lifetime import die_with_parent
 from shards.logs import setup_logging
 from shards.metrics import Metrics
@@ -372,7 +374,11 @@ def main() -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works
         pass
-    asyncio.run(_serve_until_signal(settings, args.worker_id))
+    try:
+        asyncio.run(_serve_until_signal(settings, args.worker_id))
+    except CannotStart as exc:
+        log.error("worker %d cannot start: %s", args.worker_id, exc)
+        sys.exit(EXIT_CANNOT_START)
 
 
 async def _serve_until_signal(settings: Settings, worker_id: int) -> None:
@@ -380,8 +386,15 @@ async def _serve_until_signal(settings: Settings, worker_id: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with run_worker(settings, worker_id):
-        await stop.wait()
+    started = False
+    try:
+        async with run_worker(settings, worker_id):
+            started = True
+            await stop.wait()
+    except OSError as exc:  # a bind or a certificate (ssl.SSLError is an OSError)
+        if started:
+            raise
+        raise CannotStart(str(exc)) from exc
     log.info("worker %d stopped", worker_id)
 
 

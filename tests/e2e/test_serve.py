@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -34,14 +35,14 @@ class Served:
         self.proc, self.data_dir, self.sip, self.http = proc, data_dir, sip, http
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Served]:
+@asynccontextmanager
+async def serving(data_dir: Path, *extra: str) -> AsyncIterator[Served]:
     sip, http = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shards.cli", "serve", "--data-dir", str(tmp_path),
+        sys.executable, "-m", "shards.cli", "serve", "--data-dir", str(data_dir),
         "--sip-port", str(sip), "--http-port", str(http), "--workers", "1", "--domain", DOMAIN,
-        env=env,
+        *extra, env=env,
     )  # fmt: skip
     for _ in range(100):
         try:
@@ -55,10 +56,36 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         proc.kill()
         await proc.wait()
         pytest.fail("pchat serve did not become healthy within 10 s")
-    yield Served(proc, tmp_path, sip, http)
-    if proc.returncode is None:
-        proc.kill()
-        await proc.wait()
+    try:
+        yield Served(proc, data_dir, sip, http)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    async with serving(tmp_path) as served:
+        yield served
+
+
+def listen_addresses(port: int) -> set[str]:
+    """The local IPv4 addresses (hex, as /proc/net/tcp writes them) listening on port."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: TCP_LISTEN
+            found.add(address)
+    return found
+
+
+async def test_sip_host_and_http_host_choose_the_listen_addresses(tmp_path: Path) -> None:
+    loopback = "0100007F"  # 127.0.0.1, little-endian hex
+    async with serving(tmp_path, "--sip-host", "127.0.0.1", "--http-host", "127.0.0.1") as s:
+        assert listen_addresses(s.sip) == {loopback}
+        assert listen_addresses(s.http) == {loopback}
 
 
 async def test_serve_admin_chat_and_clean_shutdown(served: Served) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from core.config import ConfigError, Settings, load_settings
+from core.config import ConfigError, Settings, load_settings, redact_url
 from core.store.registry import sqlite_path
 
 
@@ -185,7 +185,7 @@ def test_pchat_variables_of_the_client_and_tests_are_not_settings(var: str) -> N
     [
         pytest.param("PCHAT_DATA_DIR", "2024", "data_dir", "2024", id="int-like"),
         pytest.param("PCHAT_DOMAIN", "1e3", "domain", "1e3", id="float-like"),
-        pytest.param("PCHAT_LOG_LEVEL", "true", "log_level", "true", id="bool-like"),
+        pytest.param("PCHAT_STORE", "true", "store", "true", id="bool-like"),
     ],
 )
 def test_env_value_of_a_string_setting_stays_text(
@@ -373,3 +373,23 @@ def test_several_hosts_on_postgres_are_accepted() -> None:
 
 def test_one_host_on_sqlite_is_accepted() -> None:
     assert load_settings(env={"PCHAT_POOL_HOSTS": "1"}).pool_hosts == 1
+
+
+def test_redact_url_hides_passwords_only() -> None:
+    assert redact_url("redis://:hunter2@10.0.0.1:6379/0") == "redis://:***@10.0.0.1:6379/0"
+    assert (
+        redact_url("postgresql://chat:p%40ss@db.example:5432/pchat")
+        == "postgresql://chat:***@db.example:5432/pchat"
+    )
+    assert (
+        redact_url("rediss://user:pw@h/1?ssl_cert_reqs=none")
+        == "rediss://user:***@h/1?ssl_cert_reqs=none"
+    )
+    for plain in ("unix:///tmp/x/redis.sock", "sqlite:///data/chat.db", "postgresql://u@h/db"):
+        assert redact_url(plain) == plain
+
+
+def test_log_level_is_a_logging_level() -> None:
+    assert load_settings(env={"PCHAT_LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    with pytest.raises(ConfigError, match="log_level must be one of DEBUG, INFO"):
+        load_settings(env={"PCHAT_LOG_LEVEL": "LOUD"})
