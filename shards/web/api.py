@@ -75,11 +75,13 @@ class ManagementApi:
         changed: Callable[[], Awaitable[None]],
         throttle: Throttle,
         guard: CsrfGuard | None = None,
+        *,
+        invitations_per_change: int = 1000,
     ) -> None:
         self._guard = guard or CsrfGuard([], "")
         self._store = store
         self._domain = domain
-        self._mgmt = Management(store)
+        self._mgmt = Management(store, invitations_per_change=invitations_per_change)
         self._changed = changed  # tells every worker at once (the revision poll is the backstop)
         self._throttle = throttle  # the worker's, shared with the SIP sign-in
 

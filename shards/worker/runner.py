@@ -167,7 +167,12 @@ async def _serve_http(worker: RunningWorker, reuse: bool) -> tuple[web.AppRunner
     guard = CsrfGuard(http.allowed_origins, http.public_url)
     gateway = worker.gateway
     api = ManagementApi(
-        worker.store, worker.settings.domain, worker.announce_change, gateway.throttle, guard
+        worker.store,
+        worker.settings.domain,
+        worker.announce_change,
+        gateway.throttle,
+        guard,
+        invitations_per_change=worker.settings.limits.invitations_per_change,
     )
     runner = web.AppRunner(
         make_app(worker.health, api, FileApi(worker.store, worker.settings, api.authenticate)),

@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import msgspec
 import pytest
 
@@ -242,3 +243,13 @@ async def test_invitations_per_change_are_capped(quotas: RunningWorker) -> None:
     assert (await quotas.store.get_room(room.rpartition("/")[2])).members == []  # type: ignore[union-attr]
     await _admin(quotas, "room", "set", "Team", "--add-members", *members[:2])
     assert len(await quotas.store.pending_invitations(f"sip:bob@{DOMAIN}")) == 1
+    # The HTTP API takes the same configured cap (it used the default of 1000 before).
+    record = await quotas.store.get_user(f"sip:alice@{DOMAIN}")
+    assert record is not None
+    await quotas.store.put_user(msgspec.structs.replace(record, admin=True))
+    token = base64.b64encode(f"alice@{DOMAIN}:{PASSWORD}".encode()).decode()
+    auth = {"Authorization": f"Basic {token}"}
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{quotas.http_port}", headers=auth) as http:
+        three = [await add_user(quotas.store, u) for u in ("erin", "frank", "gina")]
+        async with http.patch("/api/rooms/Team", json={"add_members": three}) as refused:
+            assert refused.status == 413, await refused.text()
