@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -57,6 +58,24 @@ def redis_url() -> Iterator[str]:
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_certificate(folder: Path) -> tuple[Path, Path]:
+    """A throw-away self-signed certificate (localhost and 127.0.0.1) and its key; the test
+    is skipped where openssl is missing."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl (to make a test certificate) is not on PATH")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+test_certificate.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 def make_settings(tmp_path: Path, redis_url: str, **limits: int) -> Settings:

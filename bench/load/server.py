@@ -80,6 +80,10 @@ class BenchServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.redis.start()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
+        # Every load client comes from 127.0.0.1, where a deployment's come from many
+        # addresses: the per-address cap on connections not yet signed in (64) would cut
+        # a storm of 256 sign-ins in flight. --server-set can put it back.
+        env["PCHAT_LIMITS__UNAUTH_PER_ADDRESS"] = "0"
         env.update(self.settings)
         env["PCHAT_LOG_LEVEL"] = env.get("PCHAT_LOG_LEVEL", "WARNING")
         cwd = None

@@ -1,8 +1,9 @@
 """The password-guess throttle: one table for SIP digest and HTTP Basic sign-ins (sans-IO).
 
-Every attempt is counted against two keys, the user and the source address, before its
-password is checked (a success gives the count back), so attempts racing on many
-connections are counted too. Past ``free_attempts`` within ``window_s`` a key's attempts
+An attempt is counted against its user before its password is checked (a success gives
+the count back), so guesses racing on many connections are counted too, and against its
+source address when it fails: honest sign-ins through one address never count.
+Past ``free_attempts`` within ``window_s`` a key's attempts
 are spaced ``base_delay_s`` apart, doubling per further attempt up to ``max_delay_s``. An
 attempt whose turn is further off than ``max_delay_s`` is refused unchecked, so the answer
 says nothing about the password. Nobody is locked out: an honest user (or a neighbour at
@@ -40,26 +41,39 @@ class Throttle:
 
     def admit(self, user: str, address: str) -> float | None:
         """Seconds to wait before this attempt's password is checked; None: refuse it
-        unchecked (its turn is more than ``max_delay_s`` away)."""
+        unchecked (its turn is more than ``max_delay_s`` away). The attempt counts
+        against its user now (guesses racing on many connections); against its address
+        only if it fails (`failed`), so many honest users signing in at once through
+        one address (a NAT, a restart of a big host) are never slowed."""
         if self._s.max_keys <= 0:
             return 0.0
         now = self._clock()
-        keys = [self._key(f"u:{user.lower()}", now), self._key(f"a:{address}", now)]
-        turn = max(now, *(k.next_turn for k in keys))
+        user_key = self._key(f"u:{user.lower()}", now)
+        address_key = self._key(f"a:{address}", now)
+        turn = max(now, user_key.next_turn, address_key.next_turn)
         if turn - now > self._s.max_delay_s:
             return None
-        for key in keys:
-            key.attempts += 1
-            key.last = now
-            key.next_turn = turn + self._delay(key.attempts)
+        self._count(user_key, now, turn)
         return turn - now
 
+    def failed(self, user: str, address: str) -> None:
+        """The admitted attempt had a wrong password (or named nobody): its address pays."""
+        if self._s.max_keys <= 0:
+            return
+        now = self._clock()
+        key = self._key(f"a:{address}", now)
+        self._count(key, now, max(now, key.next_turn))
+
     def succeeded(self, user: str, address: str) -> None:
-        """The attempt admitted for these keys had the right password: it does not count."""
-        for name in (f"u:{user.lower()}", f"a:{address}"):
-            key = self._keys.get(name)
-            if key is not None and key.attempts > 0:
-                key.attempts -= 1
+        """The admitted attempt had the right password: it does not count."""
+        key = self._keys.get(f"u:{user.lower()}")
+        if key is not None and key.attempts > 0:
+            key.attempts -= 1
+
+    def _count(self, key: _Key, now: float, turn: float) -> None:
+        key.attempts += 1
+        key.last = now
+        key.next_turn = turn + self._delay(key.attempts)
 
     def retry_after_s(self) -> int:
         """What a refused attempt is told (Retry-After)."""

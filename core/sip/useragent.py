@@ -230,6 +230,7 @@ class UserAgent:
                 self._throttle.succeeded(uri, self.endpoint.peer)
                 return await self._bind(msg, uri.lower(), record)
         self._failures += 1
+        self._throttle.failed(uri, self.endpoint.peer)
         log.info("failed sign-in for %r from %s", username[:80], self.endpoint.peer)
         if self._failures >= MAX_AUTH_FAILURES:
             self.reply(msg, 403, warning="too many failed sign-ins")

@@ -171,9 +171,11 @@ class ManagementApi:
         record = await self._store.get_user(f"sip:{address}")
         stored = record.ha1.get(f"MD5:{address}") if record else None
         if record is None or stored is None or not (record.enabled or record.admin):
+            self._throttle.failed(f"sip:{address}", peer)
             return None  # unknown, or persistent chat is off for this user
         given = compute_ha1("MD5", address, self._domain, password)
         if not hmac.compare_digest(given, stored):
+            self._throttle.failed(f"sip:{address}", peer)
             return None
         self._throttle.succeeded(f"sip:{address}", peer)
         return Actor(record.uri, admin=record.admin)

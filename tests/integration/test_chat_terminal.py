@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import msgspec
-import pytest
 
 from shards.worker.runner import RunningWorker, run_worker
-from tests.conftest import DOMAIN, PASSWORD, add_room, add_user, make_settings, signed_in
+from tests.conftest import (
+    DOMAIN,
+    PASSWORD,
+    add_room,
+    add_user,
+    make_settings,
+    signed_in,
+    test_certificate,
+)
 from tests.integration.chat_terminal import Terminal, chat_env
 
 
@@ -106,15 +112,7 @@ async def test_a_disabled_user_is_told_plainly_and_unsent_lines_reported(
 
 
 async def test_tls_checks_the_certificate(tmp_path: Path, redis_url: str) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl (to make a test certificate) is not on PATH")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = test_certificate(tmp_path)
     base = make_settings(tmp_path, redis_url)
     sip = msgspec.structs.replace(base.sip, tls_port=0, tls_cert=str(cert), tls_key=str(key))
     async with run_worker(msgspec.structs.replace(base, sip=sip)) as worker:

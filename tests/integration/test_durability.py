@@ -10,7 +10,7 @@ import msgspec
 from client.client import PchatClient
 from core.config import Settings
 from shards.worker.runner import RunningWorker, run_worker
-from tests.conftest import DOMAIN, PASSWORD, add_room, add_user
+from tests.conftest import DOMAIN, PASSWORD, add_room, add_user, test_certificate
 
 
 async def signed_in(port: int, user: str) -> PchatClient:
@@ -147,22 +147,11 @@ async def test_disabling_a_user_ends_their_sessions(server: RunningWorker) -> No
 
 
 async def test_sip_over_tls(tmp_path: Path, redis_url: str) -> None:
-    import shutil
     import ssl
-    import subprocess
-
-    import pytest
 
     from tests.conftest import make_settings
 
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl (to make a test certificate) is not on PATH")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = test_certificate(tmp_path)
     base = make_settings(tmp_path, redis_url)
     sip = msgspec.structs.replace(base.sip, tls_port=0, tls_cert=str(cert), tls_key=str(key))
     async with run_worker(msgspec.structs.replace(base, sip=sip)) as worker:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import shutil
 import ssl
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,7 +20,7 @@ from core.rooms.management import ADMIN, Actor, CategoryChange, Management, Room
 from core.xccos.envelope import Reply
 from core.xccos.xml import Element
 from shards.worker.runner import RunningWorker, run_worker
-from tests.conftest import DOMAIN, PASSWORD, add_user, make_settings, signed_in
+from tests.conftest import DOMAIN, PASSWORD, add_user, make_settings, signed_in, test_certificate
 from tests.integration.test_room_model import http
 
 ALICE, BOB = (f"sip:{u}@{DOMAIN}" for u in ("alice", "bob"))
@@ -156,15 +154,7 @@ async def test_http_changes_need_json_an_own_origin_and_a_token(server: RunningW
 
 
 def make_cert(tmp_path: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl (to make a test certificate) is not on PATH")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return test_certificate(tmp_path)
 
 
 async def closed_within(port: int, send: bytes, seconds: float) -> bool:

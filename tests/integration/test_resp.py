@@ -15,7 +15,7 @@ import pytest
 from shards import resp
 from shards.resp import RespClient, RespError, RespSubscriber
 from shards.worker.runner import run_worker
-from tests.conftest import add_room, add_user, make_settings, signed_in
+from tests.conftest import add_room, add_user, make_settings, signed_in, test_certificate
 
 SYSTEM_REDIS = shutil.which("redis-server")
 
@@ -59,13 +59,7 @@ def password_redis() -> Iterator[int]:
 def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     if SYSTEM_REDIS is None or shutil.which("openssl") is None:
         pytest.skip("redis-server and openssl are needed for a TLS instance")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = test_certificate(tmp_path)
     port = _free_port()
     args = ["--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
     args += ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]

@@ -57,8 +57,9 @@ def test_the_user_key_spans_addresses_and_the_address_key_spans_users() -> None:
         throttle.admit(USER, f"10.0.1.{i}")
     assert throttle.admit(USER.upper(), "10.9.9.9") == 1.0  # same user, new address, any case
     throttle2, _ = make(free=3)
-    for i in range(4):
+    for i in range(4):  # four wrong guesses, each for another user, from one address
         throttle2.admit(f"sip:u{i}@example.com", "10.0.0.1")
+        throttle2.failed(f"sip:u{i}@example.com", "10.0.0.1")
     assert throttle2.admit("sip:new@example.com", "10.0.0.1") == 1.0
     clock.now += 61  # a quiet minute forgets the key
     assert throttle.admit(USER, "10.0.1.0") == 0.0
@@ -79,3 +80,15 @@ def test_the_table_is_bounded_and_forgets_the_least_recently_seen() -> None:
         throttle.admit(f"sip:x{i}@example.com", f"10.1.0.{i}")
     assert len(throttle._keys) == 10
     assert throttle.admit(USER, "10.0.0.1") == 0.0  # alice was forgotten: oldest
+
+
+def test_many_honest_sign_ins_at_once_through_one_address_are_never_slowed() -> None:
+    """A restart of a big host, or an office behind one NAT: hundreds of users sign in
+    at once from one address. Their attempts are in flight together, before any succeeds;
+    only failures count against the address."""
+    throttle, _ = make(free=10)
+    users = [f"sip:u{i}@example.com" for i in range(300)]
+    assert [throttle.admit(u, "10.0.0.1") for u in users] == [0.0] * 300
+    for u in users:
+        throttle.succeeded(u, "10.0.0.1")
+    assert throttle.admit("sip:late@example.com", "10.0.0.1") == 0.0
