@@ -82,8 +82,10 @@ class BenchServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
         # Every load client comes from 127.0.0.1, where a deployment's come from many
         # addresses: the per-address cap on connections not yet signed in (64) would cut
-        # a storm of 256 sign-ins in flight. --server-set can put it back.
-        env["PCHAT_LIMITS__UNAUTH_PER_ADDRESS"] = "0"
+        # a storm of 256 sign-ins in flight. --server-set can put it back. (Older trees
+        # run with --server-src have no such cap, and would refuse the unknown setting.)
+        if self.source is None or (self.source / "shards/worker/unauth.py").exists():
+            env["PCHAT_LIMITS__UNAUTH_PER_ADDRESS"] = "0"
         env.update(self.settings)
         env["PCHAT_LOG_LEVEL"] = env.get("PCHAT_LOG_LEVEL", "WARNING")
         cwd = None
