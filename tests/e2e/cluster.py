@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from client.client import PchatClient
 from shards.redis_server import EmbeddedRedis
 
@@ -33,6 +35,20 @@ async def http_get(url: str) -> tuple[int, str]:
             return exc.code, exc.read().decode()
 
     return await asyncio.to_thread(fetch)
+
+
+async def wait_http_healthy(http_port: int, timeout_s: float = 10.0) -> None:
+    """Polls /healthz until it answers 200; fails the test past ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        try:
+            if (await http_get(f"http://127.0.0.1:{http_port}/healthz"))[0] == 200:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    pytest.fail(f"pchat serve did not become healthy within {timeout_s:g} s")
 
 
 class Cluster:

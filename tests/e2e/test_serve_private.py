@@ -9,9 +9,7 @@ import stat
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.e2e.cluster import free_port, http_get
+from tests.e2e.cluster import free_port, wait_http_healthy
 from tests.e2e.test_serve import DOMAIN
 
 
@@ -26,15 +24,7 @@ async def serve_and_stop(data_dir: Path, *extra: str) -> tuple[str, set[str]]:
         "--domain", DOMAIN, *extra, env=env, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        for _ in range(100):
-            try:
-                if (await http_get(f"http://127.0.0.1:{http}/healthz"))[0] == 200:
-                    break
-            except OSError:
-                pass
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("pchat serve did not become healthy within 10 s")
+        await wait_http_healthy(http)
         modes = _modes(data_dir)
     finally:
         proc.send_signal(signal.SIGTERM)

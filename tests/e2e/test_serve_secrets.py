@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from shards.redis_server import redis_binary
-from tests.e2e.cluster import free_port, http_get
+from tests.e2e.cluster import free_port, wait_http_healthy
 from tests.e2e.test_serve import DOMAIN
 from tests.integration.conftest import _pg_admin
 
@@ -66,15 +66,7 @@ async def test_logged_urls_carry_no_password(
         env=env, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        for _ in range(100):
-            try:
-                if (await http_get(f"http://127.0.0.1:{http}/healthz"))[0] == 200:
-                    break
-            except OSError:
-                pass
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("pchat serve did not become healthy within 10 s")
+        await wait_http_healthy(http)
         # Two workers, so they talk over the bus; with Redis gone, each reconnect logs the URL.
         redis_proc.kill()
         redis_proc.wait()
