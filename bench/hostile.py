@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import tempfile
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import psutil
 import uvloop
 
+from bench.load import report
 from bench.load.server import BenchServer
 from client.client import PchatClient, SipError
 from core.xccos import build
@@ -192,11 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
     result["server_src"] = str(args.server_src or "this checkout")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = args.out / f"{stamp}-hostile{'-' + args.name if args.name else ''}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"results in {out}")
+    report.write_small(args.out / f"{stamp}-hostile{'-' + args.name if args.name else ''}", result)
     return 0
 
 

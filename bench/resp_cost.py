@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 import uvloop
 
+from bench.load import report
 from shards.redis_server import EmbeddedRedis
 from shards.resp import RespClient, RespSubscriber
 
@@ -149,11 +149,7 @@ def main() -> int:
     p.add_argument("--bytes", type=int, default=300, help="payload size")
     args = p.parse_args()
     result = uvloop.run(_run(args.messages, args.bytes))
-    out = Path("bench/results") / time.strftime("resp-cost-%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"results in {out}")
+    report.write_small(Path("bench/results") / time.strftime("resp-cost-%Y%m%d-%H%M%S"), result)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -71,6 +72,14 @@ def host() -> dict[str, Any]:
         "mem_gb": round(mem_kb / 2**20, 1),
         "loadavg_at_start": list(os.getloadavg()),
     }
+
+
+def write_small(out: Path, result: dict[str, Any]) -> None:
+    """A one-shot bench's result.json (bench/hostile.py, bench/resp_cost.py), also printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"results in {out}")
 
 
 def write(

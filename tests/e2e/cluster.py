@@ -37,16 +37,20 @@ async def http_get(url: str) -> tuple[int, str]:
     return await asyncio.to_thread(fetch)
 
 
+async def _healthz_ok(http_port: int) -> bool:
+    try:
+        return (await http_get(f"http://127.0.0.1:{http_port}/healthz"))[0] == 200
+    except OSError:
+        return False
+
+
 async def wait_http_healthy(http_port: int, timeout_s: float = 10.0) -> None:
     """Polls /healthz until it answers 200; fails the test past ``timeout_s``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while loop.time() < deadline:
-        try:
-            if (await http_get(f"http://127.0.0.1:{http_port}/healthz"))[0] == 200:
-                return
-        except OSError:
-            pass
+        if await _healthz_ok(http_port):
+            return
         await asyncio.sleep(0.1)
     pytest.fail(f"pchat serve did not become healthy within {timeout_s:g} s")
 
@@ -84,12 +88,8 @@ class Cluster:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
-            if len(self.worker_pids()) == self.workers:
-                try:
-                    if (await http_get(f"http://127.0.0.1:{self.http}/healthz"))[0] == 200:
-                        return
-                except OSError:
-                    pass
+            if len(self.worker_pids()) == self.workers and await _healthz_ok(self.http):
+                return
             await asyncio.sleep(0.1)
         raise TimeoutError("cluster did not become healthy")
 
