@@ -38,6 +38,7 @@ class RoomChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     privacy: Literal["open", "closed", "secret"] | None = None
     type: Literal["normal", "auditorium"] | None = None
     invitations: Literal["inherit", "off"] | None = None
+    file_upload: Literal["inherit", "off"] | None = None  # the room's filepost switch
     disabled: bool | None = None
     members: list[str] | None = None
     managers: list[str] | None = None
@@ -83,6 +84,19 @@ def new_id() -> str:
 
 def invitations_on(room: RoomRecord, category: CategoryRecord) -> bool:
     return category.invitations and room.invitations != "off"
+
+
+# The room's plain properties a change may set (the role lists are applied apart).
+_ROOM_FIELDS = (
+    "name",
+    "description",
+    "topic",
+    "privacy",
+    "type",
+    "invitations",
+    "file_upload",
+    "disabled",
+)
 
 
 class Management:
@@ -206,7 +220,7 @@ class Management:
         await self._store.bump_revision()
 
     async def _apply(self, room: RoomRecord, category: CategoryRecord, change: RoomChange) -> None:
-        for field in ("name", "description", "topic", "privacy", "type", "invitations", "disabled"):
+        for field in _ROOM_FIELDS:
             value = getattr(change, field)
             if value is not None:
                 setattr(

@@ -220,7 +220,7 @@ class CommandHandler:
             category=f"ma-cat://{d}/{room.category_id}",
             ucnt=self._rooms.online_count(room.id) if ucnt is None else ucnt,
             visibility=rules.visibility(room),
-            filepost=category.file_upload,
+            filepost=rules.uploads_on(room, category),
             invite=invitations_on(room, category),
             logged=category.history,
             room_type=room.type,
