@@ -4,6 +4,7 @@ room quota, token sign-in, and the sweep of what crashes leave."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from core.files.directory import DirectoryStorage
 from core.files.names import PART_SUFFIX, new_file_id, stored_name
 from core.files.post import parse_file_post
 from core.rooms.management import ADMIN, Management
+from shards import admin
 from shards.web.token_key import load_token_secret
 from shards.worker.runner import RunningWorker
 from tests.conftest import DOMAIN, add_room, signed_in
@@ -194,3 +196,26 @@ async def test_sweep_removes_what_crashes_left_and_nothing_else(
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [recorded.name, fresh.name, foreign.name]
     )
+
+
+async def _admin(worker: RunningWorker, *argv: str) -> None:
+    """`pchat admin ARGV` in this process, on the worker's settings (data dir, store)."""
+    parser = argparse.ArgumentParser()
+    admin.add_parser(parser.add_subparsers(dest="cmd"), argparse.ArgumentParser(add_help=False))
+    await admin.run(worker.settings, parser.parse_args(["admin", *argv]), lambda line: None)
+
+
+async def test_pchat_admin_switches_removes_and_deletes_with_the_bytes(
+    files_server: RunningWorker, http: aiohttp.ClientSession
+) -> None:
+    await _admin(files_server, "room", "set", "Lobby", "--files", "off")
+    assert (await upload(http, "lobby", b"no")).status == 403
+    await _admin(files_server, "room", "set", "Lobby", "--files", "inherit")
+    first = await post_file(http, "lobby", b"one", "1.txt")
+    second = await post_file(http, "lobby", b"two", "2.txt")
+    await _admin(files_server, "message", "remove", "Lobby", str(first["msgid"]))
+    assert not stored_path(files_server, str(first["id"]), "1.txt").exists()
+    assert stored_path(files_server, str(second["id"]), "2.txt").exists()
+    await _admin(files_server, "room", "delete", "Lobby")
+    assert not stored_path(files_server, str(second["id"]), "2.txt").exists()
+    assert await files_server.store.get_file(str(second["id"])) is None
