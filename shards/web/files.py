@@ -12,7 +12,6 @@ token a SIP client got in rpl:getservinfo (core/auth/filetoken.py).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -202,19 +201,18 @@ class FileApi:
 
     async def _receive(self, request: web.Request, stored: str, used: int) -> tuple[int, str]:
         """Streams the body to storage; (size, sha256 hex). Past a cap: nothing kept."""
-        sha, size = hashlib.sha256(), 0
+        size = 0
         writer = await self._storage.create(stored)
         try:
             async for chunk in request.content.iter_chunked(self._chunk):
                 size += len(chunk)
                 self._check_size(size, used)
-                sha.update(chunk)
                 await writer.write(chunk)
-            await writer.commit()
+            digest = await writer.commit()
         except BaseException:
             await writer.abort()
             raise
-        return size, sha.hexdigest()
+        return size, digest
 
     async def list_files(self, request: web.Request, actor: Actor) -> web.StreamResponse:
         room = await self._room(request.match_info["room"], actor.uri, post=False)
