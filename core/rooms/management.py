@@ -35,6 +35,7 @@ class Actor(msgspec.Struct, frozen=True):
 
 
 ADMIN = Actor("admin", admin=True)
+ROOM_TEXT_CHARS = 256  # the original's limit on a room's name and on its description
 
 
 class RoomChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -154,6 +155,11 @@ class Management:
             raise NotFound(f"no room {ref!r}")
         return room, category
 
+    async def managed_room(self, actor: Actor, ref: str) -> tuple[RoomRecord, CategoryRecord]:
+        """The room and its category if the actor may change it (Forbidden if they only
+        see it, NotFound if not even that)."""
+        return await self._visible_room(actor, ref)
+
     async def visible_room(self, actor: Actor, ref: str) -> RoomRecord:
         """The room if the actor may know it exists, else NotFound like a missing room."""
         return (await self._seen_room(actor, ref))[0]
@@ -182,10 +188,7 @@ class Management:
         self, actor: Actor, name: str, category_ref: str, change: RoomChange
     ) -> RoomRecord:
         category = await self.category(category_ref)
-        if not actor.admin and not (
-            rules.matches(category.creators, actor.uri)
-            and rules.category_allows(category, actor.uri)
-        ):
+        if not actor.admin and not rules.can_create(category, actor.uri):
             raise Forbidden(f"you may not create rooms in category {category.name!r}")
         if not name.strip():
             raise BadRequest("a room needs a name")
@@ -209,10 +212,7 @@ class Management:
         if change.category is not None:
             target = await self.category(change.category)
             if target.id != room.category_id:
-                if not actor.admin and not (
-                    rules.matches(target.creators, actor.uri)
-                    and rules.category_allows(target, actor.uri)
-                ):
+                if not actor.admin and not rules.can_create(target, actor.uri):
                     raise Forbidden("only creators in the target category may move a room there")
                 room.category_id, category = target.id, target
         await self._apply(room, category, change)
@@ -268,6 +268,10 @@ class Management:
             setattr(room, role, sorted(p for p in current if _allowed_principal(category, p)))
         if not room.name:
             raise BadRequest("a room needs a name")
+        if len(room.name) > ROOM_TEXT_CHARS or len(room.description) > ROOM_TEXT_CHARS:
+            raise BadRequest(
+                f"a room's name and description are at most {ROOM_TEXT_CHARS} characters"
+            )
 
     async def _save(
         self,
@@ -306,7 +310,7 @@ class Management:
     async def create_category(
         self, actor: Actor, name: str, change: CategoryChange
     ) -> CategoryRecord:
-        _need_admin(actor)
+        need_admin(actor)
         if await self._store.get_category_by_name(name) is not None:
             raise Conflict(f"category {name!r} exists")
         category = CategoryRecord(id=new_id(), name=name)
@@ -318,7 +322,7 @@ class Management:
     async def update_category(
         self, actor: Actor, ref: str, change: CategoryChange
     ) -> CategoryRecord:
-        _need_admin(actor)
+        need_admin(actor)
         category = await self.category(ref)
         await self._apply_category(category, change)
         await self._store.put_category(category)
@@ -331,7 +335,7 @@ class Management:
         return category
 
     async def delete_category(self, actor: Actor, ref: str) -> None:
-        _need_admin(actor)
+        need_admin(actor)
         category = await self.category(ref)
         if not await self._store.delete_category(category.id):
             raise Conflict(f"category {category.name!r} still has rooms")
@@ -360,6 +364,25 @@ class Management:
             raise NotFound(f"no user {uri}")
         return found
 
+    async def set_user(
+        self, actor: Actor, uri: str, *, enabled: bool | None = None, admin: bool | None = None
+    ) -> UserRecord:
+        """Turns a user's persistent chat on or off and grants or takes the administrator
+        role. An administrator cannot take their own role: the install keeps one."""
+        need_admin(actor, "users")
+        record = await self.user(uri)
+        if admin is False and record.uri == actor.uri:
+            raise Forbidden(
+                "you cannot take your own administrator role; ask another administrator"
+            )
+        if enabled is not None:
+            record.enabled = enabled
+        if admin is not None:
+            record.admin = admin
+        await self._store.put_user(record)
+        await self._store.bump_revision()  # workers re-check the user's sessions
+        return record
+
 
 def _allowed_principal(category: CategoryRecord, p: str) -> bool:
     if p.startswith("domain:"):
@@ -367,6 +390,7 @@ def _allowed_principal(category: CategoryRecord, p: str) -> bool:
     return rules.category_allows(category, p)
 
 
-def _need_admin(actor: Actor) -> None:
+def need_admin(actor: Actor, what: str = "categories") -> None:
+    """Forbidden unless the actor is an administrator (who alone manage ``what``)."""
     if not actor.admin:
-        raise Forbidden("only administrators manage categories")
+        raise Forbidden(f"only administrators manage {what}")

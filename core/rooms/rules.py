@@ -48,6 +48,11 @@ def can_manage(room: RoomRecord, category: CategoryRecord, user_uri: str) -> boo
     return category_allows(category, user_uri) and is_manager(room, user_uri)
 
 
+def can_create(category: CategoryRecord, user_uri: str) -> bool:
+    """May the user create rooms in the category (a creator the wall admits)?"""
+    return matches(category.creators, user_uri) and category_allows(category, user_uri)
+
+
 def can_see(room: RoomRecord, category: CategoryRecord, user_uri: str) -> bool:
     """May the user learn that the room exists (search, 403 rather than 404)?"""
     if room.disabled or not category_allows(category, user_uri):

@@ -258,7 +258,7 @@ class CommandHandler:
             f'searchLimit="{i.search_limit}" messageSizeLimit="{i.message_size_limit}" '
             f'storySizeLimit="{i.story_size_limit}" rootUri="{self._root_uri}" '
             f'dbVersion="{i.db_version}" '
-            f'roomManagementUrl="{build.esc(base + "/api/rooms" if base else "")}" '
+            f'roomManagementUrl="{build.esc(base + "/rooms" if base else "")}" '
             f"{self._file_service(session.user)}/>"
         )
 

@@ -36,10 +36,8 @@ from shards.logs import setup_logging
 from shards.metrics import Metrics
 from shards.resp import RespError, RespSubscriber
 from shards.routing import RoomRouter, ShardMap
-from shards.web.api import ManagementApi
-from shards.web.csrf import CsrfGuard
 from shards.web.files import FileApi
-from shards.web.http import make_app
+from shards.web.http import web_app
 from shards.web.token_key import load_token_secret
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
@@ -172,28 +170,20 @@ async def _serve_http(
     """The HTTP(S) listener. It is made here, not by aiohttp's SockSite, for the TLS
     handshake deadline SockSite cannot set."""
     http = worker.settings.http
-    guard = CsrfGuard(http.allowed_origins, http.public_url)
     gateway = worker.gateway
-    api = ManagementApi(
-        worker.store,
-        worker.settings.domain,
-        worker.announce_change,
-        gateway.throttle,
-        guard,
-        invitations_per_change=worker.settings.limits.invitations_per_change,
-        files=files,
-    )
-    worker.files = FileApi(
+    app, worker.files = await web_app(
         worker.store,
         worker.settings,
-        api.authenticate,
-        files,
+        gateway.throttle,
+        worker.announce_change,
+        worker.health,
+        storage=files,
+        tokens=tokens,
         post=gateway.router.append_post,
         base_url=http_base(worker.settings),
-        tokens=tokens,
     )
     runner = web.AppRunner(
-        make_app(worker.health, api, worker.files),
+        app,
         access_log=None,
         keepalive_timeout=http.keepalive_timeout_s,
     )
