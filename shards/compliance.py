@@ -23,7 +23,8 @@ import redis.asyncio as aioredis
 
 from core.compliance.adapters import AdapterOptions, conversations
 from core.compliance.registry import load_adapters
-from core.compliance.store import ComplianceStore
+from core.compliance.store.base import ComplianceStore, Fenced
+from core.compliance.store.registry import make_compliance_store
 from core.config import Settings
 from core.store.base import ChatStore
 from core.store.registry import make_store
@@ -65,22 +66,27 @@ class ComplianceService:
         )
         self._adapters = load_adapters(c.adapters, self.options)
         self._failed = {a.name: metrics.COMPLIANCE_FAILURES.labels(a.name) for a in self._adapters}
+        self._epoch = 0  # the compliance store's epoch won with the lease; 0: not active
 
     async def run(self, redis: aioredis.Redis, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 if await self._hold_lease(redis):
+                    if self._epoch == 0:
+                        await self.take_over()
                     moved = await self.relay_once()
                     await self._observe()
-                    if (
-                        await asyncio.to_thread(self._archive.take_run_request)
-                        or time.monotonic() >= self._next_run
-                    ):
+                    if await self._archive.take_run_request() or time.monotonic() >= self._next_run:
                         await self.run_adapters()
                     if moved == RELAY_PAGE:
                         continue  # more waiting: no pause
+                else:
+                    self._epoch = 0
             except asyncio.CancelledError:
                 raise
+            except Fenced as exc:
+                self._epoch = 0  # another service took over while this one was away
+                log.warning("compliance service %s stepped down: %s", self._me, exc)
             except Exception:
                 log.exception("compliance round failed; retrying")
             with contextlib.suppress(asyncio.TimeoutError):
@@ -92,24 +98,31 @@ class ComplianceService:
         try:
             if await redis.set(LEASE_KEY, self._me, nx=True, px=self._ttl_ms):
                 log.info("compliance service %s is the active one", self._me)
+                self._epoch = 0  # a new win: take the store over before any change
                 return True
             return bool(await redis.eval(_RENEW, 1, LEASE_KEY, self._me, self._ttl_ms))
         except (OSError, aioredis.RedisError) as exc:
             log.warning("cannot hold the compliance lease (%s): paused until Redis answers", exc)
             return False
 
+    async def take_over(self) -> None:
+        """A new epoch in the compliance store: any service active before this one is
+        fenced off (its next change raises Fenced), whatever Redis said to it."""
+        self._epoch = await self._archive.take_over()
+        log.info("compliance service %s took over the store (epoch %d)", self._me, self._epoch)
+
     async def relay_once(self) -> int:
         """Outbox -> compliance store -> outbox rows deleted, in that order."""
         rows = await self._chat.outbox_head(RELAY_PAGE)
         if rows:
-            await asyncio.to_thread(self._archive.insert, rows)
+            await self._archive.insert(rows)
             await self._chat.delete_outbox([r.id for r in rows])
             metrics.COMPLIANCE_RELAYED.inc(len(rows))
         return len(rows)
 
     async def _observe(self) -> None:
         outbox, outbox_oldest = await self._chat.outbox_stats()
-        status = await asyncio.to_thread(self._archive.status)
+        status = await self._archive.status()
         oldest = (
             min(t for t in (outbox_oldest, status.oldest_ms) if t)
             if outbox or status.pending_events
@@ -121,7 +134,7 @@ class ComplianceService:
 
     async def run_adapters(self) -> bool:
         """Archives every pending batch; stops at the first failure (rows stay, retried)."""
-        while batch := await asyncio.to_thread(self._archive.claim_batch, BATCH_EVENTS):
+        while batch := await self._archive.claim_batch(BATCH_EVENTS):
             groups = conversations(batch.events)
             for adapter in self._adapters:
                 try:
@@ -130,9 +143,7 @@ class ComplianceService:
                 except Exception as exc:
                     self._failures += 1
                     self._failed[adapter.name].inc()
-                    await asyncio.to_thread(
-                        self._archive.batch_failed, batch.id, f"{adapter.name}: {exc}"
-                    )
+                    await self._archive.batch_failed(batch.id, f"{adapter.name}: {exc}")
                     delay = min(float(self._interval), RETRY_BASE_S * 2 ** (self._failures - 1))
                     self._next_run = time.monotonic() + delay
                     log.error(
@@ -141,7 +152,7 @@ class ComplianceService:
                         adapter.name, batch.id, len(batch.events), exc, delay,
                     )  # fmt: skip
                     return False
-            await asyncio.to_thread(self._archive.batch_done, batch.id)
+            await self._archive.batch_done(batch.id, [])
             metrics.COMPLIANCE_ARCHIVED.inc(len(batch.events))
             log.info("compliance batch %d archived: %d events", batch.id, len(batch.events))
         self._failures = 0
@@ -156,13 +167,18 @@ async def _main(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     chat = make_store(settings.store_url, settings.store_pool)
     await chat.open()
-    archive = ComplianceStore(settings.compliance_store_path)
+    archive = make_compliance_store(settings.compliance_store_url, settings.compliance_store_pool)
+    try:
+        await archive.open()
+    except BaseException:
+        await chat.close()
+        raise
     redis = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=2)
     try:
         await ComplianceService(settings, chat, archive).run(redis, stop)
     finally:
         await redis.aclose()
-        archive.close()
+        await archive.close()
         await chat.close()
 
 
