@@ -14,6 +14,7 @@ from core.store.base import ChatStore, NewMessage, OutboxEvent
 
 Kind = Literal["JOIN", "PART", "CHAT", "BACKCHAT", "FILEUPLOAD", "FILEDOWNLOAD"]
 KINDS: tuple[Kind, ...] = ("JOIN", "PART", "CHAT", "BACKCHAT", "FILEUPLOAD", "FILEDOWNLOAD")
+FILE_KINDS: frozenset[str] = frozenset({"FILEUPLOAD", "FILEDOWNLOAD"})
 
 
 class Activity(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
@@ -25,9 +26,15 @@ class Activity(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     ts_ms: int
     session: str = ""  # the session (device) that acted
     msgid: int = 0  # CHAT: the post's id in its room
-    # CHAT: the post; BACKCHAT: the history query; FILEUPLOAD/FILEDOWNLOAD: the stored file name
+    # CHAT: the post; BACKCHAT: the history query; FILEUPLOAD/FILEDOWNLOAD: the stored file
+    # name (the name of its bytes in the file store), as the original's content carries it
     text: str = ""
     room_name: str = ""
+    # FILEUPLOAD/FILEDOWNLOAD: the file's id, the uploader's name for it, size and sha256
+    file_id: str = ""
+    file_name: str = ""
+    size: int = 0
+    sha256: str = ""
 
 
 _encode = msgspec.json.Encoder().encode
