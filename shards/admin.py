@@ -385,6 +385,8 @@ async def _compliance_status(
         f"compliance store: {status.pending_events} events not archived,"
         f" oldest {age(status.oldest_ms)}"
     )
+    if status.files_to_remove:
+        out(f"compliance file store: {status.files_to_remove} archived copies not yet removed")
     if status.open_batch:
         out(
             f"batch {status.open_batch} being retried: {status.attempts} failed runs,"
