@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -28,21 +29,26 @@ def pid_of(data_dir: Path, name: str) -> dict[int, int]:
     return {int(w): int(p) for w, p in (line.split() for line in path.read_text().splitlines())}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+@asynccontextmanager
+async def store_urls(backend: str, folder: Path) -> AsyncIterator[tuple[str, str]]:
     """(chat store URL, compliance store URL): SQLite files, or one fresh PostgreSQL
     database holding both (the compliance tables are prefixed)."""
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path / 'chat.db'}", f"sqlite://{tmp_path / 'compliance.db'}"
+    if backend == "sqlite":
+        yield f"sqlite://{folder / 'chat.db'}", f"sqlite://{folder / 'compliance.db'}"
         return
     async with fresh_pg_database() as url:
         yield url, url
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_kill_9_of_compliance_and_a_worker_loses_and_doubles_nothing(
-    tmp_path: Path, stores: tuple[str, str]
+    tmp_path: Path, backend: str
 ) -> None:
-    chat_url, compliance_url = stores
+    async with store_urls(backend, tmp_path) as (chat_url, compliance_url):
+        await kill_compliance_and_a_worker(tmp_path, chat_url, compliance_url)
+
+
+async def kill_compliance_and_a_worker(tmp_path: Path, chat_url: str, compliance_url: str) -> None:
     env = {
         "PCHAT_COMPLIANCE__ADAPTERS": '["jsonl"]',
         "PCHAT_STORE": chat_url,
