@@ -21,6 +21,7 @@ from core.compliance.store.base import ComplianceStore
 from core.compliance.store.registry import make_compliance_store
 from core.config import Settings
 from core.errors import NotFound, PchatError
+from core.files.registry import make_storage
 from core.rooms.management import ADMIN, CategoryChange, Management, RoomChange, principal
 from core.sip.digest import user_ha1s
 from core.store.base import ChatStore, RoomRecord, UserRecord
@@ -106,6 +107,7 @@ def add_parser(
         p.add_argument("--privacy", choices=["open", "closed", "secret"])
         p.add_argument("--type", choices=["normal", "auditorium"])
         p.add_argument("--invitations", choices=["inherit", "off"])
+        p.add_argument("--files", choices=["inherit", "off"], help="the room's upload switch")
         p.add_argument("--description")
         p.add_argument("--topic")
         for role in ("members", "managers", "presenters"):
@@ -163,7 +165,11 @@ async def _notify(settings: Settings) -> None:
 
 
 def _management(store: ChatStore, s: Settings) -> Management:
-    return Management(store, invitations_per_change=s.limits.invitations_per_change)
+    return Management(
+        store,
+        invitations_per_change=s.limits.invitations_per_change,
+        files=make_storage(s.files.backend, s.files_dir),
+    )
 
 
 async def _user(store: ChatStore, uri: str) -> UserRecord:
@@ -280,6 +286,7 @@ def _room_change(a: argparse.Namespace) -> RoomChange:
         privacy=a.privacy,
         type=a.type,
         invitations=a.invitations,
+        file_upload=a.files,
         members=a.members,
         managers=a.managers,
         presenters=a.presenters,
@@ -326,6 +333,7 @@ async def _room_show(store: ChatStore, s: Settings, a: argparse.Namespace, out: 
         "description",
         "topic",
         "invitations",
+        "file_upload",
         "members",
         "managers",
         "presenters",

@@ -28,6 +28,7 @@ from core.compliance.registry import load_adapters
 from core.compliance.store.base import ComplianceStore, Fenced
 from core.compliance.store.registry import make_compliance_store
 from core.config import Settings
+from core.files.registry import make_storage
 from core.store.base import ChatStore, OutboxRecord
 from core.store.registry import make_store
 from shards import metrics
@@ -75,7 +76,7 @@ class ComplianceService:
         )
         self._adapters = load_adapters(c.adapters, self.options)
         self._files = ComplianceFileStore(settings.compliance_files_dir)
-        self._uploads = Path(settings.files_dir)  # where the file store keeps the bytes
+        self._uploads = make_storage(settings.files.backend, settings.files_dir)
         self._cut = False  # the last relay page was cut short by the copy bound
         self._failed = {a.name: metrics.COMPLIANCE_FAILURES.labels(a.name) for a in self._adapters}
         self._epoch = 0  # the compliance store's epoch won with the lease; 0: not active
@@ -146,7 +147,8 @@ class ComplianceService:
             try:
                 upload = from_payload(row.payload)
                 name = upload.text
-                kept = await asyncio.to_thread(self._files.keep, self._uploads / name, name)
+                source = Path(self._uploads.local_path(name))
+                kept = await asyncio.to_thread(self._files.keep, source, name)
             except (msgspec.DecodeError, ValueError) as exc:
                 # recorded as it is (the outbox must not stall on it), with nothing to copy
                 log.error("compliance event %d: bad FILEUPLOAD record (%s)", row.id, exc)
@@ -158,7 +160,7 @@ class ComplianceService:
                     " the upload is recorded without its file",
                     row.id, name,
                 )  # fmt: skip
-            copied += max(1, upload.size)
+            copied += max(1, upload.file_size)
         return rows
 
     async def remove_archived_copies(self) -> int:

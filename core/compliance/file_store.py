@@ -11,17 +11,16 @@ Calls are blocking: the service runs them off its event loop.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
-# A stored name is one plain file name (the file store's random id, maybe an extension):
-# never a path, so an event's payload cannot name a file outside either directory.
-_STORED_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}")
+from core.files.names import file_id_of
 
 
 def check_stored_name(name: str) -> str:
-    if not _STORED_NAME.fullmatch(name) or ".." in name:
+    """A name the file store gives (core/files/names.py), never a path: an event's payload
+    cannot name a file outside either directory."""
+    if file_id_of(name) is None:
         raise ValueError(f"not a stored file name: {name[:80]!r}")
     return name
 

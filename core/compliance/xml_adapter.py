@@ -75,7 +75,7 @@ class XmlAdapter:
         a = event.activity
         attrs = (
             f'type="{a.kind}" id="{event.id}" content="{esc(a.text)}" fileId="{esc(a.file_id)}"'
-            f' fileName="{esc(a.file_name)}" size="{a.size}" sha256="{esc(a.sha256)}"'
+            f' fileName="{esc(a.file_name)}" size="{a.file_size}" sha256="{esc(a.sha256)}"'
         )
         if archived:
             attrs += f' archived="{esc(archived)}"'

@@ -72,6 +72,17 @@ def can_post(room: RoomRecord, category: CategoryRecord, user_uri: str) -> bool:
     return True
 
 
+def uploads_on(room: RoomRecord, category: CategoryRecord) -> bool:
+    """Both switches allow files: the category's EnableFileUpload and the room's
+    filepost property (XCCOS.md §3 ``urn:parlano:ma:prop:filepost`` shows this)."""
+    return category.file_upload and room.file_upload != "off"
+
+
+def can_upload(room: RoomRecord, category: CategoryRecord, user_uri: str) -> bool:
+    """May the user post a file: post in the room, with uploads on in room and category?"""
+    return uploads_on(room, category) and can_post(room, category, user_uri)
+
+
 def visibility(room: RoomRecord) -> str:
     """The wire name of the privacy setting (XCCOS.md §3, misspelt element id)."""
     return {"open": "public", "closed": "private", "secret": "secret"}[room.privacy]

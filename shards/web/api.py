@@ -18,6 +18,7 @@ from aiohttp import web
 
 from core.auth.throttle import Throttle
 from core.errors import BadRequest, PchatError
+from core.files.base import FileStorage
 from core.rooms.management import Actor, CategoryChange, Management, RoomChange
 from core.sip.digest import compute_ha1
 from core.store.base import CategoryRecord, ChatStore, RoomRecord
@@ -77,11 +78,12 @@ class ManagementApi:
         guard: CsrfGuard | None = None,
         *,
         invitations_per_change: int = 1000,
+        files: FileStorage | None = None,
     ) -> None:
         self._guard = guard or CsrfGuard([], "")
         self._store = store
         self._domain = domain
-        self._mgmt = Management(store, invitations_per_change=invitations_per_change)
+        self._mgmt = Management(store, invitations_per_change=invitations_per_change, files=files)
         self._changed = changed  # tells every worker at once (the revision poll is the backstop)
         self._throttle = throttle  # the worker's, shared with the SIP sign-in
 

@@ -13,13 +13,13 @@ import json
 import secrets
 from pathlib import Path
 
-import msgspec
 import pytest
 from lxml import etree
 
-from core.compliance.events import Activity, to_outbox
+from core.compliance.events import Activity, file_event, to_outbox
 from core.compliance.xml_adapter import SCHEMA
 from core.config import Settings
+from core.files.names import new_file_id, stored_name
 from core.store.base import ChatStore, FileRecord
 from shards import compliance
 from tests.conftest import DOMAIN
@@ -29,32 +29,26 @@ ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
 
 
 async def upload(settings: Settings, chat: ChatStore, data: bytes, name: str) -> FileRecord:
-    """What the upload route leaves: the bytes under a random id, the record and its row."""
-    file_id = secrets.token_urlsafe(18)
+    """What the upload route leaves: the bytes under their stored name, the record and its
+    row (core/compliance/events.py file_event, as the route builds it)."""
+    file_id = new_file_id()
     folder = Path(settings.files_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / file_id).write_bytes(data)
+    (folder / stored_name(file_id, name)).write_bytes(data)
     record = FileRecord(
         id=file_id, room_id="lobby", name=name, size=len(data),
         sha256=hashlib.sha256(data).hexdigest(), uploader=ALICE, ts_ms=1_700_000_000_000,
     )  # fmt: skip
-    await chat.add_file(record, [to_outbox(transfer("FILEUPLOAD", record, ALICE))])
+    await chat.add_file(record, [file_event("FILEUPLOAD", record, ALICE, record.ts_ms)])
     return record
 
 
-def transfer(kind: str, record: FileRecord, user: str) -> Activity:
-    return msgspec.convert(
-        {
-            "kind": kind, "user": user, "room_id": record.room_id, "ts_ms": record.ts_ms,
-            "text": record.id, "file_id": record.id, "file_name": record.name,
-            "size": record.size, "sha256": record.sha256, "room_name": "Lobby",
-        },
-        Activity,
-    )  # fmt: skip
-
-
 async def download(chat: ChatStore, record: FileRecord, user: str) -> None:
-    await chat.add_outbox([to_outbox(transfer("FILEDOWNLOAD", record, user))])
+    await chat.add_outbox([file_event("FILEDOWNLOAD", record, user, record.ts_ms + 1)])
+
+
+def stored(record: FileRecord) -> str:
+    return stored_name(record.id, record.name)
 
 
 def copies(settings: Settings) -> list[str]:
@@ -79,16 +73,16 @@ async def test_every_transfer_is_archived_once_with_valid_xml_and_manifests(
         await download(chat, record, BOB)
     await download(chat, records[0], ALICE)
     await drain(service)
-    assert copies(settings) == sorted(r.id for r in records)  # kept until archived
+    assert copies(settings) == sorted(stored(r) for r in records)  # kept until archived
     for r in records:  # the file store may lose them now: the archive uses the copies
-        (Path(settings.files_dir) / r.id).unlink()
+        (Path(settings.files_dir) / stored(r)).unlink()
     assert await service.run_adapters()
     assert await service.remove_archived_copies() == 2
     assert copies(settings) == [] and (await store.status()).files_to_remove == 0
 
     events = jsonl(settings)
     transfers = sorted((e["kind"], e["user"], e["text"]) for e in events)
-    a, b = (r.id for r in records)
+    a, b = (stored(r) for r in records)
     assert transfers == sorted(
         [("FILEUPLOAD", ALICE, a), ("FILEUPLOAD", ALICE, b), ("FILEDOWNLOAD", BOB, a),
          ("FILEDOWNLOAD", BOB, b), ("FILEDOWNLOAD", ALICE, a)]
@@ -106,7 +100,7 @@ async def test_every_transfer_is_archived_once_with_valid_xml_and_manifests(
         manifest = etree.parse(str(path))
         schema.assertValid(manifest)
         root = manifest.getroot()
-        record = next(r for r in records if r.id == root.get("content"))
+        record = next(r for r in records if stored(r) == root.get("content"))
         assert (root.get("fileName"), root.get("sha256")) == (record.name, record.sha256)
         if root.get("type") == "FILEUPLOAD":
             assert (out / root.get("archived", "")).read_bytes() == files[record.name]
@@ -127,7 +121,7 @@ async def test_a_recorded_upload_always_has_its_copy(
     record = await upload(settings, service._chat, data, "x.bin")
     folder = Path(settings.compliance_files_dir)
     folder.mkdir(parents=True)
-    (folder / f".{record.id}.tmp").write_bytes(data[:100])  # the copy a kill cut short
+    (folder / f".{stored(record)}.tmp").write_bytes(data[:100])  # the copy a kill cut short
     calls: list[str] = []
     keep = service._files.keep
 
@@ -138,13 +132,13 @@ async def test_a_recorded_upload_always_has_its_copy(
     monkeypatch.setattr(service._files, "keep", counting_keep)
     rows = await service._chat.outbox_head(10)
     assert await service._keep_files(rows) == rows  # copied, then "killed" before the commit
-    assert (folder / record.id).read_bytes() == data
+    assert (folder / stored(record)).read_bytes() == data
     await drain(service)  # the next service: the finished copy stays, the event moves once
-    assert calls == [record.id, record.id] and copies(settings) == [record.id]
+    assert calls == [stored(record), stored(record)] and copies(settings) == [stored(record)]
     assert (await store.status()).pending_events == 1
-    (Path(settings.files_dir) / record.id).unlink()
+    (Path(settings.files_dir) / stored(record)).unlink()
     assert await service.run_adapters()
-    assert (Path(settings.compliance_output_dir) / record.id).read_bytes() == data
+    assert (Path(settings.compliance_output_dir) / stored(record)).read_bytes() == data
 
 
 async def test_copy_work_per_round_is_bounded(
@@ -175,7 +169,7 @@ async def test_a_file_deleted_before_its_upload_moved_is_recorded_without_it(
     settings = compliance_settings(tmp_path, redis_url, store_url, xml_attach=True)
     service, store = await archive(settings)
     record = await upload(settings, service._chat, b"gone soon", "gone.txt")
-    (Path(settings.files_dir) / record.id).unlink()  # e.g. its room was deleted at once
+    (Path(settings.files_dir) / stored(record)).unlink()  # e.g. its room was deleted at once
     await drain(service)
     assert await service.run_adapters()
     out = Path(settings.compliance_output_dir)
@@ -193,11 +187,8 @@ async def test_a_stored_name_that_is_a_path_is_never_followed(
     service, store = await archive(settings)
     secret = tmp_path / "secret.txt"
     secret.write_text("not for the archive")
-    bad = FileRecord(
-        id="../secret.txt", room_id="lobby", name="x", size=1, sha256="", uploader=ALICE,
-        ts_ms=1,
-    )  # fmt: skip
-    await service._chat.add_outbox([to_outbox(transfer("FILEUPLOAD", bad, ALICE))])
+    bad = Activity(kind="FILEUPLOAD", user=ALICE, room_id="lobby", ts_ms=1, text="../secret.txt")
+    await service._chat.add_outbox([to_outbox(bad)])
     await drain(service)  # recorded (the outbox never stalls on it), nothing copied
     assert copies(settings) == []
     assert await service.run_adapters()
