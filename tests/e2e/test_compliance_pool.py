@@ -19,7 +19,7 @@ from typing import IO
 import msgspec
 import redis.asyncio as aioredis
 
-from client.client import PchatClient, SipError, XccosError
+from client.client import SipError, XccosError
 from core.compliance.store.registry import make_compliance_store
 from core.config import load_settings
 from core.store.registry import make_store
