@@ -1,11 +1,14 @@
 """What compliance costs: post throughput with it off and on, in one run, and the backlog.
 
     python -m bench.compliance_cost [--clients 16] [--seconds 10] [--workers 1]
+        [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
 
 Starts `pchat serve` twice on a fresh data dir with a private redis-server (compliance
 off, then on), lets --clients clients post as fast as the server acknowledges for
 --seconds each, samples the compliance backlog every 0.5 s while it runs, and writes
 bench/results/compliance-<time>/result.json. Loopback only; bounded in count and time.
+With --postgres (an admin DSN), each run gets a fresh database, dropped afterwards, that
+holds both the chat store and the compliance store.
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
 
 from client.client import PchatClient
 from shards.redis_server import EmbeddedRedis
@@ -37,7 +45,24 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _admin(data: Path, redis_url: str, *args: str) -> str:
+@asynccontextmanager
+async def _stores(admin_dsn: str) -> AsyncIterator[dict[str, str]]:
+    """The env that puts both stores on a fresh database (none: SQLite files)."""
+    if not admin_dsn:
+        yield {}
+        return
+    admin = await asyncpg.connect(admin_dsn)
+    name = f"pchat_bench_{os.getpid()}_{int(time.time())}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = urlsplit(admin_dsn)._replace(path=f"/{name}").geturl()
+        yield {"PCHAT_STORE": url, "PCHAT_COMPLIANCE__STORE": url}
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def _admin(data: Path, redis_url: str, env: dict[str, str], *args: str) -> str:
     cmd = [
         sys.executable,
         "-m",
@@ -49,7 +74,8 @@ def _admin(data: Path, redis_url: str, *args: str) -> str:
         "--redis-url",
         redis_url,
     ]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return done.stdout.strip()
 
 
 def _gauges(http: int) -> tuple[float, float]:
@@ -63,12 +89,14 @@ def _gauges(http: int) -> tuple[float, float]:
     return found["pchat_compliance_outbox_events"], found["pchat_compliance_backlog_events"]
 
 
-async def _run(compliance: bool, clients: int, seconds: float, workers: int) -> dict[str, float]:
+async def _run(
+    compliance: bool, clients: int, seconds: float, workers: int, stores: dict[str, str]
+) -> dict[str, float]:
     data = Path(tempfile.mkdtemp(prefix="pchat-bench-"))
     redis = EmbeddedRedis(str(data / "r.sock"), str(data / "r.log"))
     redis.start()
     sip, http = _port(), _port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")} | stores
     args = [
         sys.executable, "-m", "shards.cli", "serve", "--data-dir", str(data),
         "--domain", DOMAIN, "--sip-port", str(sip), "--http-port", str(http),
@@ -85,10 +113,10 @@ async def _run(compliance: bool, clients: int, seconds: float, workers: int) -> 
             except OSError:
                 time.sleep(0.1)
         for i in range(clients):
-            _admin(data, redis.url, "user", "add", f"b{i}@{DOMAIN}", "--password", PASSWORD)
-        _admin(data, redis.url, "category", "add", "Bench")
+            _admin(data, redis.url, env, "user", "add", f"b{i}@{DOMAIN}", "--password", PASSWORD)
+        _admin(data, redis.url, env, "category", "add", "Bench")
         room = _admin(
-            data, redis.url, "room", "add", "Bench", "--category", "Bench", "--privacy", "open"
+            data, redis.url, env, "room", "add", "Bench", "--category", "Bench", "--privacy", "open"
         )
         conns = [
             await PchatClient.connect("127.0.0.1", sip, f"b{i}@{DOMAIN}", PASSWORD)
@@ -141,9 +169,12 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--postgres", default="", help="admin DSN: both stores on PostgreSQL")
     a = parser.parse_args()
-    off = await _run(False, a.clients, a.seconds, a.workers)
-    on = await _run(True, a.clients, a.seconds, a.workers)
+    async with _stores(a.postgres) as stores:
+        off = await _run(False, a.clients, a.seconds, a.workers, stores)
+    async with _stores(a.postgres) as stores:
+        on = await _run(True, a.clients, a.seconds, a.workers, stores)
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(),
@@ -151,6 +182,7 @@ async def main() -> None:
         "clients": a.clients,
         "seconds": a.seconds,
         "workers": a.workers,
+        "stores": "postgresql" if a.postgres else "sqlite",
         "off": off,
         "on": on,
         "throughput_ratio_on_off": on["posts_per_s"] / off["posts_per_s"],

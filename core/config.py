@@ -153,13 +153,26 @@ class ComplianceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     """The optional compliance service (off by default, as in the original)."""
 
     enabled: bool = False  # on: every join, part, post and history read is recorded first
-    store: str = ""  # compliance store (SQLite file); "": <data_dir>/compliance.db
+    # The compliance store: an SQLite file path or sqlite:/// URL (one host), or a
+    # postgresql:// URL (a pool of hosts; it may be the chat store's database: its tables
+    # are prefixed compliance_). "": <data_dir>/compliance.db
+    store: str = ""
+    # PostgreSQL connections of the compliance service (one process per host, one active):
+    # the relay and the adapter run take one each. Ignored on SQLite.
+    store_pool_min: int = 1  # kept open from the start; 0: open on first use
+    store_pool_max: int = 2  # at most this many at once; must be >= 1 and >= store_pool_min
+    # The compliance file store: copies of uploaded files, kept until every adapter has
+    # archived their FILEUPLOAD event. "": <data_dir>/compliance-files. A pool shares it.
+    files_dir: str = ""
     output_dir: str = ""  # where adapters write; "": <data_dir>/compliance
     adapters: list[str] = msgspec.field(default_factory=lambda: ["xml"])  # xml, jsonl, entry points
     run_interval_s: int = 900  # adapters run this often: 60 s to 30 days
     xml_file_per_room: bool = False  # XML adapter: one file per room instead of one per run
     xml_room_details: bool = True  # XML adapter: add the room's name to each Channel
     xml_user_details: bool = False  # XML adapter: add display names to each Sender
+    # XML adapter: for each file transfer a .ATTACH manifest in the output directory, and
+    # each uploaded file's bytes beside it. False: the FILEUPLOAD/FILEDOWNLOAD messages only.
+    xml_attach: bool = False
     lease_ttl_s: float = 10.0  # one active service per pool: a Redis lease of this length
 
 
@@ -200,8 +213,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.http.session_key_file or str(Path(self.data_dir).resolve() / "web-session.key")
 
     @property
-    def compliance_store_path(self) -> str:
-        return self.compliance.store or str(Path(self.data_dir).resolve() / "compliance.db")
+    def compliance_store_url(self) -> str:
+        """The compliance store's URL; a plain path is an SQLite file."""
+        store = self.compliance.store or str(Path(self.data_dir).resolve() / "compliance.db")
+        if store.partition(":")[0].lower() in ("sqlite", "postgresql", "postgres"):
+            return store
+        return f"sqlite://{Path(store).resolve()}"  # sqlite:///abs/path
+
+    @property
+    def compliance_store_pool(self) -> tuple[int, int]:
+        return self.compliance.store_pool_min, self.compliance.store_pool_max
+
+    @property
+    def compliance_files_dir(self) -> str:
+        return self.compliance.files_dir or str(Path(self.data_dir).resolve() / "compliance-files")
 
     @property
     def compliance_output_dir(self) -> str:
@@ -327,6 +352,23 @@ def _check_pool(settings: Settings) -> None:
         )
 
 
+def _check_compliance_store(settings: Settings) -> None:
+    """The compliance store's pool makes sense, and a pool of hosts shares it."""
+    low, high = settings.compliance_store_pool
+    if low < 0 or high < 1 or low > high:
+        raise ConfigError(
+            "compliance.store_pool_min must be 0..compliance.store_pool_max and"
+            f" compliance.store_pool_max >= 1; got {low}, {high}"
+        )
+    on_sqlite = settings.compliance_store_url.startswith("sqlite:")
+    if settings.pool_hosts > 1 and settings.compliance.enabled and on_sqlite:
+        raise ConfigError(
+            f"pool_hosts = {settings.pool_hosts} with compliance needs a shared PostgreSQL"
+            " compliance store (compliance.store = postgresql://...); an SQLite file belongs"
+            " to one host"
+        )
+
+
 def load_settings(
     config_file: str | None = None,
     env: Mapping[str, str] | None = None,
@@ -376,6 +418,7 @@ def load_settings(
     if not 60 <= interval <= 30 * 86400:
         raise ConfigError(f"compliance.run_interval_s must be 60 s to 30 days; got {interval}")
     _check_pool(settings)
+    _check_compliance_store(settings)
     unknown = [a for a in settings.sip.auth_algorithms if a not in DIGEST_ALGORITHMS]
     if unknown or not settings.sip.auth_algorithms:
         raise ConfigError(

@@ -12,12 +12,13 @@ import argparse
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from core.compliance.store import ComplianceStore
+from core.compliance.store.base import ComplianceStore
+from core.compliance.store.registry import make_compliance_store
 from core.config import Settings
 from core.errors import NotFound, PchatError
 from core.files.registry import make_storage
@@ -362,15 +363,22 @@ async def _message_remove(store: ChatStore, s: Settings, a: argparse.Namespace, 
     return True
 
 
+@contextlib.asynccontextmanager
+async def _compliance_store(s: Settings) -> AsyncIterator[ComplianceStore]:
+    archive = make_compliance_store(s.compliance_store_url, s.compliance_store_pool)
+    await archive.open()
+    try:
+        yield archive
+    finally:
+        await archive.close()
+
+
 async def _compliance_status(
     store: ChatStore, s: Settings, a: argparse.Namespace, out: Out
 ) -> bool:
     outbox, outbox_oldest = await store.outbox_stats()
-    archive = ComplianceStore(s.compliance_store_path)
-    try:
-        status = archive.status()
-    finally:
-        archive.close()
+    async with _compliance_store(s) as archive:
+        status = await archive.status()
     now = time.time()
 
     def age(ts_ms: int) -> str:
@@ -385,6 +393,8 @@ async def _compliance_status(
         f"compliance store: {status.pending_events} events not archived,"
         f" oldest {age(status.oldest_ms)}"
     )
+    if status.files_to_remove:
+        out(f"compliance file store: {status.files_to_remove} archived copies not yet removed")
     if status.open_batch:
         out(
             f"batch {status.open_batch} being retried: {status.attempts} failed runs,"
@@ -404,11 +414,8 @@ async def _compliance_status(
 async def _compliance_run_now(
     store: ChatStore, s: Settings, a: argparse.Namespace, out: Out
 ) -> bool:
-    archive = ComplianceStore(s.compliance_store_path)
-    try:
-        archive.request_run()
-    finally:
-        archive.close()
+    async with _compliance_store(s) as archive:
+        await archive.request_run()
     out("run requested; the active compliance service starts it within a second")
     return False
 

@@ -21,11 +21,15 @@ from pathlib import Path
 import msgspec
 import redis.asyncio as aioredis
 
-from core.compliance.adapters import AdapterOptions, conversations
+from core.compliance.adapters import AdapterOptions, Conversation, conversations
+from core.compliance.events import from_payload
+from core.compliance.file_store import ComplianceFileStore
 from core.compliance.registry import load_adapters
-from core.compliance.store import ComplianceStore
+from core.compliance.store.base import ComplianceStore, Fenced
+from core.compliance.store.registry import make_compliance_store
 from core.config import Settings
-from core.store.base import ChatStore
+from core.files.registry import make_storage
+from core.store.base import ChatStore, OutboxRecord
 from core.store.registry import make_store
 from shards import metrics
 from shards.lifetime import die_with_parent
@@ -37,6 +41,11 @@ LEASE_KEY = "pchat:compliance:lease"
 RELAY_PAGE = 1000  # outbox rows moved per transaction pair
 BATCH_EVENTS = 50_000  # events per adapter batch (one archive file, or one per room)
 IDLE_S = 0.5  # pause between relay rounds when the outbox is empty
+# Bytes of uploads copied into the compliance file store per relay round: ten files at the
+# 20,000 KB default cap, about a second of disk, so the round stays well inside the lease.
+# The page is cut after the upload that crosses it (so at least one upload moves per round).
+FILE_COPY_BYTES_PER_ROUND = 200_000_000
+FILE_REMOVALS_PER_ROUND = 1000  # archived copies unlinked per round (one short transaction)
 RETRY_BASE_S = 5.0  # after a failed adapter run: 5 s, 10 s, 20 s … up to run_interval_s
 # Renews the lease only while it is still ours (a paused process must not steal it back).
 _RENEW = (
@@ -62,25 +71,36 @@ class ComplianceService:
             file_per_room=c.xml_file_per_room,
             room_details=c.xml_room_details,
             user_details=c.xml_user_details,
+            attach=c.xml_attach,
+            files_dir=settings.compliance_files_dir,
         )
         self._adapters = load_adapters(c.adapters, self.options)
+        self._files = ComplianceFileStore(settings.compliance_files_dir)
+        self._uploads = make_storage(settings.files.backend, settings.files_dir)
+        self._cut = False  # the last relay page was cut short by the copy bound
         self._failed = {a.name: metrics.COMPLIANCE_FAILURES.labels(a.name) for a in self._adapters}
+        self._epoch = 0  # the compliance store's epoch won with the lease; 0: not active
 
     async def run(self, redis: aioredis.Redis, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 if await self._hold_lease(redis):
+                    if self._epoch == 0:
+                        await self.take_over()
                     moved = await self.relay_once()
                     await self._observe()
-                    if (
-                        await asyncio.to_thread(self._archive.take_run_request)
-                        or time.monotonic() >= self._next_run
-                    ):
+                    if await self._archive.take_run_request() or time.monotonic() >= self._next_run:
                         await self.run_adapters()
-                    if moved == RELAY_PAGE:
+                    await self.remove_archived_copies()
+                    if moved == RELAY_PAGE or self._cut:
                         continue  # more waiting: no pause
+                else:
+                    self._epoch = 0
             except asyncio.CancelledError:
                 raise
+            except Fenced as exc:
+                self._epoch = 0  # another service took over while this one was away
+                log.warning("compliance service %s stepped down: %s", self._me, exc)
             except Exception:
                 log.exception("compliance round failed; retrying")
             with contextlib.suppress(asyncio.TimeoutError):
@@ -92,24 +112,68 @@ class ComplianceService:
         try:
             if await redis.set(LEASE_KEY, self._me, nx=True, px=self._ttl_ms):
                 log.info("compliance service %s is the active one", self._me)
+                self._epoch = 0  # a new win: take the store over before any change
                 return True
             return bool(await redis.eval(_RENEW, 1, LEASE_KEY, self._me, self._ttl_ms))
         except (OSError, aioredis.RedisError) as exc:
             log.warning("cannot hold the compliance lease (%s): paused until Redis answers", exc)
             return False
 
+    async def take_over(self) -> None:
+        """A new epoch in the compliance store: any service active before this one is
+        fenced off (its next change raises Fenced), whatever Redis said to it."""
+        self._epoch = await self._archive.take_over()
+        log.info("compliance service %s took over the store (epoch %d)", self._me, self._epoch)
+
     async def relay_once(self) -> int:
         """Outbox -> compliance store -> outbox rows deleted, in that order."""
-        rows = await self._chat.outbox_head(RELAY_PAGE)
+        rows = await self._keep_files(await self._chat.outbox_head(RELAY_PAGE))
         if rows:
-            await asyncio.to_thread(self._archive.insert, rows)
+            await self._archive.insert(rows)
             await self._chat.delete_outbox([r.id for r in rows])
             metrics.COMPLIANCE_RELAYED.inc(len(rows))
         return len(rows)
 
+    async def _keep_files(self, rows: list[OutboxRecord]) -> list[OutboxRecord]:
+        """Copies the page's uploads into the compliance file store before the page is
+        recorded; cuts the page after FILE_COPY_BYTES_PER_ROUND of them."""
+        copied, self._cut = 0, False
+        for i, row in enumerate(rows):
+            if row.kind != "FILEUPLOAD":
+                continue
+            if copied >= FILE_COPY_BYTES_PER_ROUND:
+                self._cut = True
+                return rows[:i]
+            try:
+                upload = from_payload(row.payload)
+                name = upload.text
+                source = Path(self._uploads.local_path(name))
+                kept = await asyncio.to_thread(self._files.keep, source, name)
+            except (msgspec.DecodeError, ValueError) as exc:
+                # recorded as it is (the outbox must not stall on it), with nothing to copy
+                log.error("compliance event %d: bad FILEUPLOAD record (%s)", row.id, exc)
+                copied += 1
+                continue
+            if not kept:
+                log.error(
+                    "compliance event %d: %s was deleted before it could be copied;"
+                    " the upload is recorded without its file",
+                    row.id, name,
+                )  # fmt: skip
+            copied += max(1, upload.file_size)
+        return rows
+
+    async def remove_archived_copies(self) -> int:
+        """Unlinks copies whose uploads are archived, at most FILE_REMOVALS_PER_ROUND."""
+        names = await self._archive.files_to_remove(FILE_REMOVALS_PER_ROUND)
+        if names:
+            await asyncio.to_thread(self._files.remove, names)
+            await self._archive.files_removed(names)
+        return len(names)
+
     async def _observe(self) -> None:
         outbox, outbox_oldest = await self._chat.outbox_stats()
-        status = await asyncio.to_thread(self._archive.status)
+        status = await self._archive.status()
         oldest = (
             min(t for t in (outbox_oldest, status.oldest_ms) if t)
             if outbox or status.pending_events
@@ -121,7 +185,7 @@ class ComplianceService:
 
     async def run_adapters(self) -> bool:
         """Archives every pending batch; stops at the first failure (rows stay, retried)."""
-        while batch := await asyncio.to_thread(self._archive.claim_batch, BATCH_EVENTS):
+        while batch := await self._archive.claim_batch(BATCH_EVENTS):
             groups = conversations(batch.events)
             for adapter in self._adapters:
                 try:
@@ -130,9 +194,7 @@ class ComplianceService:
                 except Exception as exc:
                     self._failures += 1
                     self._failed[adapter.name].inc()
-                    await asyncio.to_thread(
-                        self._archive.batch_failed, batch.id, f"{adapter.name}: {exc}"
-                    )
+                    await self._archive.batch_failed(batch.id, f"{adapter.name}: {exc}")
                     delay = min(float(self._interval), RETRY_BASE_S * 2 ** (self._failures - 1))
                     self._next_run = time.monotonic() + delay
                     log.error(
@@ -141,12 +203,17 @@ class ComplianceService:
                         adapter.name, batch.id, len(batch.events), exc, delay,
                     )  # fmt: skip
                     return False
-            await asyncio.to_thread(self._archive.batch_done, batch.id)
+            await self._archive.batch_done(batch.id, uploads(groups))
             metrics.COMPLIANCE_ARCHIVED.inc(len(batch.events))
             log.info("compliance batch %d archived: %d events", batch.id, len(batch.events))
         self._failures = 0
         self._next_run = time.monotonic() + self._interval
         return True
+
+
+def uploads(groups: list[Conversation]) -> list[str]:
+    """The stored names of a batch's uploads: their copies go once it is archived."""
+    return [e.activity.text for c in groups for e in c.events if e.activity.kind == "FILEUPLOAD"]
 
 
 async def _main(settings: Settings) -> None:
@@ -156,13 +223,18 @@ async def _main(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     chat = make_store(settings.store_url, settings.store_pool)
     await chat.open()
-    archive = ComplianceStore(settings.compliance_store_path)
+    archive = make_compliance_store(settings.compliance_store_url, settings.compliance_store_pool)
+    try:
+        await archive.open()
+    except BaseException:
+        await chat.close()
+        raise
     redis = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=2)
     try:
         await ComplianceService(settings, chat, archive).run(redis, stop)
     finally:
         await redis.aclose()
-        archive.close()
+        await archive.close()
         await chat.close()
 
 

@@ -104,10 +104,11 @@ class Supervisor:
         if warning := warn_if_open(data_dir):
             log.warning("%s", warning)
         make_private(data_dir)
-        output_dir = Path(self.settings.compliance_output_dir)
-        if output_dir.is_dir() and not output_dir.is_relative_to(data_dir):
-            output_dir.chmod(0o700)
-            make_private(output_dir)
+        for folder in (self.settings.compliance_output_dir, self.settings.compliance_files_dir):
+            output_dir = Path(folder)
+            if output_dir.is_dir() and not output_dir.is_relative_to(data_dir):
+                output_dir.chmod(0o700)
+                make_private(output_dir)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         log.info("signal %d: stopping", signum)

@@ -18,6 +18,7 @@ from typing import Protocol
 import msgspec
 
 from core.compliance.events import Activity, from_payload
+from core.compliance.file_store import fsync_folder
 from core.store.base import OutboxRecord
 
 
@@ -27,6 +28,8 @@ class AdapterOptions(msgspec.Struct, frozen=True, kw_only=True):
     room_details: bool = True
     user_details: bool = False
     display_names: dict[str, str] = {}
+    attach: bool = False  # XML adapter: .ATTACH manifests and uploaded files in out_dir
+    files_dir: str = ""  # the compliance file store (copies of the uploads); "": none
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -73,11 +76,7 @@ def write_atomically(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    fsync_folder(path.parent)
 
 
 class JsonLinesAdapter:

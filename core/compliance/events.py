@@ -15,6 +15,7 @@ from core.store.base import ChatStore, FileRecord, NewMessage, OutboxEvent
 
 Kind = Literal["JOIN", "PART", "CHAT", "BACKCHAT", "FILEUPLOAD", "FILEDOWNLOAD"]
 KINDS: tuple[Kind, ...] = ("JOIN", "PART", "CHAT", "BACKCHAT", "FILEUPLOAD", "FILEDOWNLOAD")
+FILE_KINDS: frozenset[str] = frozenset({"FILEUPLOAD", "FILEDOWNLOAD"})
 
 
 class Activity(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
@@ -26,7 +27,8 @@ class Activity(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     ts_ms: int
     session: str = ""  # the session (device) that acted
     msgid: int = 0  # CHAT: the post's id in its room
-    # CHAT: the post; BACKCHAT: the history query; FILEUPLOAD/FILEDOWNLOAD: the stored file name
+    # CHAT: the post; BACKCHAT: the history query; FILEUPLOAD/FILEDOWNLOAD: the stored file
+    # name (the name of its bytes in the file store), as the original's content carries it
     text: str = ""
     room_name: str = ""
     # FILEUPLOAD/FILEDOWNLOAD: the file (its id, the uploader's name for it, bytes, hex sha256)

@@ -72,10 +72,15 @@ class Cluster:
         self.env = env or {}
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> None:
-        self.redis.start()
+    def _process_env(self) -> dict[str, str]:
+        """The caller's environment without PCHAT_*, plus this cluster's settings."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
         env.update(self.env)
+        return env
+
+    async def start(self) -> None:
+        self.redis.start()
+        env = self._process_env()
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shards.cli", "serve", "--data-dir", str(self.data_dir),
             "--sip-port", str(self.sip), "--http-port", str(self.http),
@@ -108,7 +113,7 @@ class Cluster:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shards.cli", "admin", *args, "--data-dir", str(self.data_dir),
             "--redis-url", self.redis.url, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=self._process_env(),
         )  # fmt: skip
         out, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, err.decode()

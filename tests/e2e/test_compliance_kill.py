@@ -7,12 +7,17 @@ import json
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from client.client import PchatClient, SipError, XccosError
-from core.compliance.store import ComplianceStore
+from core.compliance.store.registry import make_compliance_store
 from core.store.registry import make_store
 from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster
+from tests.integration.conftest import fresh_pg_database
 
 USERS = ["a0", "a1", "a2", "a3"]
 
@@ -24,8 +29,32 @@ def pid_of(data_dir: Path, name: str) -> dict[int, int]:
     return {int(w): int(p) for w, p in (line.split() for line in path.read_text().splitlines())}
 
 
-async def test_kill_9_of_compliance_and_a_worker_loses_and_doubles_nothing(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path, 2, "--compliance", env={"PCHAT_COMPLIANCE__ADAPTERS": '["jsonl"]'})
+@asynccontextmanager
+async def store_urls(backend: str, folder: Path) -> AsyncIterator[tuple[str, str]]:
+    """(chat store URL, compliance store URL): SQLite files, or one fresh PostgreSQL
+    database holding both (the compliance tables are prefixed)."""
+    if backend == "sqlite":
+        yield f"sqlite://{folder / 'chat.db'}", f"sqlite://{folder / 'compliance.db'}"
+        return
+    async with fresh_pg_database() as url:
+        yield url, url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_kill_9_of_compliance_and_a_worker_loses_and_doubles_nothing(
+    tmp_path: Path, backend: str
+) -> None:
+    async with store_urls(backend, tmp_path) as (chat_url, compliance_url):
+        await kill_compliance_and_a_worker(tmp_path, chat_url, compliance_url)
+
+
+async def kill_compliance_and_a_worker(tmp_path: Path, chat_url: str, compliance_url: str) -> None:
+    env = {
+        "PCHAT_COMPLIANCE__ADAPTERS": '["jsonl"]',
+        "PCHAT_STORE": chat_url,
+        "PCHAT_COMPLIANCE__STORE": compliance_url,
+    }
+    cluster = Cluster(tmp_path, 2, "--compliance", env=env)
     try:
         await cluster.start()
         for _ in range(100):
@@ -81,17 +110,19 @@ async def test_kill_9_of_compliance_and_a_worker_loses_and_doubles_nothing(tmp_p
 
         await asyncio.gather(chaos(), *(poster(u) for u in USERS))
         assert acked, "nothing was posted"
-        chat = make_store(f"sqlite:///{tmp_path / 'chat.db'}")
+        chat = make_store(chat_url)
         await chat.open()
-        archive = ComplianceStore(str(tmp_path / "compliance.db"))
+        archive = make_compliance_store(compliance_url)
+        await archive.open()
         deadline = time.monotonic() + 30
         while True:  # the restarted service drains everything
             await cluster.admin("compliance", "run-now")
             await asyncio.sleep(1.0)
             outbox, _ = await chat.outbox_stats()
-            if outbox == 0 and archive.status().pending_events == 0:
+            status = await archive.status()
+            if outbox == 0 and status.pending_events == 0:
                 break
-            assert time.monotonic() < deadline, f"backlog not drained: {outbox}, {archive.status()}"
+            assert time.monotonic() < deadline, f"backlog not drained: {outbox}, {status}"
         events = [
             json.loads(line)
             for f in sorted((tmp_path / "compliance").glob("*.jsonl"))
@@ -106,7 +137,7 @@ async def test_kill_9_of_compliance_and_a_worker_loses_and_doubles_nothing(tmp_p
         for room in rooms:
             stored += await chat.max_seq(room.rpartition("/")[2])
         assert len(chats) >= len(acked) and len(set(chats)) <= stored
-        archive.close()
+        await archive.close()
         await chat.close()
     finally:
         await cluster.stop()

@@ -3,6 +3,7 @@ PostgreSQL database per test, skipped with the reason when no server answers).""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sqlite3
@@ -53,6 +54,13 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     if request.param == "sqlite":
         yield f"sqlite://{tmp_path / 'chat.db'}"
         return
+    async with fresh_pg_database() as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def fresh_pg_database() -> AsyncIterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards (or skip the test)."""
     admin, admin_dsn = await _pg_admin()
     name = f"pchat_test_{secrets.token_hex(6)}"
     try:

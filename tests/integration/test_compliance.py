@@ -9,7 +9,8 @@ from pathlib import Path
 import msgspec
 from lxml import etree
 
-from core.compliance.store import ComplianceStore
+from core.compliance.store.base import ComplianceStore
+from core.compliance.store.registry import make_compliance_store
 from core.compliance.xml_adapter import SCHEMA
 from core.config import ComplianceSettings, Settings
 from core.rooms.management import ADMIN, CategoryChange, Management, RoomChange
@@ -19,17 +20,27 @@ from shards.worker.runner import RunningWorker, run_worker
 from tests.conftest import DOMAIN, add_user, make_settings, signed_in
 
 
-def compliance_settings(tmp_path: Path, redis_url: str, **options: object) -> Settings:
-    base = make_settings(tmp_path, redis_url)
-    fields = {"enabled": True, "adapters": ["xml", "jsonl"], **options}
+def compliance_settings(
+    tmp_path: Path, redis_url: str, store_url: str, **options: object
+) -> Settings:
+    """Both stores on the backend under test: on PostgreSQL the compliance store shares the
+    chat store's fresh database (its tables are prefixed), on SQLite it is its own file."""
+    base = msgspec.structs.replace(make_settings(tmp_path, redis_url), store=store_url)
+    fields: dict[str, object] = {"enabled": True, "adapters": ["xml", "jsonl"], **options}
+    if store_url.startswith("postgres"):
+        fields.setdefault("store", store_url)
     return msgspec.structs.replace(base, compliance=msgspec.convert(fields, ComplianceSettings))
 
 
 async def archive(settings: Settings) -> tuple[ComplianceService, ComplianceStore]:
+    """A compliance service that holds the store (as after winning the lease)."""
     chat = make_store(settings.store_url)
     await chat.open()
-    store = ComplianceStore(settings.compliance_store_path)
-    return ComplianceService(settings, chat, store), store
+    store = make_compliance_store(settings.compliance_store_url)
+    await store.open()
+    service = ComplianceService(settings, chat, store)
+    await service.take_over()
+    return service, store
 
 
 async def drain(service: ComplianceService) -> None:
@@ -71,8 +82,10 @@ async def activity(worker: RunningWorker) -> dict[str, str]:
     return rooms
 
 
-async def test_every_event_is_archived_exactly_once(tmp_path: Path, redis_url: str) -> None:
-    settings = compliance_settings(tmp_path, redis_url)
+async def test_every_event_is_archived_exactly_once(
+    tmp_path: Path, redis_url: str, store_url: str
+) -> None:
+    settings = compliance_settings(tmp_path, redis_url, store_url)
     async with run_worker(settings) as worker:
         rooms = await activity(worker)
     service, store = await archive(settings)  # stopped: the parts of closed sessions are in
@@ -95,7 +108,7 @@ async def test_every_event_is_archived_exactly_once(tmp_path: Path, redis_url: s
     )  # fmt: skip
     chats = {e["text"]: e for e in events if e["kind"] == "CHAT"}
     assert chats["hello <archive>"]["msgid"] == 1 and chats["hello <archive>"]["session"]
-    assert store.status().pending_events == 0  # deleted once archived
+    assert (await store.status()).pending_events == 0  # deleted once archived
     # the XML archive holds the same events and matches its schema
     schema = etree.XMLSchema(etree.parse(str(SCHEMA)))
     [xml_file] = Path(settings.compliance_output_dir).glob("*.xml")
@@ -112,11 +125,11 @@ async def test_every_event_is_archived_exactly_once(tmp_path: Path, redis_url: s
 
 
 async def test_compliance_cannot_be_bypassed_by_any_room_path(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, store_url: str
 ) -> None:
     """With compliance on, the store never holds a post without its CHAT row, and each
     join, part and history read is in the outbox before its reply."""
-    settings = compliance_settings(tmp_path, redis_url)
+    settings = compliance_settings(tmp_path, redis_url, store_url)
     async with run_worker(settings) as worker:
         for name in ("alice",):
             await add_user(worker.store, name)
@@ -141,20 +154,20 @@ async def test_compliance_cannot_be_bypassed_by_any_room_path(
 
 
 async def test_a_failing_adapter_keeps_rows_and_recovers_exactly_once(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, store_url: str
 ) -> None:
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the archive folder should be")
-    settings = compliance_settings(tmp_path, redis_url, output_dir=str(blocked / "out"))
+    settings = compliance_settings(tmp_path, redis_url, store_url, output_dir=str(blocked / "out"))
     async with run_worker(settings) as worker:
         await activity(worker)
         service, store = await archive(settings)
         await drain(service)
-        pending = store.status().pending_events
+        pending = (await store.status()).pending_events
         assert pending > 0
         for attempt in range(3):
             assert not await service.run_adapters()
-            status = store.status()
+            status = await store.status()
             assert status.pending_events == pending and status.attempts == attempt + 1
             assert "jsonl" in status.last_error or "xml" in status.last_error
         blocked.unlink()  # the operator fixes the folder
@@ -163,20 +176,20 @@ async def test_a_failing_adapter_keeps_rows_and_recovers_exactly_once(
     events = archived(settings)
     assert len(events) == pending == len({e["id"] for e in events})
     assert len(list(Path(settings.compliance_output_dir).glob("*.xml"))) == 1  # one batch, one file
-    assert store.status().pending_events == 0
+    assert (await store.status()).pending_events == 0
 
 
 async def test_a_crash_between_copy_and_delete_duplicates_nothing(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, store_url: str
 ) -> None:
-    settings = compliance_settings(tmp_path, redis_url)
+    settings = compliance_settings(tmp_path, redis_url, store_url)
     async with run_worker(settings) as worker:
         await activity(worker)
     service, store = await archive(settings)  # the worker has stopped: every record is in
     rows = await service._chat.outbox_head(1000)
-    store.insert(rows)  # copied, then "killed" before the outbox rows were deleted
+    await store.insert(rows)  # copied, then "killed" before the outbox rows were deleted
     await drain(service)  # the next service copies them again and deletes them
-    batch = store.claim_batch(100_000)
+    batch = await store.claim_batch(100_000)
     assert batch is not None
     del batch  # claimed, then "killed" before the adapters ran
     assert await service.run_adapters()  # the same batch is finished, not a new one
@@ -185,12 +198,12 @@ async def test_a_crash_between_copy_and_delete_duplicates_nothing(
     assert len(list(Path(settings.compliance_output_dir).glob("*.jsonl"))) == 1
 
 
-async def test_admin_status_and_run_now(tmp_path: Path, redis_url: str) -> None:
+async def test_admin_status_and_run_now(tmp_path: Path, redis_url: str, store_url: str) -> None:
     import argparse
 
     from shards import admin
 
-    settings = compliance_settings(tmp_path, redis_url)
+    settings = compliance_settings(tmp_path, redis_url, store_url)
     async with run_worker(settings) as worker:
         await activity(worker)
     lines: list[str] = []
@@ -201,6 +214,7 @@ async def test_admin_status_and_run_now(tmp_path: Path, redis_url: str) -> None:
     )
     await admin.run(settings, argparse.Namespace(object="compliance", op="run-now"), lines.append)
     service, store = await archive(settings)
-    assert store.take_run_request() is True
-    assert store.take_run_request() is False
-    assert os.path.exists(settings.compliance_store_path)
+    assert await store.take_run_request() is True
+    assert await store.take_run_request() is False
+    if not store_url.startswith("postgres"):
+        assert os.path.exists(tmp_path / "compliance.db")

@@ -393,3 +393,40 @@ def test_log_level_is_a_logging_level() -> None:
     assert load_settings(env={"PCHAT_LOG_LEVEL": "debug"}).log_level == "DEBUG"
     with pytest.raises(ConfigError, match="log_level must be one of DEBUG, INFO"):
         load_settings(env={"PCHAT_LOG_LEVEL": "LOUD"})
+
+
+# -- the compliance store: SQLite file or PostgreSQL URL, its pool (issue #14, point 4)
+
+
+def test_compliance_store_is_a_path_or_a_url(tmp_path: Path) -> None:
+    default = load_settings(env={"PCHAT_DATA_DIR": str(tmp_path)})
+    assert default.compliance_store_url == f"sqlite://{tmp_path.resolve() / 'compliance.db'}"
+    assert default.compliance_store_pool == (1, 2)
+    path = load_settings(env={"PCHAT_COMPLIANCE__STORE": str(tmp_path / "c.db")})
+    assert path.compliance_store_url == f"sqlite://{tmp_path.resolve() / 'c.db'}"
+    url = "postgresql://u@db/pchat"
+    assert load_settings(env={"PCHAT_COMPLIANCE__STORE": url}).compliance_store_url == url
+
+
+@pytest.mark.parametrize(("low", "high"), [(-1, 2), (0, 0), (3, 2)])
+def test_bad_compliance_pool_sizes_are_rejected(low: int, high: int) -> None:
+    env = {
+        "PCHAT_COMPLIANCE__STORE_POOL_MIN": str(low),
+        "PCHAT_COMPLIANCE__STORE_POOL_MAX": str(high),
+    }
+    with pytest.raises(ConfigError, match="compliance.store_pool_min"):
+        load_settings(env=env)
+
+
+def test_a_pool_with_compliance_refuses_an_sqlite_compliance_store() -> None:
+    env = {
+        "PCHAT_POOL_HOSTS": "2",
+        "PCHAT_STORE": "postgresql://u@db/pchat",
+        "PCHAT_COMPLIANCE__ENABLED": "true",
+    }
+    with pytest.raises(ConfigError, match="needs a shared PostgreSQL compliance store"):
+        load_settings(env=env)
+    env["PCHAT_COMPLIANCE__STORE"] = "postgresql://u@db/pchat"
+    assert load_settings(env=env).compliance_store_url == "postgresql://u@db/pchat"
+    del env["PCHAT_COMPLIANCE__ENABLED"]  # compliance off: its store is never opened
+    assert load_settings(env={**env, "PCHAT_COMPLIANCE__STORE": ""}).pool_hosts == 2

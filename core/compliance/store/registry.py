@@ -1,0 +1,42 @@
+"""Compliance store registry (store layer): a URL scheme names the backend class (HS-3).
+
+Backends are imported only when chosen, so an SQLite deployment never loads asyncpg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from core.compliance.store.base import ComplianceStore
+from core.store.registry import PoolSize, sqlite_path
+
+
+def _sqlite(url: str, pool: PoolSize) -> ComplianceStore:
+    from core.compliance.store.sqlite import SqliteComplianceStore
+
+    return SqliteComplianceStore(sqlite_path(url))
+
+
+def _postgres(url: str, pool: PoolSize) -> ComplianceStore:
+    from core.compliance.store.postgres import PostgresComplianceStore
+
+    return PostgresComplianceStore(url, pool)
+
+
+# scheme -> factory taking the whole URL and the pool size
+BACKENDS: dict[str, Callable[[str, PoolSize], ComplianceStore]] = {
+    "sqlite": _sqlite,
+    "postgresql": _postgres,
+    "postgres": _postgres,
+}
+
+
+def make_compliance_store(url: str, pool: PoolSize = (1, 2)) -> ComplianceStore:
+    """The store for ``url``, not yet opened; ``ValueError`` names the known schemes."""
+    scheme, sep, _ = url.partition(":")
+    factory = BACKENDS.get(scheme.lower()) if sep else None
+    if factory is None:
+        known = ", ".join(f"{name}:" for name in BACKENDS)
+        # Only the scheme is echoed: the rest of a URL may hold a password.
+        raise ValueError(f"unknown compliance store scheme {scheme!r}: the schemes are {known}")
+    return factory(url, pool)
