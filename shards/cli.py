@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from typing import Any
 
@@ -97,6 +98,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # here, so a closed pipe is caught below and not at exit
+        return code
+    except BrokenPipeError:
+        # `pchat admin user list | head`: the reader has all it wanted. Nothing more may be
+        # written (the interpreter's last flush would fail again), and the status is the
+        # one a command killed by SIGPIPE has.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv: list[str] | None) -> int:
     # Everything pchat creates (stores, archives, pid files, the redis socket) is for this
     # user only: chat.db holds digest HA1 hashes, one of which is enough to sign in.
     os.umask(0o077)
