@@ -298,6 +298,23 @@ def _check_pool(settings: Settings) -> None:
         )
 
 
+# Where a command looks for its TOML file when neither --config nor PCHAT_CONFIG names one:
+# the system's file first, so `pchat admin` run from any directory finds the server's.
+DEFAULT_CONFIG_FILES = ("/etc/pchat/pchat.toml", "pchat.toml")
+
+
+def find_config_file(
+    flag: str | None, env: Mapping[str, str], defaults: tuple[str, ...] = DEFAULT_CONFIG_FILES
+) -> str | None:
+    """The config file every command reads: --config, then PCHAT_CONFIG, then the first of
+    ``defaults`` that exists (a relative one is in the current directory); None: none."""
+    if flag:
+        return flag
+    if env.get("PCHAT_CONFIG"):
+        return env["PCHAT_CONFIG"]
+    return next((path for path in defaults if Path(path).is_file()), None)
+
+
 def load_settings(
     config_file: str | None = None,
     env: Mapping[str, str] | None = None,

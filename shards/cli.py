@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
 from typing import Any
 
-from core.config import ConfigError, Settings, load_settings
+from core.config import ConfigError, Settings, find_config_file, load_settings
 from core.errors import StoreError
 from shards.logs import setup_logging
 
 DESCRIPTION = """\
 pchat: a persistent, topic-based group chat server speaking XCCOS over SIP.
 
-Configuration comes from a TOML file (--config or PCHAT_CONFIG), then PCHAT_*
+Configuration comes from a TOML file (--config, else PCHAT_CONFIG, else
+/etc/pchat/pchat.toml, else ./pchat.toml), then PCHAT_*
 environment variables (PCHAT_DOMAIN, PCHAT_SIP__PORT: a double underscore nests),
 then flags; later ones win. With no Redis URL and no store URL, pchat keeps
 everything in --data-dir: a SQLite chat store and a private redis-server.
@@ -24,7 +26,11 @@ everything in --data-dir: a SQLite chat store and a private redis-server.
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=os.environ.get("PCHAT_CONFIG"), help="TOML settings file")
+    p.add_argument(
+        "--config",
+        help="TOML settings file (default: $PCHAT_CONFIG, else /etc/pchat/pchat.toml, else"
+        " ./pchat.toml, the first that exists)",
+    )
     p.add_argument("--data-dir", help="data directory (default ./data)")
     p.add_argument("--domain", help="SIP domain and digest realm (default example.com)")
     p.add_argument(
@@ -94,7 +100,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "workers": getattr(args, "workers", None),
         "compliance.enabled": getattr(args, "compliance", None),
     }
-    return load_settings(args.config, overrides=overrides)
+    return load_settings(config_file(args), overrides=overrides)
+
+
+def config_file(args: argparse.Namespace) -> str | None:
+    """The one resolution of the config file, for serve, admin and chat alike."""
+    return find_config_file(args.config, os.environ)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +135,9 @@ def _run(argv: list[str] | None) -> int:
     if args.command == "serve":
         from shards.supervisor import Supervisor
 
+        logging.getLogger(__name__).info(
+            "configuration: %s", config_file(args) or "no file (defaults, PCHAT_* and flags)"
+        )
         try:
             return Supervisor(settings).run()
         except StoreError as exc:  # docs/rooms.md: a store that cannot be opened exits 2

@@ -247,3 +247,81 @@ async def test_user_list_into_a_closed_pipe_has_no_traceback(tmp_path: Path) -> 
     assert out.startswith("sip:u") and len(out.splitlines()) == 1
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert err.strip() == "status 141"  # what a command stopped by SIGPIPE exits with
+
+
+# -- which store (issue 11 point 5)
+
+
+async def test_admin_from_another_directory_creates_no_store(tmp_path: Path) -> None:
+    """./data is relative to the current directory: elsewhere there is none, and admin says
+    so instead of making an empty one there."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cmd = (sys.executable, "-m", "shards.cli", "admin", "user", "add", "a@example.com")
+    code, _, err = await run(*cmd, "--password", "pw", cwd=elsewhere)
+    line = one_line(err)
+    assert code == 2
+    assert f"no chat store at {elsewhere / 'data' / 'chat.db'}" in line
+    assert "pchat admin init" in line
+    assert list(elsewhere.iterdir()) == []  # nothing was created
+
+
+async def test_serve_and_admin_read_the_same_config_file(tmp_path: Path) -> None:
+    """No flags at all: serve and admin both take ./pchat.toml, and admin from another
+    directory takes the same file through PCHAT_CONFIG."""
+    from tests.e2e.cluster import free_port, wait_http_healthy
+
+    home, elsewhere = tmp_path / "srv", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    sip, http = free_port(), free_port()
+    config = home / "pchat.toml"
+    config.write_text(
+        f'domain = "example.org"\ndata_dir = "{home / "data"}"\n'
+        f'[sip]\nhost = "127.0.0.1"\nport = {sip}\n[http]\nhost = "127.0.0.1"\nport = {http}\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shards.cli", "serve", cwd=home, env=clean_env(),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await wait_http_healthy(http)
+        cmd = (sys.executable, "-m", "shards.cli", "admin", "user", "add")
+        code, _, err = await run(*cmd, "ann@example.org", "--password", "ann-pw", cwd=home)
+        assert code == 0, err
+        env = clean_env(PCHAT_CONFIG=str(config))
+        code, _, err = await run(
+            *cmd, "ben@example.org", "--password", "ben-pw", cwd=elsewhere, env=env
+        )  # noqa: E501
+        assert code == 0, err
+        assert list(elsewhere.iterdir()) == []
+        for user, password in (("ann", "ann-pw"), ("ben", "ben-pw")):
+            client = await PchatClient.connect(
+                "127.0.0.1", sip, f"{user}@example.org", password, domain="example.org"
+            )
+            await client.sign_in()  # the hashes were made for the server's realm
+            await client.close()
+    finally:
+        proc.terminate()
+        _, err_bytes = await asyncio.wait_for(proc.communicate(), 15)
+    assert f"configuration: {'pchat.toml'}" in err_bytes.decode()
+
+
+async def test_another_domain_is_refused_by_admin_and_serve(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert (await admin("init", data_dir=data))[0] == 0  # example.com, the default
+    code, _, err = await admin(
+        "user", "add", "x@example.org", "--password", "pw", "--domain", "example.org",
+        data_dir=data,
+    )  # fmt: skip
+    line = one_line(err)
+    assert code == 2 and "belongs to domain example.com, not example.org" in line
+    assert "--domain example.com" in line
+    code, _, err = await run(
+        sys.executable, "-m", "shards.cli", "serve", "--data-dir", str(data),
+        "--domain", "example.org", "--sip-port", "0", "--http-port", "0", cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 2
+    assert "belongs to domain example.com, not example.org" in err.strip().splitlines()[-1]
+    assert "Traceback" not in err
+    assert not (data / "redis.sock").exists()  # refused before anything started

@@ -8,7 +8,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from core.config import ConfigError, Settings, load_settings, redact_url
+from core.config import (
+    DEFAULT_CONFIG_FILES,
+    ConfigError,
+    Settings,
+    find_config_file,
+    load_settings,
+    redact_url,
+)
 from core.store.registry import sqlite_path
 
 
@@ -393,3 +400,22 @@ def test_log_level_is_a_logging_level() -> None:
     assert load_settings(env={"PCHAT_LOG_LEVEL": "debug"}).log_level == "DEBUG"
     with pytest.raises(ConfigError, match="log_level must be one of DEBUG, INFO"):
         load_settings(env={"PCHAT_LOG_LEVEL": "LOUD"})
+
+
+def test_config_file_is_the_flag_then_pchat_config_then_the_first_default_that_exists(
+    tmp_path: Path,
+) -> None:
+    system, local = tmp_path / "etc-pchat.toml", tmp_path / "pchat.toml"
+    defaults = (str(system), str(local))
+    assert find_config_file(None, {}, defaults) is None  # none exists: no file
+    local.write_text("")
+    assert find_config_file(None, {}, defaults) == str(local)
+    system.write_text("")
+    assert find_config_file(None, {}, defaults) == str(system)
+    assert find_config_file(None, {"PCHAT_CONFIG": "/x.toml"}, defaults) == "/x.toml"
+    assert find_config_file("/y.toml", {"PCHAT_CONFIG": "/x.toml"}, defaults) == "/y.toml"
+    assert find_config_file(None, {"PCHAT_CONFIG": ""}, defaults) == str(system)
+
+
+def test_the_default_config_files_are_the_systems_then_the_current_directorys() -> None:
+    assert DEFAULT_CONFIG_FILES == ("/etc/pchat/pchat.toml", "pchat.toml")
