@@ -1,35 +1,69 @@
-"""`pchat admin compliance …`: the compliance service's backlog and a run on demand."""
+"""`pchat admin compliance …`: the compliance service's backlog and a run on demand.
+
+Whether a service runs is read from where it is, not from this command's configuration:
+the active service holds a lease in Redis (shards/compliance.py), so `status` reports the
+server started with `--compliance` even when `pchat admin` was given no such flag.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import time
+from pathlib import Path
+
+import redis.asyncio as aioredis
 
 from core.compliance.store import ComplianceStore
-from core.config import Settings
+from core.config import Settings, redact_url
 from core.store.base import ChatStore
-from shards.admin.command import Action, Out
+from shards.admin.command import Action, AdminError, Out
+from shards.compliance import LEASE_KEY
+
+
+async def lease_holder(settings: Settings) -> str | None:
+    """The active service's id ('' when none holds the lease); None: Redis does not answer."""
+    client = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=1.0)
+    try:
+        with contextlib.suppress(OSError, aioredis.RedisError, asyncio.TimeoutError):
+            holder = await asyncio.wait_for(client.get(LEASE_KEY), 2.0)
+            if isinstance(holder, bytes):
+                return holder.decode(errors="replace")
+            return holder or ""
+        return None
+    finally:
+        await client.aclose()
+
+
+def _service_line(holder: str | None, s: Settings) -> str:
+    if holder is None:
+        redis = redact_url(s.effective_redis_url)
+        return f"compliance service: unknown (Redis at {redis} does not answer)"
+    if holder:
+        return f"compliance service: running (lease held by process {holder.split('-')[0]})"
+    return "compliance service: not running (pchat serve --compliance runs it)"
 
 
 async def _compliance_status(
     store: ChatStore, s: Settings, a: argparse.Namespace, out: Out
 ) -> bool:
     outbox, outbox_oldest = await store.outbox_stats()
-    archive = ComplianceStore(s.compliance_store_path)
-    try:
-        status = archive.status()
-    finally:
-        archive.close()
     now = time.time()
 
     def age(ts_ms: int) -> str:
         return f"{now - ts_ms / 1000:.0f} s" if ts_ms else "-"
 
-    out(
-        f"compliance: {'enabled' if s.compliance.enabled else 'disabled'}"
-        f" (adapters: {', '.join(s.compliance.adapters)})"
-    )
+    out(_service_line(await lease_holder(s), s))
     out(f"outbox (chat store): {outbox} events, oldest {age(outbox_oldest)}")
+    if not Path(s.compliance_store_path).exists():
+        out(f"compliance store: none yet at {s.compliance_store_path} (the service never ran)")
+        return False
+    archive = ComplianceStore(s.compliance_store_path)
+    try:
+        status = archive.status()
+    finally:
+        archive.close()
     out(
         f"compliance store: {status.pending_events} events not archived,"
         f" oldest {age(status.oldest_ms)}"
@@ -53,12 +87,20 @@ async def _compliance_status(
 async def _compliance_run_now(
     store: ChatStore, s: Settings, a: argparse.Namespace, out: Out
 ) -> bool:
+    holder = await lease_holder(s)
+    if holder == "":
+        raise AdminError(
+            "no compliance service runs (pchat serve --compliance runs it); nothing requested"
+        )
     archive = ComplianceStore(s.compliance_store_path)
     try:
         archive.request_run()
     finally:
         archive.close()
-    out("run requested; the active compliance service starts it within a second")
+    if holder is None:
+        out("run requested; Redis does not answer, so whether a service runs is unknown")
+    else:
+        out(f"run requested; the compliance service (process {holder.split('-')[0]}) starts it")
     return False
 
 

@@ -325,3 +325,29 @@ async def test_another_domain_is_refused_by_admin_and_serve(tmp_path: Path) -> N
     assert "belongs to domain example.com, not example.org" in err.strip().splitlines()[-1]
     assert "Traceback" not in err
     assert not (data / "redis.sock").exists()  # refused before anything started
+
+
+async def test_compliance_status_and_run_now_see_the_running_service(tmp_path: Path) -> None:
+    """The server runs with --compliance; `pchat admin` is given no such flag and still
+    reports the service, and run-now reaches it."""
+    data = tmp_path / "data"
+    async with serving(data, "--compliance"):
+        assert (await admin("user", "add", f"a@{DOMAIN}", "--password", "pw", data_dir=data))[
+            0
+        ] == 0
+        for _ in range(20):  # the service takes its lease within a second of starting
+            code, out, err = await admin("compliance", "status", data_dir=data)
+            if "running (lease held" in out:
+                break
+            await asyncio.sleep(0.1)
+        assert code == 0, err
+        assert out.splitlines()[0].startswith("compliance service: running (lease held by")
+        code, out, err = await admin("compliance", "run-now", data_dir=data)
+        assert code == 0 and "run requested; the compliance service (process" in out, err
+        for _ in range(20):  # the service takes the request at its next look (0.5 s)
+            out = (await admin("compliance", "status", data_dir=data))[1]
+            if "a run is requested" not in out:
+                break
+        assert "a run is requested" not in out
+    code, out, _ = await admin("compliance", "status", data_dir=data)
+    assert code == 0 and out.splitlines()[0].startswith("compliance service: unknown (Redis")
