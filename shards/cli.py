@@ -25,6 +25,9 @@ everything in --data-dir: a SQLite chat store and a private redis-server.
 """
 
 
+PROCESS_NAMES = {"serve": "supervisor"}  # the "process" of each log line; else the command
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
@@ -41,6 +44,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--redis-url", help="Redis URL (default: an embedded redis-server in the data dir)"
     )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument("--log-format", choices=["text", "json"], help="log lines (default text)")
 
 
 def _version() -> str:
@@ -70,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--workers", type=int, help="worker processes (default 1; 0: one per CPU)")
     serve.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log every HTTP request (method, path, status, bytes, time, peer, user)",
+    )
+    serve.add_argument(
         "--compliance",
         action="store_true",
         default=None,
@@ -93,12 +103,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "store": args.store,
         "redis_url": args.redis_url,
         "log_level": args.log_level,
+        "log.format": args.log_format,
         "sip.host": getattr(args, "sip_host", None),
         "sip.port": getattr(args, "sip_port", None),
         "http.host": getattr(args, "http_host", None),
         "http.port": getattr(args, "http_port", None),
         "workers": getattr(args, "workers", None),
         "compliance.enabled": getattr(args, "compliance", None),
+        "log.access": getattr(args, "access_log", None),
     }
     return load_settings(config_file(args), overrides=overrides)
 
@@ -131,7 +143,9 @@ def _run(argv: list[str] | None) -> int:
     except ConfigError as exc:
         print(f"pchat: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(
+        settings.log_level, PROCESS_NAMES.get(args.command, args.command), settings.log.format
+    )
     if args.command == "serve":
         from shards.supervisor import Supervisor
 

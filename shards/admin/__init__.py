@@ -21,6 +21,7 @@ from core.errors import PchatError
 from core.store.base import ChatStore
 from shards import wire
 from shards.admin import compliance_service, rooms, users
+from shards.admin.audit_cli import cli_audit
 from shards.admin.command import Action, AdminError, Out
 from shards.admin.parser import add_parser
 from shards.store_claim import open_store, store_place
@@ -30,7 +31,7 @@ __all__ = ["ACTIONS", "AdminError", "add_parser", "run"]
 
 async def _init(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
     out(f"chat store ready at {store_place(s)} for domain {s.domain}")
-    return False
+    return True  # recorded in the audit log
 
 
 ACTIONS: dict[tuple[str, str], Action] = {
@@ -53,6 +54,7 @@ async def run(settings: Settings, args: argparse.Namespace, out: Out) -> None:
     try:
         changed = await action(store, settings, args, out)
         if changed:
+            cli_audit(settings, args)
             await _notify(settings)
     except PchatError as exc:
         raise AdminError(str(exc)) from exc

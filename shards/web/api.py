@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
 
@@ -22,6 +23,8 @@ from core.rooms.management import Actor, CategoryChange, Management, RoomChange
 from core.sip.digest import compute_ha1
 from core.store.base import CategoryRecord, ChatStore, RoomRecord
 from core.xccos.ids import room_uri
+from shards.audit import AuditLog
+from shards.web.access import USER_KEY
 from shards.web.csrf import SAFE_METHODS, CsrfGuard, from_browser, token_for, token_refusal
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,7 +80,9 @@ class ManagementApi:
         guard: CsrfGuard | None = None,
         *,
         invitations_per_change: int = 1000,
+        audit: AuditLog | None = None,
     ) -> None:
+        self._audit = audit  # every change made through the API is recorded there
         self._guard = guard or CsrfGuard([], "")
         self._store = store
         self._domain = domain
@@ -110,6 +115,7 @@ class ManagementApi:
                 response = await handler(request, actor)
                 if request.method != "GET" and response.status < 300:
                     await self._changed()
+                    await self._audit_change(request, actor)
                 return response
             except PchatError as exc:
                 return _json({"error": str(exc) or exc.reason}, exc.sip_status)
@@ -117,6 +123,25 @@ class ManagementApi:
                 return _json({"error": f"bad request body: {exc}"}, 400)
 
         return run
+
+    async def _audit_change(self, request: web.Request, actor: Actor) -> None:
+        """Who changed what, from where: the route, its parameters and the JSON body."""
+        if self._audit is None:
+            return
+        body: object = None
+        if request.body_exists:
+            with contextlib.suppress(msgspec.DecodeError, ValueError):
+                body = msgspec.json.decode(await request.read())  # cached by aiohttp
+        route = request.match_info.route.resource
+        await asyncio.to_thread(
+            self._audit.record,
+            actor=actor.uri,
+            via="http-api",
+            source=request.remote or "?",
+            action=f"{request.method} {route.canonical if route else request.path}",
+            target="/".join(request.match_info.values()),
+            details=body,
+        )
 
     async def authenticate(
         self, request: web.Request, *, json_only: bool = True
@@ -135,6 +160,8 @@ class ManagementApi:
                 text="sign in with your SIP address and password (HTTP Basic)\n",
                 headers={"WWW-Authenticate": f'Basic realm="{self._domain}", charset="UTF-8"'},
             )
+        if isinstance(actor, Actor):
+            request[USER_KEY] = actor.uri  # for the access log (shards/web/access.py)
         if isinstance(actor, Actor) and request.method not in SAFE_METHODS:
             if from_browser(request):
                 token_refused = token_refusal(request, await self._token(actor))
