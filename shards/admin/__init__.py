@@ -20,7 +20,7 @@ from core.config import Settings
 from core.errors import PchatError
 from core.store.base import ChatStore
 from shards import wire
-from shards.admin import compliance_service, rooms, users
+from shards.admin import backup, compliance_service, rooms, users
 from shards.admin.audit_cli import cli_audit
 from shards.admin.command import Action, AdminError, Out
 from shards.admin.parser import add_parser
@@ -43,6 +43,16 @@ ACTIONS: dict[tuple[str, str], Action] = {
 
 
 async def run(settings: Settings, args: argparse.Namespace, out: Out) -> None:
+    if args.object in ("backup", "restore"):  # they open the store files themselves
+        try:
+            await (backup.backup if args.object == "backup" else backup.restore)(
+                settings, args, out
+            )
+        except PchatError as exc:
+            raise AdminError(str(exc)) from exc
+        if args.object == "restore":
+            cli_audit(settings, args)
+        return
     action = ACTIONS[(args.object, args.op)]
     create = args.object == "init"
     if create and not settings.store:

@@ -117,6 +117,13 @@ def add_parser(
 
     init = leaf(objects, "init", "create the chat store for --domain (pchat serve also does)")
     init.set_defaults(op="")
+    p = leaf(objects, "backup", "copy the SQLite chat store to a new file (the server may run)")
+    p.add_argument("path", help="the backup file to write (must not exist)")
+    p.set_defaults(op="")
+    p = leaf(objects, "restore", "replace the chat store with a backup (the server stopped)")
+    p.add_argument("path", help="a file written by pchat admin backup")
+    p.add_argument("--replace", action="store_true", help="replace a chat store that exists")
+    p.set_defaults(op="")
 
     comp = objects.add_parser("compliance", help="the compliance service")
     compops = comp.add_subparsers(dest="op", required=True)
