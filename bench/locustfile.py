@@ -17,8 +17,9 @@ only greenlets fire them). Sign-in, join and post are ``SIP signin``, ``XCCOS jo
 
 The users and rooms must exist: write them with the load generator's population, e.g.
 ``python -m bench.load --profile fanout-max --users 1000 --populate-only
---populate sqlite:///$PWD/data/chat.db`` (users bu000000@example.com…, password
-bench-pw, rooms bench-room-00001…). See bench/README.md for headless and web-UI runs.
+--populate sqlite:///$PWD/data/chat.db`` (users bu000000@example.com…, their random
+password in ./.pchat-bench-password, rooms bench-room-00001…). See bench/README.md for
+headless and web-UI runs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import gevent  # type: ignore[import-untyped]
@@ -38,7 +40,7 @@ from locust import User, between, events, task
 from locust.env import Environment
 
 from bench.load.agent import STAMP_DIGITS, post_text
-from bench.load.population import PASSWORD
+from bench.load.population import PASSWORD_FILE, read_password
 from client.client import LeanClient
 
 _T = TypeVar("_T")
@@ -53,6 +55,9 @@ def _options(parser: Any) -> None:
     )
     parser.add_argument("--pchat-text-bytes", type=int, default=120)
     parser.add_argument("--pchat-first-user", type=int, default=0, help="first bu index")
+    parser.add_argument(
+        "--pchat-password-file", default=PASSWORD_FILE, help="the population's password file"
+    )
 
 
 class _Loop:
@@ -109,6 +114,9 @@ class PchatUser(User):
         self.rooms = getattr(options, "pchat_rooms", 5)
         self.text_bytes = getattr(options, "pchat_text_bytes", 120)
         first = getattr(options, "pchat_first_user", 0)
+        self.password = read_password(
+            Path(getattr(options, "pchat_password_file", None) or PASSWORD_FILE)
+        )
         self.index = first + next(_numbers)
         self.loop = _Loop.get()
         self.client: LeanClient | None = None
@@ -148,7 +156,7 @@ class PchatUser(User):
 
         async def sign_in() -> LeanClient:
             client = await LeanClient.connect_lean(
-                host, int(port), user, PASSWORD, domain=self.domain, on_posts=self._on_posts
+                host, int(port), user, self.password, domain=self.domain, on_posts=self._on_posts
             )
             try:
                 await client.sign_in()

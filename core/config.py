@@ -6,7 +6,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -176,6 +176,22 @@ class ComplianceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     lease_ttl_s: float = 10.0  # one active service per pool: a Redis lease of this length
 
 
+class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Process logs (stderr, level: the top-level log_level), the HTTP access log, the audit
+    log (docs/operations.md)."""
+
+    # "text": one readable line per record; "json": one JSON object per line (time, level,
+    # process, pid, logger, message, fields, exception) for a log collector.
+    format: Literal["text", "json"] = "text"
+    # One line per HTTP request (logger pchat.access): method, path, status, bytes, ms, peer,
+    # user. Off by default: /healthz and /metrics polls would be most of the log, and the
+    # metrics already count requests; on for an incident or an audit of the API's use.
+    access: bool = False
+    # Administrative changes (pchat admin and the HTTP API), one JSON object per line,
+    # appended (logrotate may rename it: each record opens the file). "": <data_dir>/audit.log.
+    audit_file: str = ""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     domain: str = "example.com"
     data_dir: str = "./data"
@@ -199,6 +215,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     compliance: ComplianceSettings = msgspec.field(default_factory=ComplianceSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     files: FileSettings = msgspec.field(default_factory=FileSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
+
+    @property
+    def audit_file(self) -> str:
+        return self.log.audit_file or str(Path(self.data_dir).resolve() / "audit.log")
 
     @property
     def files_dir(self) -> str:
@@ -367,6 +388,23 @@ def _check_compliance_store(settings: Settings) -> None:
             " compliance store (compliance.store = postgresql://...); an SQLite file belongs"
             " to one host"
         )
+
+
+# Where a command looks for its TOML file when neither --config nor PCHAT_CONFIG names one:
+# the system's file first, so `pchat admin` run from any directory finds the server's.
+DEFAULT_CONFIG_FILES = ("/etc/pchat/pchat.toml", "pchat.toml")
+
+
+def find_config_file(
+    flag: str | None, env: Mapping[str, str], defaults: tuple[str, ...] = DEFAULT_CONFIG_FILES
+) -> str | None:
+    """The config file every command reads: --config, then PCHAT_CONFIG, then the first of
+    ``defaults`` that exists (a relative one is in the current directory); None: none."""
+    if flag:
+        return flag
+    if env.get("PCHAT_CONFIG"):
+        return env["PCHAT_CONFIG"]
+    return next((path for path in defaults if Path(path).is_file()), None)
 
 
 def load_settings(

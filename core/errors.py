@@ -106,3 +106,7 @@ class StoreError(PchatError):
     sip_status = 500
     reason = "Server Internal Error"
     xccos_code = 500
+
+
+class StoreMissing(StoreError):
+    """``open(create=False)`` found no store (no file, or no schema): nothing was created."""

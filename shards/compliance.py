@@ -245,7 +245,7 @@ def main() -> None:
     ).parse_args()
     settings = msgspec.json.decode(os.environ["_PCHAT_WORKER_SETTINGS"], type=Settings)
     die_with_parent()
-    setup_logging(settings.log_level, "compliance")
+    setup_logging(settings.log_level, "compliance", settings.log.format)
     asyncio.run(_main(settings))
 
 

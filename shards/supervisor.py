@@ -15,7 +15,6 @@ from pathlib import Path
 import msgspec
 
 from core.config import Settings, redact_url
-from core.store.registry import make_store
 from shards.claim import (
     EXIT_CANNOT_START,
     CannotStart,
@@ -25,6 +24,7 @@ from shards.claim import (
     warn_if_open,
 )
 from shards.redis_server import EmbeddedRedis
+from shards.store_claim import open_store
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class Supervisor:
 
 
 async def _prepare_store(settings: Settings) -> None:
-    """Creates or migrates the schema once, before any worker opens the store."""
-    store = make_store(settings.store_url, settings.store_pool)
-    await store.open()
+    """Creates or migrates the schema once, before any worker opens the store, and checks
+    that the store belongs to this domain (StoreRefused, exit 2, if not)."""
+    store = await open_store(settings, create=True)
     await store.close()

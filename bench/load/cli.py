@@ -16,7 +16,14 @@ import msgspec
 from bench.load import report
 from bench.load.analysis import analyse
 from bench.load.coordinator import Coordinator, Target
-from bench.load.population import populate, seat
+from bench.load.population import (
+    PASSWORD_FILE,
+    depopulate,
+    kept_password,
+    populate,
+    read_password,
+    seat,
+)
 from bench.load.profiles import PROFILES, Profile, build
 
 DEFAULT_MESSAGE_BYTES = 500  # the ceiling's message size when no post was delivered
@@ -27,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m bench.load",
         description="pchat load generator: sign-ins, joins, posts and deliveries over SIP.",
     )
-    p.add_argument("--profile", required=True, choices=PROFILES)
+    p.add_argument("--profile", choices=PROFILES, help="required but with --cleanup")
     p.add_argument("--scale", type=float, default=1.0, help="lync-model factor / session scale")
     p.add_argument("--users", type=int, help="sessions (fanout, signin-storm, idle)")
     p.add_argument("--duration", type=float, help="seconds of the measured phase")
@@ -51,6 +58,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--populate-only", action="store_true", help="write --populate's users/rooms and exit"
     )
+    p.add_argument(
+        "--password-file", type=Path, default=Path(PASSWORD_FILE),
+        help="the bench users' random password for --populate/--target (made if missing)",
+    )  # fmt: skip
+    p.add_argument(
+        "--cleanup", metavar="STORE_URL",
+        help="remove the bench users, rooms and category from the store, and the password file",
+    )  # fmt: skip
     p.add_argument("--server-src", type=Path, help="run the server from this source tree")
     p.add_argument(
         "--server-set", action="append", default=[], metavar="PCHAT_KEY=VALUE",
@@ -133,14 +148,26 @@ def _tidy(run_dir: Path, *, keep: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.cleanup:
+        users, rooms = asyncio.run(depopulate(args.cleanup, args.domain))
+        args.password_file.unlink(missing_ok=True)
+        print(f"removed {users} bench users and {rooms} bench rooms; {args.password_file} deleted")
+        return 0
+    if not args.profile:
+        raise SystemExit("--profile is required (or --cleanup STORE_URL)")
     profile = profile_from(args)
     # SIGTERM (timeout, CI) unwinds like Ctrl-C, so the server and load processes stop too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.populate_only:
         if not args.populate:
             raise SystemExit("--populate-only needs --populate STORE_URL")
-        seconds = asyncio.run(populate(args.populate, args.domain, profile, seat(profile)))
-        print(f"{profile.users} users, {len(seat(profile).rooms)} rooms in {seconds:.1f} s")
+        password = kept_password(args.password_file)
+        seating = seat(profile)
+        seconds = asyncio.run(populate(args.populate, args.domain, profile, seating, password))
+        print(
+            f"{profile.users} users, {len(seating.rooms)} rooms in {seconds:.1f} s;"
+            f" their password is in {args.password_file}"
+        )
         return 0
     suffix = f"-{args.name}" if args.name else ""
     meta: dict[str, Any] = {
@@ -170,7 +197,12 @@ def _drive(
     if args.target:
         target_host, _, port = args.target.rpartition(":")
         if args.populate:
-            asyncio.run(populate(args.populate, args.domain, profile, coord.seating))
+            coord.password = kept_password(args.password_file)
+            asyncio.run(
+                populate(args.populate, args.domain, profile, coord.seating, coord.password)
+            )
+        else:
+            coord.password = read_password(args.password_file)
         coord.use_server(
             Target(
                 host=target_host,

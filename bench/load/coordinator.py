@@ -16,7 +16,7 @@ import msgspec
 
 from bench.load.agent import AgentConfig, agent_main
 from bench.load.ceiling import writer_main
-from bench.load.population import PASSWORD, Seating, populate, seat
+from bench.load.population import Seating, new_password, populate, seat
 from bench.load.profiles import Profile
 from bench.load.server import (
     BenchServer,
@@ -48,6 +48,9 @@ class Coordinator:
         self.run_dir = run_dir
         self.quiet = quiet
         self.seating: Seating = seat(profile)
+        # The users' password: made up for a server this run starts; a running server's is
+        # read from the population's password file (cli.py sets it).
+        self.password = new_password()
         self.server: BenchServer | None = None
         self.target: Target | None = None
         self.pipes: list[Connection] = []
@@ -71,7 +74,10 @@ class Coordinator:
         self.server = server
         data_dir.mkdir(parents=True, exist_ok=True)
         self.info["populate_s"] = round(
-            asyncio.run(populate(server.store_url, domain, self.profile, self.seating)), 2
+            asyncio.run(
+                populate(server.store_url, domain, self.profile, self.seating, self.password)
+            ),
+            2,
         )
         server.start()
         self.target = Target(
@@ -112,7 +118,7 @@ class Coordinator:
                     host=t.host,
                     port=t.port,
                     domain=t.domain,
-                    password=PASSWORD,
+                    password=self.password,
                     # Each process its own source address: 28k ephemeral ports apiece.
                     local_host=f"127.0.0.{2 + i}" if loopback else None,
                     users=users,

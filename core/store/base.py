@@ -142,10 +142,17 @@ class ChatStore(Protocol):
     Driver, disk and network failures surface as ``core.errors.StoreError``.
     """
 
-    async def open(self) -> None:
-        """Connect and create or migrate the schema; safe to call on an existing store."""
+    async def open(self, *, create: bool = True) -> None:
+        """Connect and create or migrate the schema; safe to call on an existing store.
+        ``create=False``: a store that does not exist yet (no file, no schema) raises
+        ``StoreMissing`` instead of being created empty."""
 
     async def close(self) -> None: ...
+
+    async def claim_domain(self, domain: str) -> str:
+        """Records ``domain`` as the store's if none is recorded yet; returns the recorded
+        one. The digest HA1s are keyed by the realm (the domain), so a store only works
+        for the domain it was created with."""
 
     # -- change tracking: admin edits bump it; running workers poll it
     async def revision(self) -> int: ...
@@ -155,6 +162,13 @@ class ChatStore(Protocol):
     async def get_user(self, uri: str) -> UserRecord | None: ...
     async def put_user(self, user: UserRecord) -> None:
         """Insert or replace the whole record."""
+
+    async def put_users(self, users: list[UserRecord], *, replace: bool) -> int:
+        """Writes ``users`` in one transaction; an address that exists is replaced only with
+        ``replace`` (else kept). Returns how many were written."""
+
+    async def set_admin(self, uri: str, admin: bool) -> bool:
+        """Grants or revokes the administrator role; False: no such user."""
 
     async def list_users(self) -> list[UserRecord]: ...
     async def delete_user(self, uri: str) -> bool:

@@ -77,7 +77,7 @@ class PostgresStore:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise StoreError(f"postgres: {exc}") from exc
 
-    async def open(self) -> None:
+    async def open(self, *, create: bool = True) -> None:
         if self._pool is not None:
             return
         try:
@@ -92,7 +92,7 @@ class PostgresStore:
         self._pool = pool
         try:
             async with self._conn() as conn:
-                await migrate(conn)
+                await migrate(conn, create=create)
         except BaseException:
             self._pool = None
             pool.terminate()  # not awaited: we may be here on cancellation
@@ -126,6 +126,13 @@ class PostgresStore:
         sql = "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value"
         return int(await self._fetchval(sql))
 
+    async def claim_domain(self, domain: str) -> str:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO store_info VALUES ('domain', $1) ON CONFLICT (key) DO NOTHING", domain
+            )
+            return str(await conn.fetchval("SELECT value FROM store_info WHERE key = 'domain'"))
+
     # -- users
     async def get_user(self, uri: str) -> UserRecord | None:
         rows = await self._fetch(f"SELECT {USER_COLS} FROM users WHERE uri = $1", uri)
@@ -142,6 +149,35 @@ class PostgresStore:
             user.enabled,
             user.admin,
         )
+
+    async def put_users(self, users: list[UserRecord], *, replace: bool) -> int:
+        conflict = (
+            "DO UPDATE SET display_name = excluded.display_name, ha1 = excluded.ha1,"
+            " enabled = excluded.enabled, admin = excluded.admin"
+            if replace
+            else "DO NOTHING"
+        )
+        # RETURNING counts what was written: executemany cannot, and one statement over
+        # arrays is one round trip for the whole batch.
+        sql = (
+            f"INSERT INTO users ({USER_COLS}) SELECT * FROM unnest($1::text[], $2::text[],"
+            f" $3::text[], $4::boolean[], $5::boolean[]) ON CONFLICT (uri) {conflict} RETURNING uri"
+        )
+        rows = await self._fetch(
+            sql,
+            [u.uri for u in users],
+            [u.display_name for u in users],
+            [ha1_text(u) for u in users],
+            [u.enabled for u in users],
+            [u.admin for u in users],
+        )
+        return len(rows)
+
+    async def set_admin(self, uri: str, admin: bool) -> bool:
+        rows = await self._fetch(
+            "UPDATE users SET admin = $2 WHERE uri = $1 RETURNING uri", uri, admin
+        )
+        return bool(rows)
 
     async def delete_user(self, uri: str) -> bool:
         rows = await self._fetch("DELETE FROM users WHERE uri = $1 RETURNING uri", uri)

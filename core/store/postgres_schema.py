@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import StoreError
+from core.errors import StoreError, StoreMissing
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Any constant: serialises schema creation when several workers start at once.
 _MIGRATION_LOCK_KEY = 0x70636861
 
@@ -77,14 +77,19 @@ ALTER TABLE rooms ADD COLUMN IF NOT EXISTS file_upload text NOT NULL DEFAULT 'in
     CHECK (file_upload IN ('inherit', 'off'));
 ALTER TABLE files ADD COLUMN IF NOT EXISTS post_seq bigint NOT NULL DEFAULT 0;
 """
+# Version 3: facts about the store as text (meta holds integers): 'domain', recorded at creation.
+STORE_INFO = "CREATE TABLE IF NOT EXISTS store_info (key text PRIMARY KEY, value text NOT NULL);"
 # MIGRATIONS[v] takes schema version v to v + 1; version 0 is an empty database.
-MIGRATIONS: tuple[str, ...] = (SCHEMA, FILES_V2)
+MIGRATIONS: tuple[str, ...] = (SCHEMA, FILES_V2, STORE_INFO)
 
 
-async def migrate(conn: Any) -> None:
-    """Brings the schema to SCHEMA_VERSION on one asyncpg connection, in one transaction."""
+async def migrate(conn: Any, *, create: bool = True) -> None:
+    """Brings the schema to SCHEMA_VERSION on one asyncpg connection, in one transaction;
+    ``create=False``: a database without pchat's schema raises ``StoreMissing``."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
+        if not create and await conn.fetchval("SELECT to_regclass('meta')") is None:
+            raise StoreMissing("the PostgreSQL database holds no pchat store")
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value bigint NOT NULL)"
         )

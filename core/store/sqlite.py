@@ -15,7 +15,7 @@ from typing import TypeVar, TypeVarTuple
 
 import msgspec
 
-from core.errors import StoreError
+from core.errors import StoreError, StoreMissing
 from core.store.base import (
     CategoryRecord,
     ClientKey,
@@ -61,16 +61,18 @@ class SqliteStore:
         except (sqlite3.Error, msgspec.ValidationError) as exc:
             raise StoreError(f"sqlite: {exc}") from exc
 
-    async def open(self) -> None:
+    async def open(self, *, create: bool = True) -> None:
         if self._db is not None:
             return
+        if not create and not os.path.exists(self._path):
+            raise StoreMissing(f"no chat store at {self._path}")
         # One thread: sqlite3 connections must not be shared, and one writer per
         # process is all WAL allows anyway; group commit keeps it busy enough.
         lane = ThreadLane("pchat-sqlite")
         db: SqliteDb | None = None
         try:
             db = await lane.call(SqliteDb, self._path)
-            await lane.call(db.migrate)
+            await lane.call(db.migrate, create)
         except BaseException as exc:
             if db is not None:
                 lane.call(db.close)  # not awaited: we may be here on cancellation
@@ -98,12 +100,21 @@ class SqliteStore:
     async def bump_revision(self) -> int:
         return await self._call(SqliteDb.bump_revision)
 
+    async def claim_domain(self, domain: str) -> str:
+        return await self._call(SqliteDb.claim_domain, domain)
+
     # -- users
     async def get_user(self, uri: str) -> UserRecord | None:
         return await self._call(SqliteDb.get_user, uri)
 
     async def put_user(self, user: UserRecord) -> None:
         await self._call(SqliteDb.put_user, user)
+
+    async def put_users(self, users: list[UserRecord], *, replace: bool) -> int:
+        return await self._call(SqliteDb.put_users, users, replace)
+
+    async def set_admin(self, uri: str, admin: bool) -> bool:
+        return await self._call(SqliteDb.set_admin, uri, admin)
 
     async def list_users(self) -> list[UserRecord]:
         return await self._call(SqliteDb.list_users)

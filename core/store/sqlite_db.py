@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import msgspec
 
-from core.errors import Conflict, NotFound, StoreError
+from core.errors import Conflict, NotFound, StoreError, StoreMissing
 from core.store.base import (
     CategoryRecord,
     ClientKey,
@@ -127,8 +127,11 @@ class SqliteDb:
                 self.conn.execute("ROLLBACK")
             raise
 
-    def migrate(self) -> None:
+    def migrate(self, create: bool = True) -> None:
         with self.write() as c:
+            sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            if not create and c.execute(sql).fetchone() is None:
+                raise StoreMissing("the SQLite file holds no pchat store")
             c.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER)")
             row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             version = 0 if row is None else int(row[0])
@@ -152,6 +155,11 @@ class SqliteDb:
         with self.write() as c:
             return int(c.execute(sql).fetchone()[0])
 
+    def claim_domain(self, domain: str) -> str:
+        with self.write() as c:
+            c.execute("INSERT OR IGNORE INTO store_info VALUES ('domain', ?)", (domain,))
+            return str(c.execute("SELECT value FROM store_info WHERE key = 'domain'").fetchone()[0])
+
     # -- users
     def get_user(self, uri: str) -> UserRecord | None:
         row = self.conn.execute(f"SELECT {USER_COLS} FROM users WHERE uri = ?", (uri,)).fetchone()
@@ -162,6 +170,18 @@ class SqliteDb:
             f"INSERT OR REPLACE INTO users ({USER_COLS}) VALUES (?, ?, ?, ?, ?)",
             (u.uri, u.display_name, ha1_text(u), u.enabled, u.admin),
         )
+
+    def put_users(self, users: list[UserRecord], replace: bool) -> int:
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        rows = [(u.uri, u.display_name, ha1_text(u), u.enabled, u.admin) for u in users]
+        with self.write() as c:
+            before = c.total_changes
+            c.executemany(f"{verb} INTO users ({USER_COLS}) VALUES (?, ?, ?, ?, ?)", rows)
+            return c.total_changes - before
+
+    def set_admin(self, uri: str, admin: bool) -> bool:
+        sql = "UPDATE users SET admin = ? WHERE uri = ?"
+        return self.conn.execute(sql, (admin, uri)).rowcount > 0
 
     def delete_user(self, uri: str) -> bool:
         return self.conn.execute("DELETE FROM users WHERE uri = ?", (uri,)).rowcount > 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS users (uri TEXT PRIMARY KEY, display_name TEXT NOT NULL,"
@@ -78,5 +78,9 @@ FILES_V2: tuple[str, ...] = (
     " CHECK (file_upload IN ('inherit', 'off'))",
     "ALTER TABLE files ADD COLUMN post_seq INTEGER NOT NULL DEFAULT 0",
 )
+# Version 3: facts about the store as text (meta holds integers): 'domain', recorded at creation.
+STORE_INFO: tuple[str, ...] = (
+    "CREATE TABLE IF NOT EXISTS store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
 # MIGRATIONS[v] takes schema version v to v + 1; version 0 is an empty file.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA, FILES_V2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA, FILES_V2, STORE_INFO)

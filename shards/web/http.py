@@ -16,6 +16,7 @@ from core.files.base import FileStorage
 from core.rooms.management import Management
 from core.store.base import ChatStore
 from shards import metrics
+from shards.audit import AuditLog
 from shards.web.api import ManagementApi
 from shards.web.csrf import CsrfGuard
 from shards.web.files import FileApi, Poster
@@ -74,6 +75,7 @@ async def web_app(
     tokens: FileTokens | None,
     post: Poster,
     base_url: str,
+    audit: AuditLog | None = None,
 ) -> tuple[web.Application, FileApi]:
     """Every web part of a worker, wired to one sign-in: HTTP Basic, the session
     cookie and (files only) the signed file token, through the worker's throttle
@@ -87,7 +89,7 @@ async def web_app(
     per_change = settings.limits.invitations_per_change
     api = ManagementApi(
         store, settings.domain, changed, throttle, guard,
-        invitations_per_change=per_change, sessions=sessions, files=storage,
+        invitations_per_change=per_change, sessions=sessions, files=storage, audit=audit,
     )  # fmt: skip
     files = FileApi(
         store, settings, api.authenticate, storage, post=post, base_url=base_url, tokens=tokens

@@ -29,6 +29,7 @@ from core.store.registry import make_store
 from core.xccos import build
 from core.xccos.commands import CommandHandler, Directory, ServerInfo, invitation_block
 from shards import wire
+from shards.audit import AuditLog
 from shards.bus import Fanout, RedisBus
 from shards.claim import EXIT_CANNOT_START, CannotStart
 from shards.lifetime import die_with_parent
@@ -36,6 +37,7 @@ from shards.logs import setup_logging
 from shards.metrics import Metrics
 from shards.resp import RespError, RespSubscriber
 from shards.routing import RoomRouter, ShardMap
+from shards.web.access import ACCESS_LOGGER, AccessLog
 from shards.web.files import FileApi
 from shards.web.http import web_app
 from shards.web.token_key import load_token_secret
@@ -181,10 +183,12 @@ async def _serve_http(
         tokens=tokens,
         post=gateway.router.append_post,
         base_url=http_base(worker.settings),
+        audit=AuditLog(worker.settings.audit_file),
     )
     runner = web.AppRunner(
         app,
-        access_log=None,
+        access_log=ACCESS_LOGGER if worker.settings.log.access else None,
+        access_log_class=AccessLog,
         keepalive_timeout=http.keepalive_timeout_s,
     )
     await runner.setup()
@@ -410,7 +414,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = msgspec.json.decode(os.environ["_PCHAT_WORKER_SETTINGS"], type=Settings)
     die_with_parent()  # a supervisor killed with SIGKILL must not leave workers behind
-    setup_logging(settings.log_level, f"worker-{args.worker_id}")
+    setup_logging(settings.log_level, f"worker-{args.worker_id}", settings.log.format)
     try:
         import uvloop
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bench.load.population import populate, seat
+from bench.load.population import PASSWORD_FILE, kept_password, populate, seat
 from bench.load.profiles import build
 from bench.load.server import BenchServer
 
@@ -65,7 +65,8 @@ def test_locust_user_smoke(tmp_path: Path) -> None:
     profile = build("smoke")
     server = BenchServer(tmp_path / "data", 1, "example.com")
     (tmp_path / "data").mkdir()
-    asyncio.run(populate(server.store_url, "example.com", profile, seat(profile)))
+    password = kept_password(tmp_path / PASSWORD_FILE)  # locust runs in tmp_path and reads it
+    asyncio.run(populate(server.store_url, "example.com", profile, seat(profile), password))
     server.start()
     try:
         args = [sys.executable, "-m", "locust", "-f", str(REPO / "bench" / "locustfile.py")]

@@ -144,6 +144,7 @@ def _redis_answers(path: Path) -> bool:
 
 
 async def test_admin_errors_say_what_to_do(tmp_path: Path) -> None:
+    assert (await pchat("admin", "init", data_dir=tmp_path))[0] == 0
     code, _, err = await pchat("admin", "room", "add", "X", "--category", "Nope", data_dir=tmp_path)
     assert code == 2 and "pchat admin category add" in err
     code, _, err = await pchat(

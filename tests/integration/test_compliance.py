@@ -199,7 +199,11 @@ async def test_a_crash_between_copy_and_delete_duplicates_nothing(
 
 
 async def test_admin_status_and_run_now(tmp_path: Path, redis_url: str, store_url: str) -> None:
+    """Without a service holding the lease, status says so and run-now refuses; with one
+    (the e2e test in tests/e2e/test_admin.py), run-now reaches it."""
     import argparse
+
+    import pytest
 
     from shards import admin
 
@@ -208,13 +212,18 @@ async def test_admin_status_and_run_now(tmp_path: Path, redis_url: str, store_ur
         await activity(worker)
     lines: list[str] = []
     await admin.run(settings, argparse.Namespace(object="compliance", op="status"), lines.append)
+    assert lines[0] == "compliance service: not running (pchat serve --compliance runs it)"
     assert any(
         line.startswith("outbox (chat store): ") and not line.startswith("outbox (chat store): 0 ")
         for line in lines
     )
-    await admin.run(settings, argparse.Namespace(object="compliance", op="run-now"), lines.append)
+    if not store_url.startswith("postgres"):
+        assert not os.path.exists(tmp_path / "compliance.db")  # status creates none
+    with pytest.raises(admin.AdminError, match="no compliance service runs"):
+        await admin.run(
+            settings, argparse.Namespace(object="compliance", op="run-now"), lines.append
+        )
     service, store = await archive(settings)
-    assert await store.take_run_request() is True
-    assert await store.take_run_request() is False
+    assert await store.take_run_request() is False  # run-now refused: nothing requested
     if not store_url.startswith("postgres"):
         assert os.path.exists(tmp_path / "compliance.db")

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from core.errors import Conflict, NotFound, StoreError
+from core.errors import Conflict, NotFound, StoreError, StoreMissing
 from core.store.base import (
     CategoryRecord,
     ChatStore,
@@ -228,6 +228,61 @@ async def test_users_put_get_replace_list(store: ChatStore) -> None:
     assert await store.delete_user("sip:b@x") is True
     assert await store.delete_user("sip:b@x") is False
     assert [u.uri for u in await store.list_users()] == ["sip:a@x"]
+
+
+async def test_put_users_one_batch_keeps_or_replaces_existing(store: ChatStore) -> None:
+    await store.put_user(UserRecord(uri="sip:a@x", display_name="Old", enabled=True))
+    batch = [
+        UserRecord(uri="sip:a@x", display_name="New"),
+        UserRecord(uri="sip:b@x", ha1={"MD5:b@x": "cd" * 16}, enabled=True, admin=True),
+    ]
+    assert await store.put_users(batch, replace=False) == 1  # a@x kept as it was
+    assert await store.get_user("sip:a@x") == UserRecord(
+        uri="sip:a@x", display_name="Old", enabled=True
+    )
+    assert await store.get_user("sip:b@x") == batch[1]
+    assert await store.put_users(batch, replace=True) == 2
+    assert await store.get_user("sip:a@x") == batch[0]
+    assert await store.put_users([], replace=True) == 0
+
+
+async def test_set_admin_grants_and_revokes_only_that_role(store: ChatStore) -> None:
+    bob = UserRecord(uri="sip:b@x", display_name="Bob", ha1={"MD5:b": "ab" * 16}, enabled=True)
+    await store.put_user(bob)
+    assert await store.set_admin("sip:b@x", True) is True
+    granted = await store.get_user("sip:b@x")
+    assert granted is not None and granted.admin and granted.ha1 == bob.ha1 and granted.enabled
+    assert await store.set_admin("sip:b@x", False) is True
+    assert await store.get_user("sip:b@x") == bob
+    assert await store.set_admin("sip:ghost@x", True) is False
+
+
+async def test_the_first_domain_claimed_stays_the_stores(store: ChatStore, store_url: str) -> None:
+    assert await store.claim_domain("example.com") == "example.com"
+    assert await store.claim_domain("example.org") == "example.com"
+    await store.close()
+    again = make_store(store_url)
+    await again.open(create=False)
+    try:
+        assert await again.claim_domain("example.org") == "example.com"
+    finally:
+        await again.close()
+    await store.open()
+
+
+async def test_open_without_create_refuses_a_store_that_does_not_exist(
+    store_url: str, tmp_path: Path
+) -> None:
+    missing = make_store(store_url)
+    with pytest.raises(StoreMissing):
+        await missing.open(create=False)
+    if store_url.startswith("sqlite:"):
+        assert not Path(sqlite_path(store_url)).exists()  # nothing was created
+    created = make_store(store_url)
+    await created.open()
+    await created.close()
+    await missing.open(create=False)  # once created it opens
+    await missing.close()
 
 
 # -- categories

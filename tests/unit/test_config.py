@@ -8,7 +8,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from core.config import ConfigError, Settings, load_settings, redact_url
+from core.config import (
+    DEFAULT_CONFIG_FILES,
+    ConfigError,
+    Settings,
+    find_config_file,
+    load_settings,
+    redact_url,
+)
 from core.store.registry import sqlite_path
 
 
@@ -430,3 +437,22 @@ def test_a_pool_with_compliance_refuses_an_sqlite_compliance_store() -> None:
     assert load_settings(env=env).compliance_store_url == "postgresql://u@db/pchat"
     del env["PCHAT_COMPLIANCE__ENABLED"]  # compliance off: its store is never opened
     assert load_settings(env={**env, "PCHAT_COMPLIANCE__STORE": ""}).pool_hosts == 2
+
+
+def test_config_file_is_the_flag_then_pchat_config_then_the_first_default_that_exists(
+    tmp_path: Path,
+) -> None:
+    system, local = tmp_path / "etc-pchat.toml", tmp_path / "pchat.toml"
+    defaults = (str(system), str(local))
+    assert find_config_file(None, {}, defaults) is None  # none exists: no file
+    local.write_text("")
+    assert find_config_file(None, {}, defaults) == str(local)
+    system.write_text("")
+    assert find_config_file(None, {}, defaults) == str(system)
+    assert find_config_file(None, {"PCHAT_CONFIG": "/x.toml"}, defaults) == "/x.toml"
+    assert find_config_file("/y.toml", {"PCHAT_CONFIG": "/x.toml"}, defaults) == "/y.toml"
+    assert find_config_file(None, {"PCHAT_CONFIG": ""}, defaults) == str(system)
+
+
+def test_the_default_config_files_are_the_systems_then_the_current_directorys() -> None:
+    assert DEFAULT_CONFIG_FILES == ("/etc/pchat/pchat.toml", "pchat.toml")
