@@ -163,8 +163,15 @@ class CommandHandler:
     async def on_grpchat(
         self, session: SessionView, envid: str, post: Post, *, client_key: str | None = None
     ) -> str:
-        """A grpchat from the client: rpl:grpchat once durable (XCCOS.md §5). ``client_key``
-        (default: the envid) makes a re-sent copy of the same post one post."""
+        """A grpchat from the client: rpl:grpchat once durable (XCCOS.md §5)."""
+        return (await self.grpchat_outcome(session, envid, post, client_key=client_key))[0]
+
+    async def grpchat_outcome(
+        self, session: SessionView, envid: str, post: Post, *, client_key: str | None = None
+    ) -> tuple[str, PchatError | None]:
+        """The rpl:grpchat once durable, and the refusal (None when stored), which the edge
+        also answers the post's INFO with. ``client_key`` (default: the envid) makes a
+        re-sent copy of the same post one post."""
         try:
             if post.author and not same_address(post.author, session.user):
                 raise Forbidden("author is not the signed-in user")
@@ -180,10 +187,11 @@ class CommandHandler:
                 f'<grpchat chanUri="{build.esc(post.chan_uri)}" msgid="{result.seq}" '
                 f'ts="{ts_iso(result.ts_ms)}"/>'
             )
-            return build.rpl("rpl:grpchat", post.seqid, post.seqid, envid, 200, data)
+            return build.rpl("rpl:grpchat", post.seqid, post.seqid, envid, 200, data), None
         except PchatError as exc:
             data = f'<grpchat chanUri="{build.esc(post.chan_uri)}"/>'
-            return build.rpl("rpl:grpchat", post.seqid, post.seqid, envid, exc.xccos_code, data)
+            reply = build.rpl("rpl:grpchat", post.seqid, post.seqid, envid, exc.xccos_code, data)
+            return reply, exc
 
     async def _seen_room(
         self, session: SessionView, room_id: str
