@@ -44,6 +44,10 @@ async def lobby_with_history(cluster: Cluster) -> tuple[str, PchatClient]:
         await cluster.admin("user", "add", f"{user}@{DOMAIN}", "--password", PASSWORD)
     await cluster.admin("category", "add", "General")
     room = await cluster.admin("room", "add", "Lobby", "--category", "General", "--privacy", "open")
+    await cluster.admin(
+        "room", "add", "Stage", "--category", "General", "--privacy", "open",
+        "--type", "auditorium", "--presenters", f"sip:bob@{DOMAIN}",
+    )  # fmt: skip
     bob = await cluster.client("bob")
     await bob.join(room)
     for n in range(1, HISTORY_POSTS + 1):
@@ -51,10 +55,10 @@ async def lobby_with_history(cluster: Cluster) -> tuple[str, PchatClient]:
     return room, bob
 
 
-async def sign_in(irc: Irc, port: int, password: str) -> None:
+async def sign_in(irc: Irc, server: str, password: str, transport: str = "tcp") -> None:
     irc.root(f"account add sipe alice@{DOMAIN} {password}")
-    irc.root(f"account sipe set server 127.0.0.1:{port}")
-    irc.root("account sipe set transport tcp")
+    irc.root(f"account sipe set server {server}")
+    irc.root(f"account sipe set transport {transport}")
     irc.root("account sipe on")
 
 
@@ -62,12 +66,89 @@ def sent(trace: list[SipTrace], start: str) -> list[SipTrace]:
     return [m for m in trace if m.sent and m.first_line.startswith(start)]
 
 
-def _first(messages: list[SipTrace]) -> str:
-    return messages[0].text if messages else ""
+def answers(trace: list[SipTrace], status: int, method: str) -> list[SipTrace]:
+    """Responses SIPE received with ``status`` to its ``method`` requests."""
+    return [
+        m
+        for m in trace
+        if not m.sent
+        and m.first_line.startswith(f"SIP/2.0 {status} ")
+        and re.search(rf"\nCSeq: \d+ {method}\n", m.text)
+    ]
 
 
-def received(trace: list[SipTrace], start: str) -> list[SipTrace]:
-    return [m for m in trace if not m.sent and m.first_line.startswith(start)]
+async def signs_in_with_the_password(irc: Irc, bitlbee: Bitlbee) -> None:
+    """REGISTER, 407, the same REGISTER with Proxy-Authorization, 200; then group chat."""
+    await irc.expect(r"sipe - Logging in: Logged in", "SIPE sign-in")
+    trace = bitlbee.sip()
+    registers = sent(trace, "REGISTER ")
+    assert len(registers) >= 2, irc.traces()
+    assert "Proxy-Authorization: Digest" in registers[1].text, registers[1].text
+    assert answers(trace, 407, "REGISTER") and answers(trace, 200, "REGISTER"), irc.traces()
+    # Group chat is up once the second dialog (to the URI requri named) answers getinv.
+    await irc.expect_sipe(r"chatserver_response: 'rpl:getinv' result \(200\)", "getinv")
+
+
+async def lists_rooms(irc: Irc, names: list[str]) -> dict[str, str]:
+    """`chat list sipe`: each room's index in the list."""
+    irc.root("chat list sipe")
+    found = {}
+    for name in names:
+        row = await irc.expect(rf"PRIVMSG &bitlbee :\s+(\d+)\s+{name}\b", f"{name} in the list")
+        found[name] = row.group(1)
+    await irc.expect(rf"PRIVMSG &bitlbee :{len(names)} sipe chatrooms", "the end of the list")
+    return found
+
+
+async def joins(irc: Irc, index: str, channel: str) -> None:
+    irc.root(f"chat add sipe !{index} {channel}")
+    await irc.expect(r"Chatroom successfully added", f"`chat add` of {channel}")
+    irc.send(f"JOIN {channel}")
+    await irc.expect(rf"^:sipalice!\S+ JOIN :{channel}$", f"SIPE joining {channel}")
+
+
+async def shows_the_last_25(irc: Irc, bitlbee: Bitlbee) -> None:
+    mark = irc.mark()
+    await irc.expect(rf"PRIVMSG #lobby :.*history {HISTORY_POSTS}$", "the newest history post")
+    shown = [
+        int(m.group(1))
+        for line in irc.seen_since(mark)
+        if (m := re.search(r"PRIVMSG #lobby :.*history (\d+)$", line))
+    ]
+    assert shown == list(range(HISTORY_POSTS - 24, HISTORY_POSTS + 1)), (shown, irc.traces())
+    assert any('<last cnt="25"/>' in m.text for m in sent(bitlbee.sip(), "INFO ")), irc.traces()
+
+
+async def posts_both_ways(irc: Irc, bob: PchatClient, room: str) -> None:
+    await bob.post(room, "live from bob")
+    await irc.expect(r"^:sipbob!\S+ PRIVMSG #lobby :live from bob$", "bob's live post")
+    irc.send("PRIVMSG #lobby :hello from sipe")
+    post = await bob.next_post(timeout=20)
+    assert (post.text, post.author.lower()) == ("hello from sipe", f"sip:alice@{DOMAIN}")
+
+
+async def sees_a_refused_post_undelivered(irc: Irc, bitlbee: Bitlbee) -> None:
+    """An auditorium where alice is no presenter: the INFO fails, SIPE takes it as undelivered
+    (bitlbee drops libpurple's error writes, so the trace is where it shows; Pidgin shows it)."""
+    irc.send("PRIVMSG #stage :may I speak")
+    await irc.expect_sipe(r"chatserver_command_response: failure 403", "SIPE's undelivered")
+    refused = answers(bitlbee.sip(), 403, "INFO")
+    assert refused and "you may not post in this room" in refused[0].text, irc.traces()
+
+
+async def reports_a_wrong_password(irc: Irc, bitlbee: Bitlbee) -> None:
+    """The 403's Warning reaches the user, and SIPE stops (no hang, no retry loop)."""
+    irc.root("account sipe off")
+    await irc.expect(r"sipe - Signing off", "SIPE signing off")
+    irc.root("account sipe set password wrong-password")
+    irc.root("account sipe on")
+    error = await irc.expect(r"sipe - Login error: (.+)$", "the wrong-password error")
+    refusals = answers(bitlbee.sip(), 403, "REGISTER")
+    warning = re.search(r'\nWarning: \d+ \S+ "([^"]+)"', refusals[0].text) if refusals else None
+    assert warning and warning.group(1) in error.group(1), (error.group(0), irc.traces())
+    await irc.expect(r"sipe - Logging in: Signing off", "SIPE giving up after the refusal")
+    irc.root("account list")
+    await irc.expect(r"PRIVMSG &bitlbee :End of account list", "bitlbee still answering")
 
 
 async def test_sipe_signs_in_lists_joins_reads_history_and_posts(
@@ -77,64 +158,15 @@ async def test_sipe_signs_in_lists_joins_reads_history_and_posts(
     bitlbee.start()
     irc = await Irc.connect(bitlbee, "tester")
     try:
-        # 1. sign-in with the password: REGISTER, 407, REGISTER with Proxy-Authorization, 200
-        await sign_in(irc, cluster.sip, PASSWORD)
-        await irc.expect(r"sipe - Logging in: Logged in", "SIPE sign-in")
-        trace = bitlbee.sip()
-        registers = sent(trace, "REGISTER ")
-        assert len(registers) >= 2, irc.traces()
-        assert "Proxy-Authorization: Digest" in registers[1].text, registers[1].text
-        assert received(trace, "SIP/2.0 407 "), irc.traces()
-        assert re.search(r"\nCSeq: \d+ REGISTER\n", _first(received(trace, "SIP/2.0 200 ")))
-
-        # 2. the room list, once SIPE's group chat session is up (the second dialog's getinv)
-        await irc.expect_sipe(r"chatserver_response: 'rpl:getinv' result \(200\)", "getinv")
-        irc.root("chat list sipe")
-        index = await irc.expect(r"PRIVMSG &bitlbee :\s+(\d+)\s+Lobby\b", "Lobby in `chat list`")
-        await irc.expect(r"PRIVMSG &bitlbee :1 sipe chatrooms", "the end of the room list")
-
-        # 3. join
-        irc.root(f"chat add sipe !{index.group(1)} #lobby")
-        await irc.expect(r"Chatroom successfully added", "`chat add`")
-        irc.send("JOIN #lobby")
-        await irc.expect(r"^:sipalice!\S+ JOIN :#lobby", "SIPE joining the room")
-
-        # 4. the last 25 posts shown, in order, nothing older
-        mark = irc.mark()
-        await irc.expect(rf"PRIVMSG #lobby :.*history {HISTORY_POSTS}$", "the newest history post")
-        shown = [
-            int(m.group(1))
-            for line in irc.seen_since(mark)
-            if (m := re.search(r"PRIVMSG #lobby :.*history (\d+)$", line))
-        ]
-        oldest = HISTORY_POSTS - 25 + 1
-        assert shown == list(range(oldest, HISTORY_POSTS + 1)), (shown, irc.traces())
-        assert sent(bitlbee.sip(), "INFO ") and any(
-            '<last cnt="25"/>' in m.text for m in sent(bitlbee.sip(), "INFO ")
-        )
-
-        # 5. a live post from a member on another client
-        await bob.post(room, "live from bob")
-        await irc.expect(r"^:sipbob!\S+ PRIVMSG #lobby :live from bob$", "bob's live post")
-
-        # 6. SIPE's post received by that member
-        irc.send("PRIVMSG #lobby :hello from sipe")
-        post = await bob.next_post(timeout=20)
-        assert (post.text, post.author.lower()) == ("hello from sipe", f"sip:alice@{DOMAIN}")
-
-        # 7. a wrong password: reported to the user, and SIPE stops (no hang, no retry loop)
-        irc.root("account sipe off")
-        await irc.expect(r"sipe - Signing off", "SIPE signing off")
-        irc.root("account sipe set password wrong-password")
-        irc.root("account sipe on")
-        error = await irc.expect(r"sipe - Login error: (.+)$", "the wrong-password error")
-        refusal = re.search(
-            r'\nWarning: \d+ \S+ "([^"]+)"', _first(received(bitlbee.sip(), "SIP/2.0 403 "))
-        )
-        assert refusal and refusal.group(1) in error.group(1), (error.group(0), irc.traces())
-        await irc.expect(r"sipe - Logging in: Signing off", "SIPE giving up after the refusal")
-        irc.root("account list")
-        await irc.expect(r"PRIVMSG &bitlbee :End of account list", "bitlbee still answering")
+        await sign_in(irc, f"127.0.0.1:{cluster.sip}", PASSWORD)
+        await signs_in_with_the_password(irc, bitlbee)  # 1
+        index = await lists_rooms(irc, ["Lobby", "Stage"])  # 2
+        await joins(irc, index["Lobby"], "#lobby")  # 3
+        await shows_the_last_25(irc, bitlbee)  # 4
+        await posts_both_ways(irc, bob, room)  # 5 and 6
+        await joins(irc, index["Stage"], "#stage")
+        await sees_a_refused_post_undelivered(irc, bitlbee)
+        await reports_a_wrong_password(irc, bitlbee)  # 7
     finally:
         await irc.close()
         bitlbee.stop()
