@@ -292,6 +292,7 @@ class SipConnection(asyncio.Protocol):
             send=self.send,
             end=self._end_session,
         )
+        session.pool_uri = dialog.local_uri
         self.sessions[dialog.call_id] = session
         self._watch_sessionless()
         self._gw.add_session(session)

@@ -70,6 +70,7 @@ class Session:
         self.dialog = dialog
         self.user = user
         self.session_id = session_id
+        self.pool_uri = ""  # the URI the client INVITEd (requri names it); "": sip:pchat@D
         self._joined: set[str] = set()
         self._held: dict[str, list[bytes]] = {}
         self._queue: deque[tuple[Envelope, Ticket, Callable[..., None], PostAnswer | None]] = (
