@@ -54,6 +54,33 @@ def build_shim(out_dir: Path) -> Path:
     return target
 
 
+def private_ca(folder: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate it signed (localhost, 127.0.0.1): the CA's
+    directory (for SIPE_TEST_CA_DIR), the server's chain and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl (to make a test CA) is not on PATH")
+    ca_dir = folder / "ca"
+    ca_dir.mkdir()
+    ca, ca_key = ca_dir / "ca.pem", folder / "ca.key"
+    cert, key, csr, ext = (folder / n for n in ("server.pem", "server.key", "server.csr", "ext"))
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=pchat test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+         "-keyout", str(ca_key), "-out", str(ca)],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+         "-keyout", str(key), "-out", str(csr)],
+        ["x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-days", "1", "-extfile", str(ext), "-out", str(cert)],
+    ]  # fmt: skip
+    for step in steps:
+        subprocess.run(["openssl", *step], check=True, capture_output=True, timeout=60)
+    chain = folder / "chain.pem"
+    chain.write_text(cert.read_text() + ca.read_text())
+    return ca_dir, chain, key
+
+
 @dataclass(frozen=True)
 class SipTrace:
     """One SIP message as SIPE logged it: sent (True) or received, and its text."""

@@ -7,10 +7,14 @@
  *    libpurple's own SAX2 handlers (with startElementNs) go through untouched.
  * 2. libpurple debug is reported as enabled, verbose and unsafe, so SIPE logs every SIP
  *    message it sends and receives: the trace the test asserts on.
+ * 3. With SIPE_TEST_CA_DIR set, libpurple's CA search path is that directory alone (set at
+ *    load, before libpurple fills in the system paths: /etc/ssl/certs on Debian). libpurple
+ *    reads no environment for its trust store, and the test must not change the machine's.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <libxml/parser.h>
+#include <stdlib.h>
 
 typedef int (*sax_parse_memory)(xmlSAXHandlerPtr, void *, const char *, int);
 
@@ -31,3 +35,17 @@ int xmlSAXUserParseMemory(xmlSAXHandlerPtr sax, void *user_data, const char *buf
 int purple_debug_is_enabled(void) { return 1; }
 int purple_debug_is_verbose(void) { return 1; }
 int purple_debug_is_unsafe(void) { return 1; }
+
+typedef void (*add_ca_search_path)(const char *);
+
+__attribute__((constructor)) static void private_ca_dir(void)
+{
+    const char *dir = getenv("SIPE_TEST_CA_DIR");
+    add_ca_search_path add;
+
+    if (dir == NULL || *dir == '\0')
+        return;
+    add = (add_ca_search_path)dlsym(RTLD_DEFAULT, "purple_certificate_add_ca_search_path");
+    if (add != NULL)
+        add(dir);
+}

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from client.client import PchatClient
-from tests.e2e.bitlbee import Bitlbee, Irc, SipTrace, build_shim, require_sipe
-from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster
+from tests.e2e.bitlbee import Bitlbee, Irc, SipTrace, build_shim, private_ca, require_sipe
+from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster, free_port
 
 HISTORY_POSTS = 30  # more than the 25 SIPE asks for after a join (bccontext <last cnt="25"/>)
 pytestmark = pytest.mark.timeout(240)
@@ -32,11 +32,19 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
 
 
 @pytest.fixture
-def bitlbee(tmp_path: Path) -> Bitlbee:
+def shim(tmp_path: Path) -> Path:
     require_sipe()
-    home = tmp_path / "bitlbee"
-    home.mkdir()
-    return Bitlbee(home, build_shim(tmp_path))
+    return build_shim(tmp_path)
+
+
+def new_bitlbee(folder: Path, shim: Path, env: dict[str, str] | None = None) -> Bitlbee:
+    folder.mkdir()
+    return Bitlbee(folder, shim, env=env)
+
+
+@pytest.fixture
+def bitlbee(tmp_path: Path, shim: Path) -> Bitlbee:
+    return new_bitlbee(tmp_path / "bitlbee", shim)
 
 
 async def lobby_with_history(cluster: Cluster) -> tuple[str, PchatClient]:
@@ -171,3 +179,44 @@ async def test_sipe_signs_in_lists_joins_reads_history_and_posts(
         await irc.close()
         bitlbee.stop()
         await bob.close()
+
+
+async def test_sipe_over_tls_trusts_the_servers_ca(tmp_path: Path, shim: Path) -> None:
+    """SIPE checks the server's certificate: with the test's CA as libpurple's only CA
+    (SIPE_TEST_CA_DIR, the shim) it signs in over TLS; without it, it does not."""
+    ca_dir, chain, key = private_ca(tmp_path)
+    data = tmp_path / "pchat"
+    data.mkdir()
+    tls_port = free_port()
+    tls = {"PCHAT_SIP__TLS_PORT": str(tls_port), "PCHAT_SIP__TLS_CERT": str(chain)}
+    cluster = Cluster(data, 1, env={**tls, "PCHAT_SIP__TLS_KEY": str(key)})
+    await cluster.start()
+    trusting = new_bitlbee(tmp_path / "trusting", shim, {"SIPE_TEST_CA_DIR": str(ca_dir)})
+    doubting = new_bitlbee(tmp_path / "doubting", shim)
+    irc: list[Irc] = []
+    room, bob = await lobby_with_history(cluster)
+    try:
+        trusting.start()
+        irc.append(await Irc.connect(trusting, "tester"))
+        await sign_in(irc[0], f"localhost:{tls_port}", PASSWORD, transport="tls")
+        await signs_in_with_the_password(irc[0], trusting)
+        assert "Successfully verified certificate for localhost" in trusting.text()
+        assert "\nVia: SIP/2.0/tls " in sent(trusting.sip(), "REGISTER ")[0].text
+        index = await lists_rooms(irc[0], ["Lobby", "Stage"])
+        await joins(irc[0], index["Lobby"], "#lobby")
+        await posts_both_ways(irc[0], bob, room)
+
+        doubting.start()  # the system's CAs only: the test CA is not among them
+        irc.append(await Irc.connect(doubting, "doubter"))
+        await sign_in(irc[1], f"localhost:{tls_port}", PASSWORD, transport="tls")
+        await irc[1].expect(r"The certificate for localhost could not be validated", "a doubt")
+        irc[1].root("no")  # the user refuses the unknown certificate: SIPE gives up at once
+        await irc[1].expect(r"sipe - Login error: ", "the refused certificate's error")
+        assert not [line for line in irc[1].lines if "Logged in" in line]
+    finally:
+        for client in irc:
+            await client.close()
+        trusting.stop()
+        doubting.stop()
+        await bob.close()
+        await cluster.stop()
