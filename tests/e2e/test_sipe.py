@@ -63,10 +63,15 @@ async def lobby_with_history(cluster: Cluster) -> tuple[str, PchatClient]:
     return room, bob
 
 
-async def sign_in(irc: Irc, server: str, password: str, transport: str = "tcp") -> None:
+async def sign_in(
+    irc: Irc, server: str, password: str, transport: str = "tcp", proxy: str = ""
+) -> None:
+    """The account as a user sets it up; ``proxy``: SIPE's "Group Chat Proxy" setting."""
     irc.root(f"account add sipe alice@{DOMAIN} {password}")
     irc.root(f"account sipe set server {server}")
     irc.root(f"account sipe set transport {transport}")
+    if proxy:
+        irc.root(f"account sipe set groupchat_user {proxy}")
     irc.root("account sipe on")
 
 
@@ -198,13 +203,19 @@ async def test_sipe_over_tls_trusts_the_servers_ca(tmp_path: Path, shim: Path) -
     try:
         trusting.start()
         irc.append(await Irc.connect(trusting, "tester"))
-        await sign_in(irc[0], f"localhost:{tls_port}", PASSWORD, transport="tls")
+        proxy = f"ocschat@{DOMAIN}"  # a hand-set pool URI: both dialogs and every INFO use it
+        await sign_in(irc[0], f"localhost:{tls_port}", PASSWORD, transport="tls", proxy=proxy)
         await signs_in_with_the_password(irc[0], trusting)
+        assert [m.first_line for m in sent(trusting.sip(), "INVITE ")] == [
+            f"INVITE sip:{proxy} SIP/2.0"
+        ] * 2, irc[0].traces()
         assert "Successfully verified certificate for localhost" in trusting.text()
         assert "\nVia: SIP/2.0/tls " in sent(trusting.sip(), "REGISTER ")[0].text
         index = await lists_rooms(irc[0], ["Lobby", "Stage"])
         await joins(irc[0], index["Lobby"], "#lobby")
         await posts_both_ways(irc[0], bob, room)
+        infos = [m for m in trusting.sip() if not m.sent and m.first_line.startswith("INFO ")]
+        assert infos and all(f"\nFrom: <sip:{proxy}>;tag=" in m.text for m in infos)
 
         doubting.start()  # the system's CAs only: the test CA is not among them
         irc.append(await Irc.connect(doubting, "doubter"))
