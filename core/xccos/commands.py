@@ -303,9 +303,7 @@ class CommandHandler:
             part = self._chanib(room, category)
             budget -= len(part.encode())
             if budget < 0:
-                log.warning(
-                    "the room list for %s is cut at %d rooms (reply size)", user, len(parts)
-                )
+                log.info("the room list for %s is cut at %d rooms (reply size)", user, len(parts))
                 break
             parts.append(part)
         return "".join(parts)
