@@ -281,9 +281,16 @@ class PchatClient(asyncio.Protocol):
     # -- XCCOS --------------------------------------------------------------------------------
 
     async def send_envelope(
-        self, inner: str, *, envid: int | None = None, timeout: float = 10.0
+        self,
+        inner: str,
+        *,
+        envid: int | None = None,
+        timeout: float = 10.0,
+        answered: asyncio.Future[Reply] | None = None,
     ) -> str:
-        """Sends one INFO; retries 503 with backoff (same envid, so retries are safe)."""
+        """Sends one INFO; retries 503 with backoff (same envid, so retries are safe).
+        ``answered``: the rpl of a post, which the server sends before failing the INFO of a
+        refused post; when it has come, the failure is the rpl's to tell."""
         envid = next(self._envid) if envid is None else envid
         body = build.envelope(envid, inner)
         delay = 0.05
@@ -292,6 +299,8 @@ class PchatClient(asyncio.Protocol):
                 "INFO", self._remote_target, in_dialog=True,
                 extra=[("Content-Type", "text/plain")], body=body, timeout=timeout,
             )  # fmt: skip
+            if answered is not None and answered.done():
+                return str(envid)
             if response.status != 503:
                 _check(response)
                 return str(envid)
@@ -329,7 +338,7 @@ class PchatClient(asyncio.Protocol):
             self._replies[str(envid)] = fut
             try:
                 body = build.post(room, self.uri, text)
-                await self.send_envelope(body, envid=envid, timeout=timeout)
+                await self.send_envelope(body, envid=envid, timeout=timeout, answered=fut)
                 reply = await asyncio.wait_for(fut, timeout)
             finally:
                 self._replies.pop(str(envid), None)

@@ -90,6 +90,11 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     message_size_limit: int = 8000  # characters of one post (rpl:getservinfo messageSizeLimit)
     story_size_limit: int = 32000
     search_limit: int = 100  # most rooms one chansrch returns
+    # A chansrch with empty criteria is the whole room list (SIPE's "chat list"): every room
+    # the user may see, up to one reply's bytes (about 300 rooms at the default output cap).
+    # The rooms read from the store for it, before visibility: a bound on its memory and
+    # store time (about 1 KB each). 0: search_limit, as any other search.
+    room_list_max: int = 5000
     history_max: int = 500  # most messages one bccontext returns (cnt 1..500)
     # Items (commands, posts) per XCCOS envelope; more: 413. Each item takes a loop turn.
     envelope_items: int = 16

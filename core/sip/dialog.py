@@ -14,6 +14,7 @@ class Dialog:
 
     __slots__ = (
         "call_id",
+        "local_uri",
         "local_tag",
         "remote_tag",
         "remote_uri",
@@ -39,6 +40,7 @@ class Dialog:
         transport: str = "TCP",
     ) -> None:
         self.call_id = call_id
+        self.local_uri = local_uri  # what the client INVITEd: our From, and requri's answer
         self.local_tag = local_tag
         self.remote_tag = remote_tag
         self.remote_uri = remote_uri

@@ -101,6 +101,7 @@ REASONS: dict[int, str] = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    407: "Proxy Authentication Required",
     408: "Request Timeout",
     409: "Conflict",
     413: "Request Entity Too Large",

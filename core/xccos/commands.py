@@ -70,6 +70,7 @@ class SessionView(Protocol):
     user: str
     session_id: str
     gateway: int
+    pool_uri: str  # the URI the client INVITEd for this session; "" when none
 
     def begin_join(self, room_id: str) -> None:
         """Start receiving the room's events (held back until ``end_join``)."""
@@ -87,6 +88,7 @@ class ServerInfo(msgspec.Struct, frozen=True, kw_only=True):
     message_size_limit: int
     story_size_limit: int
     history_max: int
+    room_list_max: int = 5000  # limits.room_list_max: rooms read for an empty chansrch
     http_base: str = ""  # e.g. "http://host:8080"; "" leaves the service URLs empty
     # Bytes one reply may hold. Below the connection's output cap, so an honest reader
     # is never cut off as a slow consumer by its own answer; history pages at it.
@@ -171,8 +173,15 @@ class CommandHandler:
     async def on_grpchat(
         self, session: SessionView, envid: str, post: Post, *, client_key: str | None = None
     ) -> str:
-        """A grpchat from the client: rpl:grpchat once durable (XCCOS.md §5). ``client_key``
-        (default: the envid) makes a re-sent copy of the same post one post."""
+        """A grpchat from the client: rpl:grpchat once durable (XCCOS.md §5)."""
+        return (await self.grpchat_outcome(session, envid, post, client_key=client_key))[0]
+
+    async def grpchat_outcome(
+        self, session: SessionView, envid: str, post: Post, *, client_key: str | None = None
+    ) -> tuple[str, PchatError | None]:
+        """The rpl:grpchat once durable, and the refusal (None when stored), which the edge
+        also answers the post's INFO with. ``client_key`` (default: the envid) makes a
+        re-sent copy of the same post one post."""
         try:
             if post.author and not same_address(post.author, session.user):
                 raise Forbidden("author is not the signed-in user")
@@ -188,10 +197,11 @@ class CommandHandler:
                 f'<grpchat chanUri="{build.esc(post.chan_uri)}" msgid="{result.seq}" '
                 f'ts="{ts_iso(result.ts_ms)}"/>'
             )
-            return build.rpl("rpl:grpchat", post.seqid, post.seqid, envid, 200, data)
+            return build.rpl("rpl:grpchat", post.seqid, post.seqid, envid, 200, data), None
         except PchatError as exc:
             data = f'<grpchat chanUri="{build.esc(post.chan_uri)}"/>'
-            return build.rpl("rpl:grpchat", post.seqid, post.seqid, envid, exc.xccos_code, data)
+            reply = build.rpl("rpl:grpchat", post.seqid, post.seqid, envid, exc.xccos_code, data)
+            return reply, exc
 
     async def _seen_room(
         self, session: SessionView, room_id: str
@@ -248,7 +258,9 @@ class CommandHandler:
     # -- handlers (named _on_<command>) ---------------------------------------------------
 
     async def _on_requri(self, session: SessionView, data: Element | None) -> str:
-        return build.uib(f"sip:pchat@{self._info.domain}")
+        # The lookup step (SIPE: INVITE the pool, requri, BYE, INVITE the answer): name back
+        # the URI this dialog was INVITEd with, so a hand-set pool URI (ocschat@) is kept.
+        return build.uib(session.pool_uri or f"sip:pchat@{self._info.domain}")
 
     async def _on_getserverinfo(self, session: SessionView, data: Element | None) -> str:
         i = self._info
@@ -289,11 +301,28 @@ class CommandHandler:
     async def _on_chansrch(self, session: SessionView, data: Element | None) -> str:
         qib = data.find("qib") if data is not None else None
         criteria = qib.get("criteria") if qib is not None else ""
+        if not criteria:
+            return await self._room_list(session.user)
         limit = self._info.search_limit
         # Fetch more than the limit: rooms the searcher may not see are filtered out here.
         found = await self._store.search_rooms(criteria, limit * 4)
         visible = (await self._visible(found, session.user))[:limit]
         return "".join(self._chanib(r, c) for r, c in visible)
+
+    async def _room_list(self, user: str) -> str:
+        """Empty criteria: every room the user may see, by name, as many as one reply holds.
+        SIPE reads one rpl:chansrch and closes its room list, so this is not paged."""
+        found = await self._store.search_rooms("", self._info.room_list_max)
+        budget = self._info.reply_budget_bytes - 1024  # the rpl around them
+        parts: list[str] = []
+        for room, category in await self._visible(found, user):
+            part = self._chanib(room, category)
+            budget -= len(part.encode())
+            if budget < 0:
+                log.info("the room list for %s is cut at %d rooms (reply size)", user, len(parts))
+                break
+            parts.append(part)
+        return "".join(parts)
 
     async def _join_one(
         self, session: SessionView, room_id: str, ids: dict[str, int] | None = None

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import socket
 from collections import deque
+from functools import partial
 from typing import cast
 
 from core.errors import BadRequest, FramingLost, PchatError, QuotaExceeded
@@ -19,7 +20,8 @@ from core.sip.dialog import Dialog
 from core.sip.message import SipMessage
 from core.sip.useragent import METHODS, Endpoint, UserAgent
 from core.store.base import UserRecord
-from core.xccos.envelope import Envelope, decode_envelope, decode_post_fast
+from core.xccos.envelope import Envelope, Post, decode_envelope, decode_post_fast
+from shards.worker.answer import PostAnswer
 from shards.worker.gateway import Gateway
 from shards.worker.session import Session
 
@@ -290,6 +292,7 @@ class SipConnection(asyncio.Protocol):
             send=self.send,
             end=self._end_session,
         )
+        session.pool_uri = dialog.local_uri
         self.sessions[dialog.call_id] = session
         self._watch_sessionless()
         self._gw.add_session(session)
@@ -314,7 +317,8 @@ class SipConnection(asyncio.Protocol):
         return [("Retry-After", str(self._gw.settings.limits.retry_after_s))]
 
     def _on_info(self, msg: SipMessage) -> None:
-        """The hot path: admission, decode, 200 at once, the reply later (XCCOS.md §1.3)."""
+        """The hot path: admission, decode, 200 at once (for posts: once they have their
+        outcome), the reply later (XCCOS.md §1.3)."""
         session = self.sessions.get(msg.call_id)
         if session is None:
             self._ua.reply(msg, 481)
@@ -343,8 +347,20 @@ class SipConnection(asyncio.Protocol):
             if not envelope.items:
                 self._ua.reply(msg, 400, warning="empty XCCOS envelope")
                 return
+            answer = None
+            if any(isinstance(item, Post) for item in envelope.items):
+                # Only posts wait: their INFO fails when they are refused (answer.py).
+                answer = PostAnswer(partial(self._answer_posts, msg), session.send_inner)
+            else:
+                self._ua.reply(msg, 200)
+            session.submit(envelope, ticket, answer)
+
+    def _answer_posts(self, msg: SipMessage, refusal: PchatError | None) -> None:
+        if refusal is None:
             self._ua.reply(msg, 200)
-            session.submit(envelope, ticket)
+            return
+        extra = self._retry_after() if refusal.sip_status == 503 else []
+        self._ua.reply(msg, refusal.sip_status, warning=str(refusal) or refusal.reason, extra=extra)
 
     def _decode(self, body: bytes) -> Envelope:
         fast = decode_post_fast(body)

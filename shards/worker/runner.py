@@ -220,6 +220,7 @@ def _server_info(settings: Settings) -> ServerInfo:
     return ServerInfo(
         domain=settings.domain,
         search_limit=settings.limits.search_limit,
+        room_list_max=settings.limits.room_list_max or settings.limits.search_limit,
         message_size_limit=settings.limits.message_size_limit,
         story_size_limit=settings.limits.story_size_limit,
         history_max=settings.limits.history_max,

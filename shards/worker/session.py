@@ -14,12 +14,14 @@ from collections import deque
 from collections.abc import Callable, Set
 from typing import Protocol
 
+from core.errors import NoDialog, PchatError
 from core.sip.dialog import Dialog
 from core.xccos import build
 from core.xccos.commands import COMMANDS, CommandHandler
 from core.xccos.envelope import Command, Envelope, Post
 from shards.metrics import Metrics
 from shards.worker.admission import Ticket
+from shards.worker.answer import PostAnswer
 from shards.worker.newcontent import Pending
 
 log = logging.getLogger(__name__)
@@ -68,9 +70,12 @@ class Session:
         self.dialog = dialog
         self.user = user
         self.session_id = session_id
+        self.pool_uri = ""  # the URI the client INVITEd (requri names it); "": sip:pchat@D
         self._joined: set[str] = set()
         self._held: dict[str, list[bytes]] = {}
-        self._queue: deque[tuple[Envelope, Ticket, Callable[..., None]]] = deque()
+        self._queue: deque[tuple[Envelope, Ticket, Callable[..., None], PostAnswer | None]] = (
+            deque()
+        )
         self._task: asyncio.Task[None] | None = None
         self._posts: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.TimerHandle | None = None
@@ -136,66 +141,85 @@ class Session:
     def can_queue(self) -> bool:
         return len(self._queue) < MAX_SESSION_QUEUE
 
-    def submit(self, envelope: Envelope, ticket: Ticket) -> None:
+    def submit(self, envelope: Envelope, ticket: Ticket, answer: PostAnswer | None = None) -> None:
         """Queues an admitted envelope, holding its ticket until its last item is answered;
-        commands of one session run in arrival order."""
-        self._queue.append((envelope, ticket, ticket.hold()))
+        commands of one session run in arrival order. ``answer``: the INFO of an envelope
+        with posts, answered once they have their outcome (shards/worker/answer.py)."""
+        self._queue.append((envelope, ticket, ticket.hold(), answer))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
             while self._queue and not self.closed:
-                envelope, ticket, release = self._queue.popleft()
+                envelope, ticket, release, answer = self._queue.popleft()
                 try:
-                    await self._run_envelope(envelope, ticket)
+                    await self._run_envelope(envelope, ticket, answer)
                 except Exception:  # a bug: logged once, this session ends, the worker stays
                     log.exception("bug running an envelope of %s; ending the session", self.user)
+                    if answer is not None:
+                        answer.fail(PchatError("internal error"))
                     self.end()
                 finally:
                     release()
         finally:
             self._task = None
-            for _, _, release in self._queue:  # dropped on close: their places go back
+            for _, _, release, answer in self._queue:  # dropped on close: places go back
+                if answer is not None:
+                    answer.fail(NoDialog("the session ended"))
                 release()
             self._queue.clear()
 
-    async def _run_envelope(self, envelope: Envelope, ticket: Ticket) -> None:
+    async def _run_envelope(
+        self, envelope: Envelope, ticket: Ticket, answer: PostAnswer | None
+    ) -> None:
         """Runs an envelope's items in order, yielding to the loop between them. Posts are
         started in order (so they take their seq in arrival order) and answered when
         durable; each holds the envelope's ticket until then."""
+        reply = self.send_inner if answer is None else answer.reply
         n = 0
         for i, item in enumerate(envelope.items):
             if i:
                 await asyncio.sleep(0)  # one item per turn: a long envelope shares the loop
             if self.closed:
+                if answer is not None:
+                    answer.fail(NoDialog("the session ended"))
                 return
             if isinstance(item, Post):
                 # The retry key is the envid, made unique per post (by position).
                 key = envelope.envid if n == 0 else f"{envelope.envid}.{n}"
                 n += 1
+                if answer is not None:
+                    answer.started()
                 task = asyncio.get_running_loop().create_task(
-                    self._run_post(envelope.envid, key, item)
+                    self._run_post(envelope.envid, key, item, answer)
                 )
                 self._posts.add(task)
                 task.add_done_callback(self._posts.discard)
                 task.add_done_callback(ticket.hold())  # held until the post is answered
             elif isinstance(item, Command):
                 started = time.perf_counter()
-                reply = await self._host.handler.command(self, envelope.envid, item)
-                self.send_inner(reply)
+                reply(await self._host.handler.command(self, envelope.envid, item))
                 name = item.name if item.name in COMMANDS else "unknown"  # bounded label set
                 self._host.metrics.command(name, time.perf_counter() - started)
+        if answer is not None:
+            answer.seal()
 
-    async def _run_post(self, envid: str, key: str, post: Post) -> None:
+    async def _run_post(self, envid: str, key: str, post: Post, answer: PostAnswer | None) -> None:
         started = time.perf_counter()
+        handler = self._host.handler
         try:
-            reply = await self._host.handler.on_grpchat(self, envid, post, client_key=key)
+            reply, refusal = await handler.grpchat_outcome(self, envid, post, client_key=key)
         except Exception:  # a bug: as in _drain
             log.exception("bug running a post of %s; ending the session", self.user)
+            if answer is not None:
+                answer.fail(PchatError("internal error"))
             self.end()
             return
-        self.send_inner(reply)
+        if answer is None:
+            self.send_inner(reply)
+        else:
+            answer.post_done(reply, refusal)
         self._host.metrics.command("grpchat", time.perf_counter() - started)
 
     # -- lifetime -------------------------------------------------------------------------

@@ -118,3 +118,16 @@ def test_hostile_envelope_bench_smoke(tmp_path: Path) -> None:
     assert set(result["envelope_answers"]) == {"413"}  # 300 items: over the envelope cap
     assert result["probe_posts"] > 0 and result["calm_p50_ms"] > 0
     assert result["rss_peak_mb"] >= result["rss_before_mb"] > 0
+
+
+def test_answer_cost_bench_smoke(tmp_path: Path) -> None:
+    """bench/answer_cost.py on tiny numbers: every post answered 200, its SIP answer no later
+    than its rpl (the answer goes out first)."""
+    args = [sys.executable, "-m", "bench.answer_cost", "--posts", "40", "--in-flight", "4"]
+    args += ["--out", str(tmp_path), "--label", "smoke"]
+    done = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [result_file] = tmp_path.glob("answer-cost-smoke-*/result.json")
+    result = json.loads(result_file.read_text())
+    assert result["statuses"] == [200] and result["posts"] == 40
+    assert result["answer_ms"]["p50"] <= result["rpl_ms"]["p50"]
