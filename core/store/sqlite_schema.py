@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS users (uri TEXT PRIMARY KEY, display_name TEXT NOT NULL,"
@@ -71,5 +71,9 @@ SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS compliance_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " kind TEXT NOT NULL, payload TEXT NOT NULL, ts_ms INTEGER NOT NULL)",
 )
+# Version 2: the shard owners' fencing tokens (ARCHITECTURE §8), one row per claimed shard.
+SHARD_EPOCHS: tuple[str, ...] = (
+    "CREATE TABLE IF NOT EXISTS shard_epochs (shard INTEGER PRIMARY KEY, epoch INTEGER NOT NULL)",
+)
 # MIGRATIONS[v] takes schema version v to v + 1; version 0 is an empty file.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA, SHARD_EPOCHS)
