@@ -153,14 +153,17 @@ class LeaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # on the bus, in rosters and in session ids. 0 for a single host.
     host_id: int = 0
     # How long a lease lives without renewal: a dead host's shards are taken this long
-    # after its last renewal (plus one renew_s tick). 3 s keeps a takeover inside 5 s and
-    # still rides out two lost renewals. Must be at least 2 x renew_s.
+    # after its last renewal (plus one renew_s tick). 3 s keeps a takeover inside 5 s.
+    # A worker trusts its leases for 80 % of it after a renewal, so one whose loop
+    # stalls past that stops serving. Must be at least 2 x renew_s.
     ttl_s: float = 3.0
-    # Each worker renews its leases, reads the pool's and hands shards over this often.
-    renew_s: float = 1.0
+    # Each worker renews its leases, reads the pool's and hands shards over this often:
+    # 0.5 s leaves a stalled loop 1.9 s before it must step down (two cores shared by
+    # many processes stall for a second at times), at three Redis round trips a tick.
+    renew_s: float = 0.5
     # Shards one worker hands over per tick when a host joins (or a restarted worker comes
     # back): bounded, so a join moves rooms in small steps instead of all at once.
-    handover_batch: int = 32
+    handover_batch: int = 64
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -54,14 +54,14 @@ class Placement:
     def nodes(self) -> frozenset[int]:
         return self._nodes
 
-    def target(self, shard: int) -> tuple[int, bool] | None:
-        """(node, preferred): the worker that should hold the shard, and whether it is the
-        shard's own worker (False: a stand-in while that one is down). None: nobody is up."""
+    def target(self, shard: int) -> tuple[int, int] | None:
+        """(node, own): the worker that should hold the shard now, and the shard's own
+        worker (the same, or one that is down while ``node`` stands in). None: nobody is up."""
         if not self._hosts:
             return None
         host = max(self._hosts, key=lambda h: (_score(shard, h), -h))
         want = node_id(host, shard % self._hosts[host])
         if want in self._nodes:
-            return want, True
+            return want, want
         standins = self._standins[host]
-        return standins[shard % len(standins)], False
+        return standins[shard % len(standins)], want

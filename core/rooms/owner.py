@@ -46,6 +46,15 @@ class EventSink(Protocol):
     def publish(self, event: RoomEvent) -> None: ...
 
 
+# A room's fencing token: (shard, epoch) of the lease this worker serves it under. It
+# raises Overloaded when the room's shard is not served here (any more).
+Fence = Callable[[str], tuple[int, int]]
+
+
+def unfenced(room_id: str) -> tuple[int, int]:
+    return -1, 0  # one worker, no leases: every room is this worker's
+
+
 class OwnerSettings(msgspec.Struct, frozen=True, kw_only=True):
     ring_size: int = 200
     message_size_limit: int = 8000
@@ -87,11 +96,19 @@ class RoomState:
         "ring",
         "ring_complete",
         "retries",
+        "shard",
+        "epoch",
     )
 
     def __init__(
-        self, record: RoomRecord, category: CategoryRecord, next_seq: int, ring_size: int
+        self,
+        record: RoomRecord,
+        category: CategoryRecord,
+        next_seq: int,
+        ring_size: int,
+        token: tuple[int, int],
     ) -> None:
+        self.shard, self.epoch = token  # every write of this state carries them
         self.record = record
         self.category = category
         self.roster = Roster()
@@ -113,8 +130,10 @@ class RoomOwner:
         settings: OwnerSettings,
         clock: Callable[[], float] = time.time,
         recorder: GroupCommitter[OutboxEvent] | None = None,
+        fence: Fence = unfenced,
     ) -> None:
         self._store = store
+        self._fence = fence
         self._committer = committer
         # Compliance: JOIN, PART, BACKCHAT (and posts of rooms without history) are written
         # here before they take effect; posts carry theirs in their own transaction.
@@ -156,6 +175,15 @@ class RoomOwner:
         return state
 
     async def _load(self, room_id: str) -> RoomState | None:
+        """Read after the shard's epoch was claimed, so it sees every write of the owners
+        before; a state loaded across a loss of the shard is not kept."""
+        token = self._fence(room_id)
+        state = await self._read(room_id, token)
+        if self._fence(room_id) != token:
+            raise Overloaded("the room moved to another worker while loading; retry")
+        return state
+
+    async def _read(self, room_id: str, token: tuple[int, int]) -> RoomState | None:
         record = await self._store.get_room(room_id)
         if record is None:
             return None
@@ -167,7 +195,7 @@ class RoomOwner:
             # Nothing is stored to continue from: msgids start from the clock (µs), so they
             # still increase across restarts (up to a million posts a second).
             max_seq = max(max_seq, int(self._clock() * 1_000_000))
-        state = RoomState(record, category, max_seq + 1, self._settings.ring_size)
+        state = RoomState(record, category, max_seq + 1, self._settings.ring_size, token)
         recent = await self._store.history_last(room_id, self._settings.ring_size)
         state.ring.extend(recent)
         state.ring_complete = not recent or recent[0].seq == 1
@@ -212,6 +240,13 @@ class RoomOwner:
         ucnt = state.roster.user_count
         if who is not None and user_left and ucnt < self._settings.participant_update_limit:
             self._sink.publish(PartEvent(room_id, who.user, session, who.gateway, ucnt))
+
+    def drop_shards(self, shards: set[int]) -> None:
+        """This worker no longer serves these shards: their rooms' hot state goes (the new
+        owner loads it from the store; gateways re-announce their sessions there)."""
+        for room_id, state in list(self._rooms.items()):
+            if state.shard in shards:
+                del self._rooms[room_id]
 
     def drop_gateway(self, gateway: int) -> None:
         """A gateway restarted or lost touch: its sessions leave every roster silently
@@ -276,6 +311,8 @@ class RoomOwner:
             text=text,
             client_key=client_key,
             session=session,
+            shard=state.shard,
+            epoch=state.epoch,
         )
         if not state.category.history:
             state.next_seq += 1  # taken now: the task below may run after the next post
@@ -294,7 +331,7 @@ class RoomOwner:
         """History off in the category: the post is delivered and forgotten (never stored);
         only the compliance archive, when on, keeps it (recorded before the reply)."""
         if self._recorder is not None:
-            await self._recorder.write(chat_event(message))
+            await self._recorder.write(self._fenced(state, chat_event(message)))
         seq, now_ms = message.seq, message.ts_ms
         state.committed_seq = seq
         future.set_result(PostResult(seq, now_ms))
@@ -398,11 +435,15 @@ class RoomOwner:
             lost = [p.session for p in state.roster if not rules.can_read(record, category, p.user)]
             self._kick(state, lost)
 
+    @staticmethod
+    def _fenced(state: RoomState, event: OutboxEvent) -> OutboxEvent:
+        return msgspec.structs.replace(event, shard=state.shard, epoch=state.epoch)
+
     def _activity(
         self, kind: Kind, state: RoomState, user: str, session: str, text: str
     ) -> OutboxEvent:
         now_ms = int(self._clock() * 1000)
-        return to_outbox(
+        event = to_outbox(
             Activity(
                 kind=kind,
                 user=user,
@@ -413,6 +454,7 @@ class RoomOwner:
                 room_name=state.record.name,
             )
         )
+        return self._fenced(state, event)
 
     async def _record(
         self, kind: Kind, state: RoomState, user: str, session: str, text: str = ""

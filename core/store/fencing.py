@@ -7,10 +7,13 @@ transaction, so an owner that lost its lease (paused, partitioned) writes nothin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Generic, TypeVar
 
 from core.errors import Fenced
 from core.store.base import NewMessage, OutboxEvent
+
+Item = TypeVar("Item", NewMessage, OutboxEvent)
 
 
 def tokens_of(*batches: Iterable[NewMessage | OutboxEvent]) -> list[tuple[int, int]]:
@@ -25,3 +28,26 @@ def check_tokens(tokens: list[tuple[int, int]], current: Mapping[int, int]) -> N
     stale = sorted({shard for shard, epoch in tokens if current.get(shard) != epoch})
     if stale:
         raise Fenced(stale)
+
+
+class FencedWrite(Generic[Item]):
+    """A group commit's write whose ``Fenced`` refusal first tells the owner which of the
+    tokens it wrote with went stale (it steps down for those shards), then propagates."""
+
+    __slots__ = ("_write", "_stale")
+
+    def __init__(
+        self,
+        write: Callable[[list[Item]], Awaitable[None]],
+        stale: Callable[[list[tuple[int, int]]], None],
+    ) -> None:
+        self._write: Callable[[list[Item]], Awaitable[None]] = write
+        self._stale = stale
+
+    async def __call__(self, batch: list[Item]) -> None:
+        try:
+            await self._write(batch)
+        except Fenced as exc:
+            refused = set(exc.shards)
+            self._stale([token for token in tokens_of(batch) if token[0] in refused])
+            raise

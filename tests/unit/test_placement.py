@@ -22,16 +22,17 @@ def targets(live: dict[int, int]) -> list[int]:
 def test_one_host_is_shard_mod_workers() -> None:
     live = {node_id(0, i): 4 for i in range(4)}
     assert targets(live) == [k % 4 for k in range(SHARDS)]
-    assert all(Placement(live).target(k) == (k % 4, True) for k in range(SHARDS))
+    assert all(Placement(live).target(k) == (k % 4, k % 4) for k in range(SHARDS))
 
 
 def test_a_down_worker_has_stand_ins_on_its_host() -> None:
     live = {node_id(0, 0): 3, node_id(0, 2): 3}  # worker 1 of 3 is restarting
     placement = Placement(live)
     for shard in range(SHARDS):
-        node, preferred = placement.target(shard) or (-1, False)
-        assert preferred == (shard % 3 != 1)
+        node, own = placement.target(shard) or (-1, -1)
+        assert own == shard % 3
         assert node in live
+        assert (node == own) == (shard % 3 != 1)
     assert Placement({}).target(5) is None
 
 
