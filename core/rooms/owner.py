@@ -40,6 +40,10 @@ RETRY_WINDOW_MS = 5 * 60 * 1000  # XCCOS.md §5: a re-sent envelope within 5 min
 # Retry keys kept per room: 5 minutes of a 30 posts/s room fits; beyond it the oldest go
 # first, which only shortens the retry window of the busiest rooms.
 MAX_RETRY_KEYS = 10_000
+# After a room is loaded (a takeover: a new owner starts with an empty roster) gateways
+# re-announce their sessions; a post from one not yet re-announced gets 503 (retried)
+# rather than 403 for this long. Re-announcing takes milliseconds; 5 s covers a busy box.
+REJOIN_GRACE_S = 5.0
 
 
 class EventSink(Protocol):
@@ -98,6 +102,7 @@ class RoomState:
         "retries",
         "shard",
         "epoch",
+        "loaded_s",
     )
 
     def __init__(
@@ -107,8 +112,10 @@ class RoomState:
         next_seq: int,
         ring_size: int,
         token: tuple[int, int],
+        loaded_s: float,
     ) -> None:
         self.shard, self.epoch = token  # every write of this state carries them
+        self.loaded_s = loaded_s
         self.record = record
         self.category = category
         self.roster = Roster()
@@ -195,7 +202,9 @@ class RoomOwner:
             # Nothing is stored to continue from: msgids start from the clock (µs), so they
             # still increase across restarts (up to a million posts a second).
             max_seq = max(max_seq, int(self._clock() * 1_000_000))
-        state = RoomState(record, category, max_seq + 1, self._settings.ring_size, token)
+        state = RoomState(
+            record, category, max_seq + 1, self._settings.ring_size, token, self._clock()
+        )
         recent = await self._store.history_last(room_id, self._settings.ring_size)
         state.ring.extend(recent)
         state.ring_complete = not recent or recent[0].seq == 1
@@ -289,6 +298,9 @@ class RoomOwner:
         if not rules.can_see(state.record, state.category, user):
             raise NotFound("no such room")
         if session not in state.roster:
+            # Leased (shard >= 0): other gateways may still be re-announcing their sessions.
+            if state.shard >= 0 and self._clock() - state.loaded_s < REJOIN_GRACE_S:
+                raise Overloaded("the room's new owner is still hearing who is in; retry")
             raise Forbidden("join the room before posting")
         if not rules.can_post(state.record, state.category, user):
             raise Forbidden("you may not post in this room")

@@ -52,6 +52,10 @@ from core.store.rows import (
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 4
 CONNECT_TIMEOUT_S = 10.0
+# A process paused (SIGSTOP, a VM stall) inside a transaction keeps its locks; a fenced
+# write holds FOR SHARE on its shard's epoch row, which would block the claim of the
+# worker taking over. The server ends such a transaction after this long instead.
+IDLE_IN_TRANSACTION_MS = 5000
 
 
 _INSERT_OUTBOX = "INSERT INTO compliance_outbox (kind, payload, ts_ms) VALUES ($1, $2, $3)"
@@ -98,6 +102,9 @@ class PostgresStore:
                 min_size=self._pool_size[0],
                 max_size=self._pool_size[1],
                 timeout=CONNECT_TIMEOUT_S,
+                server_settings={
+                    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)
+                },
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise StoreError(f"postgres: cannot connect: {exc}") from exc
