@@ -393,3 +393,19 @@ def test_log_level_is_a_logging_level() -> None:
     assert load_settings(env={"PCHAT_LOG_LEVEL": "debug"}).log_level == "DEBUG"
     with pytest.raises(ConfigError, match="log_level must be one of DEBUG, INFO"):
         load_settings(env={"PCHAT_LOG_LEVEL": "LOUD"})
+
+
+def test_lease_settings_from_env_and_their_bounds() -> None:
+    settings = load_settings(env={"PCHAT_LEASES__HOST_ID": "3", "PCHAT_WORKERS": "2"})
+    assert settings.leases.host_id == 3
+    assert settings.leased  # two workers: shards are leased
+    assert not load_settings(env={}).leased  # one worker of one host holds every shard
+    for env, word in (
+        ({"PCHAT_LEASES__HOST_ID": "-1"}, "host_id"),
+        ({"PCHAT_LEASES__TTL_S": "0.5", "PCHAT_LEASES__RENEW_S": "0.5"}, "ttl_s"),
+        ({"PCHAT_LEASES__RENEW_S": "0"}, "renew_s"),
+        ({"PCHAT_LEASES__HANDOVER_BATCH": "0"}, "handover_batch"),
+        ({"PCHAT_WORKERS": "1001", "PCHAT_SHARDS": "2048"}, "at most 1000"),
+    ):
+        with pytest.raises(ConfigError, match=word):
+            load_settings(env=env)
