@@ -11,6 +11,7 @@ import ssl
 import sys
 
 from client.chat import run_chat
+from client.pool import PoolAddresses, parse_addresses
 from client.session import PchatClient
 from core.config import Settings
 
@@ -24,7 +25,11 @@ def add_arguments(chat: argparse.ArgumentParser) -> None:
         help=f"visible in `ps`: prefer --password-file, ${PASSWORD_ENV} or the prompt",
     )
     chat.add_argument("--password-file", help="read the password from the first line of FILE")
-    chat.add_argument("--host", default="127.0.0.1")
+    chat.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the server, or a pool: host[:port],host[:port],... (tried in turn on reconnect)",
+    )
     chat.add_argument("--port", type=int, default=5041, help="SIP port (TLS: usually 5061)")
     chat.add_argument("--tls", action="store_true", help="SIP over TLS, checking the certificate")
     chat.add_argument("--tls-ca", help="trust this PEM CA/certificate file (implies --tls)")
@@ -74,10 +79,14 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
 
+    try:
+        pool = PoolAddresses(parse_addresses(args.host, args.port))
+    except ValueError as exc:
+        print(f"pchat chat: --host: {exc}", file=sys.stderr)
+        return 2
+
     async def connect() -> PchatClient:
-        client = await PchatClient.connect(
-            args.host, args.port, args.user, password, domain=settings.domain, tls=tls
-        )
+        client = await pool.connect(args.user, password, domain=settings.domain, tls=tls)
         try:
             await client.sign_in()
         except BaseException:

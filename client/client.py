@@ -7,6 +7,7 @@ The parts live in modules named for what they hold: errors, inbox (chat messages
 from client.errors import SipError, XccosError
 from client.inbox import MAX_INBOX, ChatMessage
 from client.lean import LeanClient, bound_socket
+from client.pool import PoolAddresses, parse_addresses
 from client.session import PchatClient
 
 __all__ = [
@@ -14,7 +15,9 @@ __all__ = [
     "ChatMessage",
     "LeanClient",
     "PchatClient",
+    "PoolAddresses",
     "SipError",
     "XccosError",
     "bound_socket",
+    "parse_addresses",
 ]

@@ -197,6 +197,30 @@ class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     audit_file: str = ""
 
 
+MAX_WORKERS_PER_HOST = 1000  # a worker's pool-wide id is host_id * 1000 + its index
+
+
+class LeaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Shard ownership by leases in Redis (ARCHITECTURE §8); used whenever there is more
+    than one worker in the pool (workers > 1 or pool_hosts > 1)."""
+
+    # This host's number in the pool, unique per host: its workers are host_id * 1000 + i
+    # on the bus, in rosters and in session ids. 0 for a single host.
+    host_id: int = 0
+    # How long a lease lives without renewal: a dead host's shards are taken this long
+    # after its last renewal (plus one renew_s tick). 3 s keeps a takeover inside 5 s.
+    # A worker trusts its leases for 80 % of it after a renewal, so one whose loop
+    # stalls past that stops serving. Must be at least 2 x renew_s.
+    ttl_s: float = 3.0
+    # Each worker renews its leases, reads the pool's and hands shards over this often:
+    # 0.5 s leaves a stalled loop 1.9 s before it must step down (two cores shared by
+    # many processes stall for a second at times), at three Redis round trips a tick.
+    renew_s: float = 0.5
+    # Shards one worker hands over per tick when a host joins (or a restarted worker comes
+    # back): bounded, so a join moves rooms in small steps instead of all at once.
+    handover_batch: int = 64
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     domain: str = "example.com"
     data_dir: str = "./data"
@@ -220,6 +244,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     compliance: ComplianceSettings = msgspec.field(default_factory=ComplianceSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     files: FileSettings = msgspec.field(default_factory=FileSettings)
+    leases: LeaseSettings = msgspec.field(default_factory=LeaseSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
 
     @property
@@ -277,6 +302,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def redis_socket(self) -> str:
         """Where the embedded redis-server listens (a unix socket in the data directory)."""
         return str(Path(self.data_dir).resolve() / "redis.sock")
+
+    @property
+    def leased(self) -> bool:
+        """Shards are leased (more than one worker in the pool) rather than all local."""
+        return self.workers > 1 or self.pool_hosts > 1
 
     @property
     def effective_redis_url(self) -> str:
@@ -375,6 +405,17 @@ def _check_pool(settings: Settings) -> None:
         raise ConfigError(
             f"pool_hosts = {settings.pool_hosts} needs a shared PostgreSQL store "
             "(store = postgresql://...); an SQLite store belongs to one host"
+        )
+    leases = settings.leases
+    if not 0 <= leases.host_id < 2**31 // MAX_WORKERS_PER_HOST - 1:
+        raise ConfigError(f"leases.host_id must be 0..2147482; got {leases.host_id}")
+    if settings.workers > MAX_WORKERS_PER_HOST:
+        raise ConfigError(f"workers must be at most {MAX_WORKERS_PER_HOST} per host")
+    if leases.renew_s <= 0 or leases.ttl_s < 2 * leases.renew_s or leases.handover_batch < 1:
+        raise ConfigError(
+            "leases.renew_s must be > 0, leases.ttl_s >= 2 x leases.renew_s and "
+            f"leases.handover_batch >= 1; got {leases.renew_s}, {leases.ttl_s}, "
+            f"{leases.handover_batch}"
         )
 
 

@@ -100,6 +100,15 @@ class Overloaded(PchatError):
     xccos_code = 503
 
 
+class Fenced(Overloaded):
+    """A write came from a stale shard owner: its fencing token (epoch) is not the shard's
+    current one. Nothing was written; the owner steps down and the client retries."""
+
+    def __init__(self, shards: list[int]) -> None:
+        super().__init__(f"not the owner of shard(s) {shards} any more")
+        self.shards = shards
+
+
 class StoreError(PchatError):
     """The chat store failed; nothing was acknowledged."""
 

@@ -1,9 +1,10 @@
 """The Redis bus: room events fanned out to gateways, requests to owners on other workers.
 
 Channels (ARCHITECTURE §6): ``pchat:room:<id>`` carries a room's events; a worker
-subscribes while it holds sessions in a room another worker owns. ``pchat:worker:<n>``
-carries requests to worker n's rooms, answered on ``pchat:reply:<asker>``.
-``pchat:control`` carries announcements of workers that (re)joined the bus.
+subscribes while it holds sessions in a room another worker owns. ``pchat:owner:<k>``
+carries requests to shard k's rooms (only its lease holder subscribes), answered on
+``pchat:reply:<asker>``. ``pchat:control`` carries announcements of workers that
+(re)joined the bus, took shards or gave them up.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from core.store.base import MessageRecord
 from shards import wire
 from shards.metrics import Metrics
 from shards.resp import RespClient, RespError, RespSubscriber
-from shards.routing import ShardMap
+from shards.routing import Ownership, ShardMap
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 class Gateway(Protocol):
     def on_event(self, event: RoomEvent) -> None: ...
     def on_remote_event(self, event: RoomEvent) -> None: ...
-    def rejoin_targets(self, owned_by: Callable[[int], bool]) -> list[tuple[str, Participant]]: ...
+    def rejoin_targets(self, wanted: Callable[[int], bool]) -> list[tuple[str, Participant]]: ...
     def joined_remote(self, room_id: str, last_seq: int) -> None: ...
 
 
@@ -73,6 +74,9 @@ class RedisBus:
         # the bus (they publish and watch through it), so they come after it.
         self._owner: RoomOwner
         self._gateway: Gateway
+        self._ownership: Ownership
+        self._serving_shards: set[int] = set()  # owner channels subscribed (leases held)
+        self.on_control: Callable[[], None] = lambda: None  # wakes the shard keeper
         self._metrics = metrics
         self._pub: RespClient | None = None
         self._sub: RespSubscriber | None = None
@@ -83,17 +87,20 @@ class RedisBus:
         self._rooms: dict[str, asyncio.Future[None]] = {}  # room channels: subscribed or pending
         self._keeper: asyncio.Task[None] | None = None
         self._up = asyncio.Event()
-        self._own = (wire.worker_channel(me), wire.reply_channel(me), wire.CONTROL_CHANNEL)
+        self._own = (wire.reply_channel(me), wire.CONTROL_CHANNEL)
 
     @property
     def up(self) -> bool:
         return self._up.is_set()
 
-    async def start(self, owner: RoomOwner, gateway: Gateway, timeout_s: float = 10.0) -> None:
-        """Connects, then serves ``owner``'s rooms to other workers and brings room events
-        to ``gateway``."""
+    async def start(
+        self, owner: RoomOwner, gateway: Gateway, ownership: Ownership, timeout_s: float = 10.0
+    ) -> None:
+        """Connects, then serves ``owner``'s rooms (of the shards ``ownership`` holds) to
+        other workers and brings room events to ``gateway``."""
         self._owner = owner
         self._gateway = gateway
+        self._ownership = ownership
         self._keeper = asyncio.get_running_loop().create_task(self._keep_connected())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._up.wait(), timeout_s)
@@ -140,6 +147,7 @@ class RedisBus:
         self._sub = await RespSubscriber.connect(self._url, self._on_message)
         await self._sub.subscribe(*self._own)
         rooms = [wire.room_channel(r) for r in self._rooms]
+        rooms += [wire.owner_channel(k) for k in self._serving_shards]
         if rooms:
             await self._sub.subscribe(*rooms)
         self._up.set()
@@ -199,7 +207,26 @@ class RedisBus:
 
     # -- requests to owners on other workers ---------------------------------------------------
 
-    async def _request(self, worker: int, op: wire.Op) -> wire.Result:
+    # -- shards served here (the keeper's leases) --------------------------------------------
+
+    async def serve_shards(self, shards: list[int]) -> None:
+        """Subscribes to the shards' request channels (a lease was just taken)."""
+        self._serving_shards.update(shards)
+        if self._sub is not None:
+            await self._sub.subscribe(*(wire.owner_channel(k) for k in shards))
+
+    def stop_serving(self, shards: list[int]) -> None:
+        self._serving_shards.difference_update(shards)
+        if self._sub is not None:
+            for shard in shards:
+                self._sub.unsubscribe(wire.owner_channel(shard))
+
+    async def announce(self, message: wire.Control) -> None:
+        if self._pub is not None:
+            await self._pub.call("PUBLISH", wire.CONTROL_CHANNEL, wire.encoder.encode(message))
+
+    async def _request(self, room_id: str, op: wire.Op) -> wire.Result:
+        shard = self._map.shard(room_id)
         pub = self._pub
         if pub is None:
             self._metrics.rejected("redis")
@@ -210,47 +237,47 @@ class RedisBus:
         try:
             data = wire.encoder.encode(wire.Request(request_id, self._me, op))
             try:
-                receivers = await pub.call("PUBLISH", wire.worker_channel(worker), data)
+                receivers = await pub.call("PUBLISH", wire.owner_channel(shard), data)
             except RespError as exc:
                 self._metrics.rejected("redis")
                 raise Overloaded("the Redis bus is down") from exc
-            if receivers == 0:  # nobody listens: the owner is down; say so now, not later
+            if receivers == 0:  # no lease holder now (a takeover runs): say so now, not later
                 self._metrics.rejected("owner")
-                raise Overloaded(f"worker {worker} is not running")
+                raise Overloaded(f"shard {shard} has no owner right now")
             try:
                 reply = await asyncio.wait_for(future, REQUEST_TIMEOUT_S)
             except TimeoutError as exc:
                 self._metrics.rejected("owner")
-                raise Overloaded(f"worker {worker} did not answer") from exc
+                raise Overloaded(f"the owner of shard {shard} did not answer") from exc
         finally:
             self._waiting.pop(request_id, None)
         if reply.code:
             raise wire.error_of(reply)
         return reply.result
 
-    async def join(
-        self, worker: int, room_id: str, who: Participant, quiet: bool = False
-    ) -> JoinResult:
+    async def join(self, room_id: str, who: Participant, quiet: bool = False) -> JoinResult:
         await self.watch_room(room_id)
-        result = await self._request(worker, wire.JoinReq(room_id, who, quiet))
+        result = await self._request(room_id, wire.JoinReq(room_id, who, quiet))
         assert isinstance(result, JoinResult)
         self._gateway.joined_remote(room_id, result.last_seq)
         return result
 
-    async def part(self, worker: int, room_id: str, session: str) -> None:
-        await self._request(worker, wire.PartReq(room_id, session))
+    async def part(self, room_id: str, session: str) -> None:
+        await self._request(room_id, wire.PartReq(room_id, session))
 
     async def append_post(
-        self, worker: int, room_id: str, session: str, user: str, client_key: str, text: str
+        self, room_id: str, session: str, user: str, client_key: str, text: str
     ) -> PostResult:
-        result = await self._request(worker, wire.PostReq(room_id, session, user, client_key, text))
+        result = await self._request(
+            room_id, wire.PostReq(room_id, session, user, client_key, text)
+        )
         assert isinstance(result, PostResult)
         return result
 
     async def history(
-        self, worker: int, room_id: str, user: str, query: HistoryQuery, session: str = ""
+        self, room_id: str, user: str, query: HistoryQuery, session: str = ""
     ) -> list[MessageRecord]:
-        result = await self._request(worker, wire.HistoryReq(room_id, user, query, session))
+        result = await self._request(room_id, wire.HistoryReq(room_id, user, query, session))
         assert isinstance(result, wire.HistoryResult)
         return result.messages
 
@@ -260,15 +287,15 @@ class RedisBus:
         try:
             if channel.startswith(wire.ROOM_PREFIX):
                 self._gateway.on_remote_event(wire.event_decoder.decode(data))
-            elif channel == self._own[1]:
+            elif channel == self._own[0]:
                 reply = wire.reply_decoder.decode(data)
                 future = self._waiting.get(reply.id)
                 if future is not None and not future.done():
                     future.set_result(reply)
-            elif channel == self._own[0]:
+            elif channel.startswith(wire.OWNER_PREFIX):
                 self._serve(wire.request_decoder.decode(data))
             elif channel == wire.CONTROL_CHANNEL:
-                self._on_announce(wire.announce_decoder.decode(data).worker)
+                self._on_control(wire.control_decoder.decode(data))
         except Exception:  # one bad message must not stop the subscription
             log.exception("dropped a malformed bus message on %r", channel)
 
@@ -290,6 +317,8 @@ class RedisBus:
         op = request.op
         try:
             result: wire.Result
+            if not self._ownership.owns(self._map.shard(op.room_id)):
+                raise Overloaded("this worker does not serve the room's shard now; retry")
             if isinstance(op, wire.PostReq):
                 result = await self._owner.append_post(
                     op.room_id, op.session, op.user, op.client_key, op.text
@@ -319,18 +348,33 @@ class RedisBus:
             )
             future.add_done_callback(lambda f: f.exception())
 
+    def _on_control(self, message: wire.Control) -> None:
+        if isinstance(message, wire.Announce):
+            self._on_announce(message.worker)
+        elif isinstance(message, wire.Acquired):
+            # A new owner (maybe this worker) starts with empty rosters: tell it who is in.
+            taken = set(message.shards)
+            self._rejoin_all(self._gateway.rejoin_targets(taken.__contains__))
+        if message.worker != self._me:
+            self.on_control()  # a worker came, went or freed shards: the keeper looks now
+
     def _on_announce(self, worker: int) -> None:
         """A worker came (back) onto the bus with empty memory of the others."""
         if worker != self._me:
             self._owner.drop_gateway(worker)
-            targets = self._gateway.rejoin_targets(lambda owner: owner == worker)
-        else:
-            targets = self._gateway.rejoin_targets(lambda owner: owner != self._me)
+        else:  # the others forgot this worker's sessions: re-announce those in their rooms
+            owns = self._ownership.owns
+            self._rejoin_all(self._gateway.rejoin_targets(lambda shard: not owns(shard)))
+
+    def _rejoin_all(self, targets: list[tuple[str, Participant]]) -> None:
         for room_id, who in targets:
             self._spawn(self._rejoin(room_id, who))
 
     async def _rejoin(self, room_id: str, who: Participant) -> None:
         try:
-            await self.join(self._map.owner_of(room_id), room_id, who, quiet=True)
+            if self._ownership.owns(self._map.shard(room_id)):
+                await self._owner.join(room_id, who, quiet=True)
+            else:
+                await self.join(room_id, who, quiet=True)
         except PchatError as exc:
             log.info("could not re-announce %s in %s: %s", who.session, room_id, exc)

@@ -1,4 +1,5 @@
-"""Room -> shard -> owner worker: a stable hash every process computes alike."""
+"""Room -> shard -> owner: a stable hash every process computes alike, and the leases
+that say which worker serves a shard now (shards/ownership.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def shard_of(room_uri: str, shards: int) -> int:
 
 
 class ShardMap:
-    """On one host shard k belongs to worker k % workers (ARCHITECTURE §3)."""
+    """Room -> shard; on one host shard k prefers worker k % workers (ARCHITECTURE §3)."""
 
     __slots__ = ("shards", "workers", "domain")
 
@@ -26,73 +27,96 @@ class ShardMap:
         self.workers = workers
         self.domain = domain
 
+    def shard(self, room_id: str) -> int:
+        return shard_of(f"ma-chan://{self.domain}/{room_id}", self.shards)
+
     def owner_of(self, room_id: str) -> int:
-        return shard_of(f"ma-chan://{self.domain}/{room_id}", self.shards) % self.workers
+        """The worker a single host gives the room to (shards/placement.py agrees)."""
+        return self.shard(room_id) % self.workers
+
+
+class Ownership(Protocol):
+    """Which shards this worker serves right now (``ShardKeeper``; ``ALL_SHARDS`` alone)."""
+
+    def owns(self, shard: int) -> bool: ...
+
+
+class _AllShards:
+    """One worker in the pool: every shard is its own, no leases."""
+
+    def owns(self, shard: int) -> bool:
+        return True
+
+
+ALL_SHARDS: Ownership = _AllShards()
 
 
 class RemoteOwners(Protocol):
-    """Rooms owned by other workers (the Redis bus)."""
+    """Rooms served by other workers (the Redis bus finds the lease holder)."""
 
-    async def join(self, worker: int, room_id: str, who: Participant) -> JoinResult: ...
-    async def part(self, worker: int, room_id: str, session: str) -> None: ...
+    async def join(self, room_id: str, who: Participant, quiet: bool = False) -> JoinResult: ...
+    async def part(self, room_id: str, session: str) -> None: ...
     async def append_post(
-        self, worker: int, room_id: str, session: str, user: str, client_key: str, text: str
+        self, room_id: str, session: str, user: str, client_key: str, text: str
     ) -> PostResult: ...
     async def history(
-        self, worker: int, room_id: str, user: str, query: HistoryQuery, session: str = ""
+        self, room_id: str, user: str, query: HistoryQuery, session: str = ""
     ) -> list[MessageRecord]: ...
 
 
 class RoomRouter:
-    """``RoomAccess`` for the command handler: the shard map decides who serves a room."""
+    """``RoomAccess`` for the command handler: the shard's lease decides who serves a room."""
 
     def __init__(
-        self, shard_map: ShardMap, me: int, owner: RoomOwner, remote: RemoteOwners | None
+        self,
+        shard_map: ShardMap,
+        ownership: Ownership,
+        owner: RoomOwner,
+        remote: RemoteOwners | None,
     ) -> None:
         self._map = shard_map
-        self._me = me
+        self._ownership = ownership
         self._owner = owner
         self.remote = remote
 
-    def _where(self, room_id: str) -> int:
-        worker = self._map.owner_of(room_id)
-        if worker != self._me and self.remote is None:
-            raise Overloaded(f"worker {worker} is not reachable")
-        return worker
+    def _remote(self, room_id: str) -> RemoteOwners | None:
+        """None: served here; else the way to the owner."""
+        shard = self._map.shard(room_id)
+        if self._ownership.owns(shard):
+            return None
+        if self.remote is None:
+            raise Overloaded(f"shard {shard} is not served now")
+        return self.remote
 
-    async def join(self, room_id: str, who: Participant) -> JoinResult:
-        worker = self._where(room_id)
-        if worker == self._me:
-            return await self._owner.join(room_id, who)
-        assert self.remote is not None
-        return await self.remote.join(worker, room_id, who)
+    async def join(self, room_id: str, who: Participant, quiet: bool = False) -> JoinResult:
+        remote = self._remote(room_id)
+        if remote is None:
+            return await self._owner.join(room_id, who, quiet=quiet)
+        return await remote.join(room_id, who, quiet)
 
     async def part(self, room_id: str, session: str) -> None:
-        worker = self._where(room_id)
-        if worker == self._me:
+        remote = self._remote(room_id)
+        if remote is None:
             return await self._owner.part(room_id, session)
-        assert self.remote is not None
-        return await self.remote.part(worker, room_id, session)
+        return await remote.part(room_id, session)
 
     async def append_post(
         self, room_id: str, session: str, user: str, client_key: str, text: str
     ) -> PostResult:
-        worker = self._where(room_id)
-        if worker == self._me:
+        remote = self._remote(room_id)
+        if remote is None:
             return await self._owner.append_post(room_id, session, user, client_key, text)
-        assert self.remote is not None
-        return await self.remote.append_post(worker, room_id, session, user, client_key, text)
+        return await remote.append_post(room_id, session, user, client_key, text)
 
     async def history(
         self, room_id: str, user: str, query: HistoryQuery, session: str = ""
     ) -> list[MessageRecord]:
-        worker = self._where(room_id)
-        if worker == self._me:
+        remote = self._remote(room_id)
+        if remote is None:
             return await self._owner.history(room_id, user, query, session)
-        assert self.remote is not None
-        return await self.remote.history(worker, room_id, user, query, session)
+        return await remote.history(room_id, user, query, session)
 
     def online_count(self, room_id: str) -> int | None:
-        if self._map.owner_of(room_id) == self._me:
+        if self._ownership.owns(self._map.shard(room_id)):
             return self._owner.online_count(room_id)
         return None

@@ -69,10 +69,29 @@ class Reply(msgspec.Struct, gc=False):
     result: Result = None
 
 
-class Announce(msgspec.Struct, gc=False):
+class Announce(msgspec.Struct, tag="announce", gc=False):
     """A worker (re)joined the bus with no memory of what others told it before."""
 
     worker: int
+
+
+class Acquired(msgspec.Struct, tag="acquired", gc=False):
+    """A worker took these shards (and claimed their new epoch): gateways re-announce
+    their sessions in the shards' rooms to it."""
+
+    worker: int
+    shards: list[int]
+
+
+class Released(msgspec.Struct, tag="released", gc=False):
+    """A worker gave these shards up (drain, handover): their new owners take them now
+    instead of at their next tick."""
+
+    worker: int
+    shards: list[int]
+
+
+Control = Announce | Acquired | Released
 
 
 ERRORS: dict[int, type[PchatError]] = {
@@ -93,8 +112,9 @@ def room_channel(room_id: str) -> bytes:
     return f"pchat:room:{room_id}".encode()
 
 
-def worker_channel(worker: int) -> bytes:
-    return f"pchat:worker:{worker}".encode()
+def owner_channel(shard: int) -> bytes:
+    """Requests for a shard's rooms; only the shard's lease holder subscribes."""
+    return f"pchat:owner:{shard}".encode()
 
 
 def reply_channel(worker: int) -> bytes:
@@ -104,9 +124,10 @@ def reply_channel(worker: int) -> bytes:
 CONTROL_CHANNEL = b"pchat:control"
 ADMIN_CHANNEL = "pchat:admin"  # `pchat admin` and the HTTP API say "the store changed"
 ROOM_PREFIX = b"pchat:room:"
+OWNER_PREFIX = b"pchat:owner:"
 
 encoder = msgspec.msgpack.Encoder()
 request_decoder = msgspec.msgpack.Decoder(Request)
 reply_decoder = msgspec.msgpack.Decoder(Reply)
 event_decoder: msgspec.msgpack.Decoder[RoomEvent] = msgspec.msgpack.Decoder(RoomEvent)
-announce_decoder = msgspec.msgpack.Decoder(Announce)
+control_decoder: msgspec.msgpack.Decoder[Control] = msgspec.msgpack.Decoder(Control)

@@ -44,10 +44,23 @@ RETRY_WINDOW_MS = 5 * 60 * 1000  # XCCOS.md §5: a re-sent envelope within 5 min
 # Retry keys kept per room: 5 minutes of a 30 posts/s room fits; beyond it the oldest go
 # first, which only shortens the retry window of the busiest rooms.
 MAX_RETRY_KEYS = 10_000
+# After a room is loaded (a takeover: a new owner starts with an empty roster) gateways
+# re-announce their sessions; a post from one not yet re-announced gets 503 (retried)
+# rather than 403 for this long. Re-announcing takes milliseconds; 5 s covers a busy box.
+REJOIN_GRACE_S = 5.0
 
 
 class EventSink(Protocol):
     def publish(self, event: RoomEvent) -> None: ...
+
+
+# A room's fencing token: (shard, epoch) of the lease this worker serves it under. It
+# raises Overloaded when the room's shard is not served here (any more).
+Fence = Callable[[str], tuple[int, int]]
+
+
+def unfenced(room_id: str) -> tuple[int, int]:
+    return -1, 0  # one worker, no leases: every room is this worker's
 
 
 class OwnerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,11 +104,22 @@ class RoomState:
         "ring",
         "ring_complete",
         "retries",
+        "shard",
+        "epoch",
+        "loaded_s",
     )
 
     def __init__(
-        self, record: RoomRecord, category: CategoryRecord, next_seq: int, ring_size: int
+        self,
+        record: RoomRecord,
+        category: CategoryRecord,
+        next_seq: int,
+        ring_size: int,
+        token: tuple[int, int],
+        loaded_s: float,
     ) -> None:
+        self.shard, self.epoch = token  # every write of this state carries them
+        self.loaded_s = loaded_s
         self.record = record
         self.category = category
         self.roster = Roster()
@@ -117,8 +141,10 @@ class RoomOwner:
         settings: OwnerSettings,
         clock: Callable[[], float] = time.time,
         recorder: GroupCommitter[OutboxEvent] | None = None,
+        fence: Fence = unfenced,
     ) -> None:
         self._store = store
+        self._fence = fence
         self._committer = committer
         # Compliance: JOIN, PART, BACKCHAT (and posts of rooms without history) are written
         # here before they take effect; posts carry theirs in their own transaction.
@@ -160,6 +186,15 @@ class RoomOwner:
         return state
 
     async def _load(self, room_id: str) -> RoomState | None:
+        """Read after the shard's epoch was claimed, so it sees every write of the owners
+        before; a state loaded across a loss of the shard is not kept."""
+        token = self._fence(room_id)
+        state = await self._read(room_id, token)
+        if self._fence(room_id) != token:
+            raise Overloaded("the room moved to another worker while loading; retry")
+        return state
+
+    async def _read(self, room_id: str, token: tuple[int, int]) -> RoomState | None:
         record = await self._store.get_room(room_id)
         if record is None:
             return None
@@ -171,7 +206,9 @@ class RoomOwner:
             # Nothing is stored to continue from: msgids start from the clock (µs), so they
             # still increase across restarts (up to a million posts a second).
             max_seq = max(max_seq, int(self._clock() * 1_000_000))
-        state = RoomState(record, category, max_seq + 1, self._settings.ring_size)
+        state = RoomState(
+            record, category, max_seq + 1, self._settings.ring_size, token, self._clock()
+        )
         recent = await self._store.history_last(room_id, self._settings.ring_size)
         state.ring.extend(recent)
         state.ring_complete = not recent or recent[0].seq == 1
@@ -217,6 +254,13 @@ class RoomOwner:
         if who is not None and user_left and ucnt < self._settings.participant_update_limit:
             self._sink.publish(PartEvent(room_id, who.user, session, who.gateway, ucnt))
 
+    def drop_shards(self, shards: set[int]) -> None:
+        """This worker no longer serves these shards: their rooms' hot state goes (the new
+        owner loads it from the store; gateways re-announce their sessions there)."""
+        for room_id, state in list(self._rooms.items()):
+            if state.shard in shards:
+                del self._rooms[room_id]
+
     def drop_gateway(self, gateway: int) -> None:
         """A gateway restarted or lost touch: its sessions leave every roster silently
         (it re-announces those still alive with quiet joins)."""
@@ -258,6 +302,9 @@ class RoomOwner:
         if not rules.can_see(state.record, state.category, user):
             raise NotFound("no such room")
         if session not in state.roster and session != FILE_POSTER:
+            # Leased (shard >= 0): other gateways may still be re-announcing their sessions.
+            if state.shard >= 0 and self._clock() - state.loaded_s < REJOIN_GRACE_S:
+                raise Overloaded("the room's new owner is still hearing who is in; retry")
             raise Forbidden("join the room before posting")
         if not rules.can_post(state.record, state.category, user):
             raise Forbidden("you may not post in this room")
@@ -280,6 +327,8 @@ class RoomOwner:
             text=text,
             client_key=client_key,
             session=session,
+            shard=state.shard,
+            epoch=state.epoch,
         )
         if not state.category.history:
             state.next_seq += 1  # taken now: the task below may run after the next post
@@ -298,7 +347,7 @@ class RoomOwner:
         """History off in the category: the post is delivered and forgotten (never stored);
         only the compliance archive, when on, keeps it (recorded before the reply)."""
         if self._recorder is not None:
-            await self._recorder.write(chat_event(message))
+            await self._recorder.write(self._fenced(state, chat_event(message)))
         seq, now_ms = message.seq, message.ts_ms
         state.committed_seq = seq
         future.set_result(PostResult(seq, now_ms))
@@ -402,11 +451,15 @@ class RoomOwner:
             lost = [p.session for p in state.roster if not rules.can_read(record, category, p.user)]
             self._kick(state, lost)
 
+    @staticmethod
+    def _fenced(state: RoomState, event: OutboxEvent) -> OutboxEvent:
+        return msgspec.structs.replace(event, shard=state.shard, epoch=state.epoch)
+
     def _activity(
         self, kind: Kind, state: RoomState, user: str, session: str, text: str
     ) -> OutboxEvent:
         now_ms = int(self._clock() * 1000)
-        return to_outbox(
+        event = to_outbox(
             Activity(
                 kind=kind,
                 user=user,
@@ -417,6 +470,7 @@ class RoomOwner:
                 room_name=state.record.name,
             )
         )
+        return self._fenced(state, event)
 
     async def _record(
         self, kind: Kind, state: RoomState, user: str, session: str, text: str = ""

@@ -75,6 +75,10 @@ class NewMessage(msgspec.Struct, kw_only=True, gc=False):
     text: str
     client_key: str = ""  # the sender's envelope id: retries within 5 minutes are one post
     session: str = ""  # the posting session, for its compliance record (not a column)
+    # The owner's fencing token (not columns): the write is refused unless ``epoch`` is the
+    # shard's current epoch in the store. shard -1: not fenced (admin tools, one process).
+    shard: int = -1
+    epoch: int = 0
 
 
 class MessageRecord(msgspec.Struct, kw_only=True, gc=False):
@@ -127,6 +131,8 @@ class OutboxEvent(msgspec.Struct, kw_only=True, gc=False):
     kind: str
     payload: str
     ts_ms: int
+    shard: int = -1  # the room owner's fencing token, as in ``NewMessage`` (not columns)
+    epoch: int = 0
 
 
 class OutboxRecord(msgspec.Struct, kw_only=True, gc=False):
@@ -208,7 +214,9 @@ class ChatStore(Protocol):
         """Store all in one transaction, with their compliance ``outbox`` rows: all are
         durable when it returns, or none (a post never exists without its CHAT event).
 
-        A ``(room_id, seq)`` already stored (or twice in the list) raises ``Conflict``."""
+        A ``(room_id, seq)`` already stored (or twice in the list) raises ``Conflict``;
+        a fencing token (``NewMessage.shard``/``epoch``) that is not current raises
+        ``Fenced``, checked inside the same transaction, and nothing is written."""
 
     async def max_seq(self, room_id: str) -> int:
         """Highest stored seq of the room, 0 when it has none."""
@@ -224,7 +232,12 @@ class ChatStore(Protocol):
 
     # -- compliance outbox (the durable queue)
     async def add_outbox(self, events: list[OutboxEvent]) -> None:
-        """One transaction for the whole list."""
+        """One transaction for the whole list; fenced as ``append_messages``."""
+
+    # -- shard fencing tokens (ARCHITECTURE §8)
+    async def claim_shards(self, shards: list[int]) -> dict[int, int]:
+        """A new lease holder's tokens: each shard's epoch + 1, in one transaction. Writes
+        carrying an older epoch are refused from then on."""
 
     async def outbox_head(self, limit: int) -> list[OutboxRecord]:
         """The oldest rows, by id."""

@@ -24,6 +24,7 @@ from core.store.base import (
     RoomRole,
     UserRecord,
 )
+from core.store.fencing import check_tokens, tokens_of
 from core.store.postgres_schema import migrate
 from core.store.rows import (
     CATEGORY_COLS,
@@ -51,11 +52,26 @@ from core.store.rows import (
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 4
 CONNECT_TIMEOUT_S = 10.0
+# A process paused (SIGSTOP, a VM stall) inside a transaction keeps its locks; a fenced
+# write holds FOR SHARE on its shard's epoch row, which would block the claim of the
+# worker taking over. The server ends such a transaction after this long instead.
+IDLE_IN_TRANSACTION_MS = 5000
 
 
 _INSERT_OUTBOX = "INSERT INTO compliance_outbox (kind, payload, ts_ms) VALUES ($1, $2, $3)"
 # COLLATE "C" orders by code point, as SQLite does, whatever the database locale.
 _BY_NAME = 'ORDER BY name_key COLLATE "C", id COLLATE "C"'
+
+
+async def _check_fences(conn: Any, tokens: list[tuple[int, int]]) -> None:
+    """Inside the write's transaction. FOR SHARE conflicts with a claim's UPDATE: a claim
+    waits for this commit, or this read waits for the claim and sees its new epoch."""
+    if tokens:
+        rows = await conn.fetch(
+            "SELECT shard, epoch FROM shard_epochs WHERE shard = ANY($1::integer[]) FOR SHARE",
+            [shard for shard, _ in tokens],
+        )
+        check_tokens(tokens, {int(r[0]): int(r[1]) for r in rows})
 
 
 class PostgresStore:
@@ -86,6 +102,9 @@ class PostgresStore:
                 min_size=self._pool_size[0],
                 max_size=self._pool_size[1],
                 timeout=CONNECT_TIMEOUT_S,
+                server_settings={
+                    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)
+                },
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise StoreError(f"postgres: cannot connect: {exc}") from exc
@@ -330,9 +349,11 @@ class PostgresStore:
             return
         rows = [(m.room_id, m.seq, m.author, m.ts_ms, m.text, m.client_key) for m in messages]
         events = [(e.kind, e.payload, e.ts_ms) for e in outbox or []]
+        tokens = tokens_of(messages, outbox or [])
         async with self._conn() as conn:
             try:
                 async with conn.transaction():
+                    await _check_fences(conn, tokens)
                     if rows:
                         await conn.executemany(
                             "INSERT INTO messages (room_id, seq, author, ts_ms, text, client_key)"
@@ -347,9 +368,22 @@ class PostgresStore:
     async def add_outbox(self, events: list[OutboxEvent]) -> None:
         if events:
             async with self._conn() as conn, conn.transaction():
+                await _check_fences(conn, tokens_of(events))
                 await conn.executemany(
                     _INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in events]
                 )
+
+    async def claim_shards(self, shards: list[int]) -> dict[int, int]:
+        if not shards:
+            return {}
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "INSERT INTO shard_epochs SELECT unnest($1::integer[]), 1"
+                " ON CONFLICT (shard) DO UPDATE SET epoch = shard_epochs.epoch + 1"
+                " RETURNING shard, epoch",
+                shards,
+            )
+        return {int(r[0]): int(r[1]) for r in rows}
 
     async def outbox_head(self, limit: int) -> list[OutboxRecord]:
         rows = await self._fetch(

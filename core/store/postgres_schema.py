@@ -6,7 +6,7 @@ from typing import Any
 
 from core.errors import StoreError, StoreMissing
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Any constant: serialises schema creation when several workers start at once.
 _MIGRATION_LOCK_KEY = 0x70636861
 
@@ -79,8 +79,12 @@ ALTER TABLE files ADD COLUMN IF NOT EXISTS post_seq bigint NOT NULL DEFAULT 0;
 """
 # Version 3: facts about the store as text (meta holds integers): 'domain', recorded at creation.
 STORE_INFO = "CREATE TABLE IF NOT EXISTS store_info (key text PRIMARY KEY, value text NOT NULL);"
+# Version 4: the shard owners' fencing tokens (ARCHITECTURE §8), one row per claimed shard.
+SHARD_EPOCHS = (
+    "CREATE TABLE IF NOT EXISTS shard_epochs (shard integer PRIMARY KEY, epoch bigint NOT NULL);"
+)
 # MIGRATIONS[v] takes schema version v to v + 1; version 0 is an empty database.
-MIGRATIONS: tuple[str, ...] = (SCHEMA, FILES_V2, STORE_INFO)
+MIGRATIONS: tuple[str, ...] = (SCHEMA, FILES_V2, STORE_INFO, SHARD_EPOCHS)
 
 
 async def migrate(conn: Any, *, create: bool = True) -> None:

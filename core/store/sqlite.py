@@ -175,6 +175,11 @@ class SqliteStore:
         if events:
             await self._call(SqliteDb.add_outbox, events)
 
+    async def claim_shards(self, shards: list[int]) -> dict[int, int]:
+        if not shards:
+            return {}
+        return await self._call(SqliteDb.claim_shards, shards)
+
     async def outbox_head(self, limit: int) -> list[OutboxRecord]:
         return await self._call(SqliteDb.outbox_head, limit)
 

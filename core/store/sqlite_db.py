@@ -27,6 +27,7 @@ from core.store.base import (
     RoomRole,
     UserRecord,
 )
+from core.store.fencing import check_tokens, tokens_of
 from core.store.rows import (
     CATEGORY_COLS,
     CATEGORY_FIELDS,
@@ -75,6 +76,9 @@ _INSERT_MESSAGE = (
 )
 _INSERT_OUTBOX = "INSERT INTO compliance_outbox (kind, payload, ts_ms) VALUES (?, ?, ?)"
 
+_SHARD_EPOCHS = (
+    "SELECT shard, epoch FROM shard_epochs WHERE shard IN (SELECT value FROM json_each(?))"
+)
 _json_encoder = msgspec.json.Encoder()
 
 
@@ -316,16 +320,35 @@ class SqliteDb:
     # -- messages
     def append_messages(self, messages: list[NewMessage], outbox: list[OutboxEvent]) -> None:
         rows = [(m.room_id, m.seq, m.author, m.ts_ms, m.text, m.client_key) for m in messages]
+        tokens = tokens_of(messages, outbox)
         try:
             with self.write() as c:
+                self._check_fences(tokens)
                 c.executemany(_INSERT_MESSAGE, rows)
                 if outbox:
                     c.executemany(_INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in outbox])
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"a message seq is already stored ({exc})") from exc
 
-    def add_outbox(self, events: list[OutboxEvent]) -> None:
+    def _check_fences(self, tokens: list[tuple[int, int]]) -> None:
+        """Inside the write's BEGIN IMMEDIATE: no claim can slip in before its COMMIT."""
+        if tokens:
+            rows = self.conn.execute(_SHARD_EPOCHS, (_json_list(s for s, _ in tokens),))
+            check_tokens(tokens, dict(rows.fetchall()))
+
+    def claim_shards(self, shards: list[int]) -> dict[int, int]:
         with self.write() as c:
+            c.executemany(
+                "INSERT INTO shard_epochs VALUES (?, 1)"
+                " ON CONFLICT (shard) DO UPDATE SET epoch = epoch + 1",
+                [(s,) for s in shards],
+            )
+            return dict(c.execute(_SHARD_EPOCHS, (_json_list(shards),)).fetchall())
+
+    def add_outbox(self, events: list[OutboxEvent]) -> None:
+        tokens = tokens_of(events)
+        with self.write() as c:
+            self._check_fences(tokens)
             c.executemany(_INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in events])
 
     def outbox_head(self, limit: int) -> list[OutboxRecord]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS users (uri TEXT PRIMARY KEY, display_name TEXT NOT NULL,"
@@ -82,5 +82,9 @@ FILES_V2: tuple[str, ...] = (
 STORE_INFO: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
+# Version 4: the shard owners' fencing tokens (ARCHITECTURE §8), one row per claimed shard.
+SHARD_EPOCHS: tuple[str, ...] = (
+    "CREATE TABLE IF NOT EXISTS shard_epochs (shard INTEGER PRIMARY KEY, epoch INTEGER NOT NULL)",
+)
 # MIGRATIONS[v] takes schema version v to v + 1; version 0 is an empty file.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA, FILES_V2, STORE_INFO)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA, FILES_V2, STORE_INFO, SHARD_EPOCHS)

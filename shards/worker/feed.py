@@ -46,6 +46,9 @@ class RoomFeeds:
         elif not feed.filling and last_seq > feed.last:
             feed.last = last_seq
 
+    def has(self, room_id: str) -> bool:
+        return room_id in self._feeds
+
     def drop(self, room_id: str) -> None:
         self._feeds.pop(room_id, None)
 

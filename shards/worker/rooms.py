@@ -28,7 +28,7 @@ from core.store.base import ChatStore
 from core.xccos import build
 from core.xccos.ids import room_uri, ts_iso
 from shards.metrics import Metrics
-from shards.routing import ShardMap
+from shards.routing import Ownership, ShardMap
 from shards.worker.delivery import DeliveryQueue
 from shards.worker.feed import RoomFeeds
 from shards.worker.newcontent import NewContentNotices
@@ -54,12 +54,14 @@ class LocalRooms:
         worker_id: int,
         store: ChatStore,
         shard_map: ShardMap,
+        ownership: Ownership,
         metrics: Metrics,
         watcher: RoomWatcher | None,
     ) -> None:
         self._domain = settings.domain
-        self._me = worker_id
+        self._me = worker_id  # the pool-wide node id
         self._map = shard_map
+        self._ownership = ownership
         self._metrics = metrics
         self._watcher = watcher  # None with one worker: every room is local
         self.feeds = RoomFeeds(store, self._deliver_fed)
@@ -103,7 +105,8 @@ class LocalRooms:
     def add_follower(self, room_id: str, session: Session) -> None:
         self.followers.setdefault(room_id, set()).add(session)
         watcher = self._watcher
-        if watcher is not None and self._map.owner_of(room_id) != self._me:
+        # Watched even while the room is served here: its shard may move to another worker.
+        if watcher is not None:
             task = asyncio.get_running_loop().create_task(self._watch_followed(watcher, room_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -128,8 +131,17 @@ class LocalRooms:
 
     # -- the Redis bus side (many workers) ----------------------------------------------------
 
+    def owns(self, room_id: str) -> bool:
+        return self._ownership.owns(self._map.shard(room_id))
+
     def on_remote_event(self, event: RoomEvent) -> None:
         """An event of a room another worker owns: posts go through the ordering feed."""
+        if self.owns(room_id := event.room_id):
+            # This worker's own publication coming back, or the last words of the room's
+            # previous owner: delivered already, or (a post) ordered by the room's feed.
+            if isinstance(event, PostEvent) and room_id in self.rooms and self.feeds.has(room_id):
+                self.feeds.on_post(event)
+            return
         if isinstance(event, PostEvent):
             if event.room_id in self.rooms:
                 self.feeds.on_post(event)
@@ -142,13 +154,13 @@ class LocalRooms:
         if room_id in self.rooms:
             self.feeds.start(room_id, last_seq)
 
-    def rejoin_targets(self, owned_by: Callable[[int], bool]) -> list[tuple[str, Participant]]:
-        """Local sessions in rooms whose owner matches, to re-announce after a restart."""
-        owner_of = self._map.owner_of
+    def rejoin_targets(self, wanted: Callable[[int], bool]) -> list[tuple[str, Participant]]:
+        """Local sessions in rooms of the wanted shards, to re-announce to a new owner."""
+        shard = self._map.shard
         return [
             (room_id, Participant(sid, session.user, self._me))
             for room_id, members in self.rooms.items()
-            if owned_by(owner_of(room_id))
+            if wanted(shard(room_id))
             for sid, session in members.items()
             if room_id in session.joined()
         ]
@@ -160,7 +172,12 @@ class LocalRooms:
         if event.room_id not in self.rooms:
             return
         if isinstance(event, PostEvent):
-            self._deliver_post(event)
+            if self.feeds.has(event.room_id):
+                # The room was served elsewhere when its sessions here joined: its posts
+                # keep going through the feed, which fills what a dead owner never sent.
+                self.feeds.on_post(event)
+            else:
+                self._deliver_post(event)
         elif isinstance(event, JoinEvent):
             data = build.uib(
                 event.user,

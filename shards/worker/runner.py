@@ -22,9 +22,10 @@ from core.compliance.events import PostWriter
 from core.config import Settings
 from core.files.base import FileStorage
 from core.files.registry import make_storage
-from core.rooms.owner import OwnerSettings, RoomOwner
+from core.rooms.owner import Fence, OwnerSettings, RoomOwner, unfenced
 from core.store.base import ChatStore, NewMessage, OutboxEvent
 from core.store.batch import GroupCommitter
+from core.store.fencing import FencedWrite
 from core.store.registry import make_store
 from core.xccos import build
 from core.xccos.commands import CommandHandler, Directory, ServerInfo, invitation_block
@@ -32,11 +33,15 @@ from shards import wire
 from shards.audit import AuditLog
 from shards.bus import Fanout, RedisBus
 from shards.claim import EXIT_CANNOT_START, CannotStart
+from shards.leases import RedisLeases
 from shards.lifetime import die_with_parent
 from shards.logs import setup_logging
 from shards.metrics import Metrics
+from shards.ownership import ShardKeeper
+from shards.placement import node_id
 from shards.resp import RespError, RespSubscriber
-from shards.routing import RoomRouter, ShardMap
+from shards.routing import ALL_SHARDS, RoomRouter, ShardMap
+from shards.takeover import ShardHooks
 from shards.web.access import ACCESS_LOGGER, AccessLog
 from shards.web.files import FileApi
 from shards.web.http import web_app
@@ -79,6 +84,7 @@ class RunningWorker:
         self.directory: Directory | None = None
         self.files: FileApi | None = None  # the HTTP file service, when HTTP listens
         self.sweeper: asyncio.Task[None] | None = None
+        self.keeper: ShardKeeper | None = None  # None: one worker, every shard its own
 
     async def health(self) -> dict[str, object]:
         redis_ok = False
@@ -97,6 +103,8 @@ class RunningWorker:
             "redis_ok": redis_ok,
             "store_ok": store_ok,
             "sessions": len(self.gateway.sessions),
+            "node": self.gateway.worker_id,
+            "shards": len(self.keeper.owned) if self.keeper else self.settings.shards,
             "admission_inflight": self.gateway.admission.inflight,
         }
 
@@ -233,31 +241,53 @@ def _server_info(settings: Settings) -> ServerInfo:
     )
 
 
+def _fence(keeper: ShardKeeper | None, shard_map: ShardMap) -> Fence:
+    """A room's fencing token from the keeper's leases; unfenced with one worker."""
+    if keeper is None:
+        return unfenced
+    return lambda room_id: keeper.token(shard_map.shard(room_id))
+
+
 @contextlib.asynccontextmanager
 async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[RunningWorker]:
     """Starts every part of a worker; on exit stops listening, commits what is queued, closes."""
     metrics = Metrics()
     store = make_store(settings.store_url, settings.store_pool)
     await store.open()
+    node = node_id(settings.leases.host_id, worker_id)  # this worker's id in the pool
+    shard_map = ShardMap(shards=settings.shards, workers=settings.workers, domain=settings.domain)
+    lease_redis = aioredis.Redis.from_url(
+        settings.effective_redis_url, socket_timeout=settings.leases.ttl_s / 2
+    )
+    keeper = (
+        ShardKeeper(
+            RedisLeases(lease_redis),
+            store,
+            settings.leases,
+            node=node,
+            workers=settings.workers,
+            shards=settings.shards,
+        )  # fmt: skip
+        if settings.leased
+        else None
+    )
     recorder: GroupCommitter[OutboxEvent] | None = None
     if settings.compliance.enabled:
-        recorder = GroupCommitter(store.add_outbox)
+        recorder = GroupCommitter(
+            FencedWrite(store.add_outbox, keeper.fenced) if keeper else store.add_outbox
+        )
         recorder.start()
-
+    posts = PostWriter(store, record=recorder is not None)
     committer: GroupCommitter[NewMessage] = GroupCommitter(
-        PostWriter(store, record=recorder is not None), stats=metrics
+        FencedWrite(posts, keeper.fenced) if keeper else posts, stats=metrics
     )
     committer.start()
-    shard_map = ShardMap(shards=settings.shards, workers=settings.workers, domain=settings.domain)
     # Built in dependency order: the bus (a transport), the local rooms (deliver events,
     # watch rooms through the bus), the owner (publishes to both), the router and the
     # handler (reach owners), the gateway (holds sessions); the bus then serves them.
-    bus = (
-        RedisBus(settings.effective_redis_url, worker_id, shard_map, metrics)
-        if settings.workers > 1
-        else None
-    )
-    local = LocalRooms(settings, worker_id, store, shard_map, metrics, bus)
+    bus = RedisBus(settings.effective_redis_url, node, shard_map, metrics) if keeper else None
+    ownership = keeper or ALL_SHARDS
+    local = LocalRooms(settings, node, store, shard_map, ownership, metrics, bus)
     owner = RoomOwner(
         store,
         committer,
@@ -268,19 +298,23 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
             participant_update_limit=settings.limits.participant_update_limit,
         ),
         recorder=recorder,
+        fence=_fence(keeper, shard_map),
     )
-    router = RoomRouter(shard_map, worker_id, owner, remote=bus)
+    router = RoomRouter(shard_map, ownership, owner, remote=bus)
     directory = Directory(store)
     files = make_storage(settings.files.backend, settings.files_dir)
     tokens = _file_tokens(settings)
     handler = CommandHandler(store, router, directory, _server_info(settings), file_tokens=tokens)
-    gateway = Gateway(settings, worker_id, store, handler, router, local, metrics)
-    if bus is not None:
-        await bus.start(owner, local)
+    gateway = Gateway(settings, node, store, handler, router, local, metrics)
+    if bus is not None and keeper is not None:
+        await bus.start(owner, local, keeper)
+        bus.on_control = keeper.wake
+        await keeper.start(ShardHooks(bus, owner, node))
     worker = RunningWorker(settings, worker_id, store, gateway, owner, committer)
     worker.directory = directory
+    worker.keeper = keeper
     loop = asyncio.get_running_loop()
-    reuse = settings.workers > 1 or settings.sip.port != 0
+    reuse = settings.leased or settings.sip.port != 0
     sip_sock = _listen_socket(settings.sip.host, settings.sip.port, reuse)
     server = await loop.create_server(lambda: SipConnection(gateway), sock=sip_sock)
     worker.sip_port = sip_sock.getsockname()[1]
@@ -325,6 +359,9 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         await committer.stop()
         if recorder is not None:
             await recorder.stop()
+        if keeper is not None:  # after the last commit: the next owner's epoch fences this one
+            await keeper.stop()
+        await lease_redis.aclose()
         if bus is not None:
             await bus.stop()
         if runner is not None:

@@ -201,6 +201,8 @@ async def test_healthz_reports_the_store_and_redis(server: RunningWorker) -> Non
         "redis_ok": True,
         "store_ok": True,
         "sessions": 0,
+        "node": 0,
+        "shards": 1024,  # one worker: every shard is its own, no leases
         "admission_inflight": 0,
     }
     await server.store.close()  # the store goes away under the worker

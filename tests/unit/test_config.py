@@ -456,3 +456,19 @@ def test_config_file_is_the_flag_then_pchat_config_then_the_first_default_that_e
 
 def test_the_default_config_files_are_the_systems_then_the_current_directorys() -> None:
     assert DEFAULT_CONFIG_FILES == ("/etc/pchat/pchat.toml", "pchat.toml")
+
+
+def test_lease_settings_from_env_and_their_bounds() -> None:
+    settings = load_settings(env={"PCHAT_LEASES__HOST_ID": "3", "PCHAT_WORKERS": "2"})
+    assert settings.leases.host_id == 3
+    assert settings.leased  # two workers: shards are leased
+    assert not load_settings(env={}).leased  # one worker of one host holds every shard
+    for env, word in (
+        ({"PCHAT_LEASES__HOST_ID": "-1"}, "host_id"),
+        ({"PCHAT_LEASES__TTL_S": "0.5", "PCHAT_LEASES__RENEW_S": "0.5"}, "ttl_s"),
+        ({"PCHAT_LEASES__RENEW_S": "0"}, "renew_s"),
+        ({"PCHAT_LEASES__HANDOVER_BATCH": "0"}, "handover_batch"),
+        ({"PCHAT_WORKERS": "1001", "PCHAT_SHARDS": "2048"}, "at most 1000"),
+    ):
+        with pytest.raises(ConfigError, match=word):
+            load_settings(env=env)

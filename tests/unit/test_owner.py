@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from core.errors import BadRequest, Forbidden, NotFound, Overloaded, TooLarge
+from core.errors import BadRequest, Fenced, Forbidden, NotFound, Overloaded, TooLarge
 from core.rooms.events import (
     HistoryQuery,
     JoinEvent,
@@ -22,7 +22,13 @@ from core.rooms.events import (
     PostEvent,
     RoomEvent,
 )
-from core.rooms.owner import RETRY_WINDOW_MS, OwnerSettings, PostResult, RoomOwner
+from core.rooms.owner import (
+    REJOIN_GRACE_S,
+    RETRY_WINDOW_MS,
+    OwnerSettings,
+    PostResult,
+    RoomOwner,
+)
 from core.store.base import (
     CategoryRecord,
     ChatStore,
@@ -33,6 +39,7 @@ from core.store.base import (
     RoomType,
 )
 from core.store.batch import GroupCommitter
+from core.store.fencing import FencedWrite
 from core.store.registry import make_store
 
 ALICE = "sip:alice@example.com"  # member of the closed and secret rooms
@@ -747,3 +754,72 @@ async def test_refresh_of_a_deleted_room_kicks_everyone_and_forgets_it(env: Env)
     assert owner.active_rooms == 0
     with pytest.raises(NotFound):
         await owner.join("lobby", _who("a", ALICE))
+
+
+# -- under leases: fencing tokens on every write, stepping down, re-announcing
+
+
+class Leases:
+    """The keeper's ``token`` for a test: which shard a room is on, its epoch, or gone."""
+
+    def __init__(self) -> None:
+        self.epoch: int | None = 1
+
+    def __call__(self, room_id: str) -> tuple[int, int]:
+        if self.epoch is None:
+            raise Overloaded("not served here")
+        return 7, self.epoch
+
+
+def fenced_owner(env: Env, leases: Leases) -> RoomOwner:
+    return RoomOwner(
+        env.store, env.committer, env.sink, OwnerSettings(), clock=env.clock, fence=leases
+    )
+
+
+async def test_posts_carry_the_rooms_token_and_a_stale_one_is_refused(env: Env) -> None:
+    await env.store.claim_shards([7])  # epoch 1 is current
+    owner = fenced_owner(env, Leases())
+    await owner.join("lobby", _who("s1", ALICE))
+    assert (await owner.append_post("lobby", "s1", ALICE, "k1", "one")).seq == 1
+    await env.store.claim_shards([7])  # another worker took shard 7 over: epoch 2
+    with pytest.raises(Overloaded):  # the commit is refused: the client retries
+        await owner.append_post("lobby", "s1", ALICE, "k2", "two")
+    assert [m.text for m in await env.store.history_last("lobby", 5)] == ["one"]
+
+
+async def test_a_fenced_write_names_its_stale_tokens(env: Env) -> None:
+    await env.store.claim_shards([7, 8])
+    await env.store.claim_shards([7])
+    stale: list[list[tuple[int, int]]] = []
+    write = FencedWrite(env.store.append_messages, stale.append)
+    posts = [
+        NewMessage(room_id="lobby", seq=1, author=ALICE, ts_ms=1, text="a", shard=7, epoch=1),
+        NewMessage(room_id="lobby", seq=2, author=ALICE, ts_ms=2, text="b", shard=8, epoch=1),
+    ]
+    with pytest.raises(Fenced):
+        await write(posts)
+    assert stale == [[(7, 1)]]  # shard 8's token is still good: its owner stays
+
+
+async def test_rooms_of_a_lost_shard_are_dropped_and_not_served(env: Env) -> None:
+    leases = Leases()
+    await env.store.claim_shards([7])
+    owner = fenced_owner(env, leases)
+    await owner.join("lobby", _who("s1", ALICE))
+    owner.drop_shards({7})
+    assert owner.online_count("lobby") == 0
+    leases.epoch = None  # the lease is gone: loading the room again is refused
+    with pytest.raises(Overloaded):
+        await owner.join("lobby", _who("s1", ALICE))
+
+
+async def test_after_a_takeover_unknown_sessions_get_503_then_403(env: Env) -> None:
+    await env.store.claim_shards([7])
+    owner = fenced_owner(env, Leases())
+    await owner.join("lobby", _who("s1", ALICE))  # loads the room
+    with pytest.raises(Overloaded):  # s2's gateway has not re-announced it yet
+        await owner.append_post("lobby", "s2", ALICE, "", "hi")
+    env.clock.now += REJOIN_GRACE_S
+    with pytest.raises(Forbidden):
+        await owner.append_post("lobby", "s2", ALICE, "", "hi")

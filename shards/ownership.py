@@ -1,0 +1,246 @@
+"""The shard keeper: one worker's leases, taken, renewed, handed over and given up.
+
+Every ``leases.renew_s`` each worker (1) keeps itself in the live set, (2) renews its
+leases, (3) reads every shard's holder and compares with ``Placement``: free shards
+that should be its own it takes (claiming a new fencing epoch in the chat store before
+it serves them), shards that belong to a worker that is back or new it hands over, a
+bounded number per tick. A worker trusts its leases only until ``valid_until``, a
+little less than the TTL after the last renewal round began, so one that was paused
+stops serving before anybody else may have taken over; the store's fencing check
+catches whatever slips through (ARCHITECTURE §8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+from core.config import LeaseSettings
+from core.errors import Overloaded, PchatError
+from core.store.base import ChatStore
+from shards.leases import LeaseTable
+from shards.placement import Placement
+
+log = logging.getLogger(__name__)
+
+TRUST = 0.8  # a lease is trusted for this share of its TTL after its renewal was sent
+MIN_TICK_S = 0.1  # wake-ups (another worker left or came) run a tick at most this often
+
+
+class OwnerHooks(Protocol):
+    """What taking and losing shards means for the rest of the worker (the bus, the owner)."""
+
+    async def acquired(self, shards: list[int]) -> None:
+        """Serve them: subscribe to their requests, tell gateways to re-announce joins."""
+
+    def lost(self, shards: list[int], why: str) -> None:
+        """Stop serving them at once and forget their rooms."""
+
+    async def released(self, shards: list[int]) -> None:
+        """They are free now: wake the workers that take them."""
+
+    def gone(self, nodes: set[int]) -> None:
+        """These workers are no longer alive: their sessions leave every roster."""
+
+    async def stale(self) -> None:
+        """This worker missed its own lease (paused): the others may have dropped its
+        sessions; re-announce them."""
+
+
+def _parse_member(member: str) -> tuple[int, int] | None:
+    node, _, rest = member.partition("/")
+    _, _, workers = rest.partition("/")
+    try:
+        return int(node), int(workers)
+    except ValueError:
+        return None
+
+
+class ShardKeeper:
+    """Owns the worker's view of which shards it holds, with which fencing epoch."""
+
+    def __init__(
+        self,
+        table: LeaseTable,
+        store: ChatStore,
+        settings: LeaseSettings,
+        *,
+        node: int,
+        workers: int,
+        shards: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._table = table
+        self._store = store
+        self.node = node
+        self._shards = shards
+        self._ttl_s = settings.ttl_s
+        self._ttl_ms = int(settings.ttl_s * 1000)
+        self._renew_s = settings.renew_s
+        self._batch = settings.handover_batch
+        self._clock = clock
+        self._prefix = f"{node}/"  # any incarnation of this node: a predecessor's leases
+        self.holder = f"{node}/{secrets.token_hex(4)}"
+        self._member = f"{self.holder}/{workers}"
+        self._owned: dict[int, int] = {}  # shard -> fencing epoch
+        self._valid_until = 0.0
+        self._started = clock()
+        self._live: set[int] = set()
+        self._missing: dict[int, float] = {}  # workers seen alive, then not: since when
+        self._hooks: OwnerHooks | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def owns(self, shard: int) -> bool:
+        return shard in self._owned and self._clock() < self._valid_until
+
+    def epoch(self, shard: int) -> int | None:
+        """The fencing token of a shard this worker serves now, else None."""
+        return self._owned.get(shard) if self._clock() < self._valid_until else None
+
+    def token(self, shard: int) -> tuple[int, int]:
+        """(shard, epoch) to write with; Overloaded (503, the client retries) when the
+        shard is not served here now."""
+        epoch = self.epoch(shard)
+        if epoch is None:
+            raise Overloaded(f"shard {shard} is not served by this worker now")
+        return shard, epoch
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(self._owned)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def fenced(self, tokens: list[tuple[int, int]]) -> None:
+        """The store refused writes with these tokens: step down where they are still ours."""
+        stale = [shard for shard, epoch in tokens if self._owned.get(shard) == epoch]
+        if stale:
+            self._lose(stale, "the store refused its fencing token (another worker took over)")
+
+    async def start(self, hooks: OwnerHooks) -> None:
+        """Takes this worker's first shards before it serves, then keeps them."""
+        self._hooks = hooks
+        await self._tick_logged()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="shard-keeper")
+
+    async def stop(self) -> None:
+        """Gives every lease back (graceful drain): the others take the shards at once."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        shards = self.owned
+        self._lose(shards, "shutting down")
+        with contextlib.suppress(OSError, aioredis.RedisError):
+            await self._table.release(shards, self.holder)
+            await self._table.leave(self._member)
+            if self._hooks is not None and shards:
+                await self._hooks.released(shards)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._renew_s)
+            self._wake.clear()
+            await self._tick_logged()
+            await asyncio.sleep(MIN_TICK_S)
+
+    async def _tick_logged(self) -> None:
+        try:
+            await self.tick()
+        except asyncio.CancelledError:
+            raise
+        except (OSError, aioredis.RedisError, PchatError) as exc:
+            log.warning("shard leases not renewed this round: %s", exc)
+        except Exception:
+            log.exception("shard keeper round failed")
+
+    def _lose(self, shards: list[int], why: str) -> None:
+        lost = [s for s in shards if self._owned.pop(s, None) is not None]
+        if lost and self._hooks is not None:
+            log.info("node %d gives up %d shard(s): %s", self.node, len(lost), why)
+            self._hooks.lost(lost, why)
+
+    async def tick(self) -> None:
+        assert self._hooks is not None
+        now = self._clock()
+        if self._owned and now >= self._valid_until:
+            self._lose(self.owned, "its leases ran out before they were renewed")
+        was_stale = self._live and now >= self._valid_until + self._ttl_s - self._ttl_s * TRUST
+        live = self._read_live(await self._table.heartbeat(self._member, self._ttl_ms))
+        if was_stale:
+            await self._hooks.stale()
+        if self._owned:
+            mine = self.owned
+            kept = set(await self._table.renew(mine, self.holder, self._ttl_ms))
+            self._lose([s for s in mine if s not in kept], "another worker holds its lease")
+        self._valid_until = now + self._ttl_s * TRUST
+        take, give = self._plan(Placement(live), await self._table.holders(range(self._shards)))
+        if give:
+            self._lose(give, "handed over to its preferred worker")
+            await self._table.release(give, self.holder)
+            await self._hooks.released(give)
+        if take:
+            await self._take(take, now)
+
+    def _read_live(self, members: list[str]) -> dict[int, int]:
+        live = dict(m for m in map(_parse_member, members) if m is not None)
+        gone = self._live - set(live) - {self.node}
+        self._live = set(live)
+        now = self._clock()
+        for node in gone:
+            self._missing[node] = now
+        for node in self._live:
+            self._missing.pop(node, None)
+        if gone and self._hooks is not None:
+            self._hooks.gone(gone)
+        return live
+
+    def _plan(self, placement: Placement, holders: list[str | None]) -> tuple[list[int], list[int]]:
+        """(shards to take, shards to hand over, at most handover_batch)."""
+        now = self._clock()
+        take: list[int] = []
+        give: list[int] = []
+        for shard, holder in enumerate(holders):
+            target = placement.target(shard)
+            if target is None:
+                continue
+            node, own = target
+            if shard in self._owned:
+                if node != self.node and node == own:
+                    give.append(shard)  # its own worker is (back) up
+            elif holder is not None and holder.startswith(self._prefix):
+                take.append(shard)  # the worker this one replaces died holding it
+            elif holder is None and node == self.node and (own == node or self._waited(own, now)):
+                take.append(shard)
+        return take, give[: self._batch]
+
+    def _waited(self, own: int, now: float) -> bool:
+        """A stand-in takes a down worker's free shards one TTL after it went (or after
+        this worker started, if it never saw it): a worker that its supervisor restarts
+        comes back to its own shards, and at a cold start each worker takes only its own."""
+        return now - self._missing.get(own, self._started) >= self._ttl_s
+
+    async def _take(self, shards: list[int], now: float) -> None:
+        assert self._hooks is not None
+        got = await self._table.acquire(shards, self.holder, self._prefix, self._ttl_ms)
+        if not got:
+            return
+        try:
+            epochs = await self._store.claim_shards(got)
+        except PchatError:
+            await self._table.release(got, self.holder)  # no token, no service
+            raise
+        self._owned.update(epochs)
+        self._valid_until = min(self._valid_until, now + self._ttl_s * TRUST)
+        log.info("node %d took %d shard(s)", self.node, len(got))
+        await self._hooks.acquired(got)

@@ -1,0 +1,135 @@
+"""Shard leases on a real Redis and fencing epochs in a real store: the keeper's moves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from core.config import LeaseSettings
+from core.errors import Fenced
+from core.store.base import ChatStore, NewMessage
+from shards.leases import NODES_KEY, RedisLeases
+from shards.ownership import ShardKeeper
+from tests.integration.test_store import category, room
+
+SHARDS = 64
+FAST = LeaseSettings(ttl_s=0.6, renew_s=0.1, handover_batch=8)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+
+    async def clean() -> None:
+        keys = [k async for k in client.scan_iter("pchat:lease:*")]
+        await client.delete(NODES_KEY, *keys)
+
+    await clean()
+    try:
+        yield client
+    finally:
+        await clean()
+        await client.aclose()
+
+
+class Hooked:
+    """A keeper with recording hooks (the protocol's names)."""
+
+    def __init__(self, keeper: ShardKeeper) -> None:
+        self.keeper = keeper
+        self.taken: list[int] = []
+        self.dropped: list[int] = []
+        self.reasons: list[str] = []
+        self.gone_nodes: set[int] = set()
+        self.stale_rounds = 0
+
+    async def acquired(self, shards: list[int]) -> None:
+        self.taken += shards
+
+    def lost(self, shards: list[int], why: str) -> None:
+        self.dropped += shards
+        self.reasons.append(why)
+
+    async def released(self, shards: list[int]) -> None:
+        pass
+
+    def gone(self, nodes: set[int]) -> None:
+        self.gone_nodes |= nodes
+
+    async def stale(self) -> None:
+        self.stale_rounds += 1
+
+
+def keeper(redis: aioredis.Redis, store: ChatStore, node: int, workers: int = 2) -> Hooked:
+    return Hooked(
+        ShardKeeper(RedisLeases(redis), store, FAST, node=node, workers=workers, shards=SHARDS)
+    )
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+def pause(hooked: Hooked) -> None:
+    """The keeper's loop stops as a SIGSTOPped process's would (its state stays)."""
+    task = hooked.keeper._task
+    assert task is not None
+    task.cancel()
+
+
+async def test_one_host_gets_shard_mod_workers_and_a_restart_takes_its_own_back(
+    redis: aioredis.Redis, store: ChatStore
+) -> None:
+    a, b = keeper(redis, store, 0), keeper(redis, store, 1)
+    await a.keeper.start(a)
+    await b.keeper.start(b)
+    await until(lambda: len(a.keeper.owned) + len(b.keeper.owned) == SHARDS)
+    assert a.keeper.owned == [k for k in range(SHARDS) if k % 2 == 0]
+    assert b.keeper.owned == [k for k in range(SHARDS) if k % 2 == 1]
+    assert a.keeper.token(2) == (2, 1)  # first claim of shard 2
+    await b.keeper.stop()  # a graceful stop gives the leases back at once
+    assert b.dropped == b.taken
+    # a stands in for b once its start-up grace is over
+    await until(lambda: a.keeper.owned == list(range(SHARDS)))
+    assert a.keeper.token(3) == (3, 2)  # a new epoch for each shard taken over
+    again = keeper(redis, store, 1)  # b restarted: its shards come back in bounded steps
+    await again.keeper.start(again)
+    await until(lambda: again.keeper.owned == [k for k in range(SHARDS) if k % 2 == 1])
+    assert a.keeper.owned == [k for k in range(SHARDS) if k % 2 == 0]
+    assert "handed over to its preferred worker" in a.reasons
+    await again.keeper.stop()
+    await a.keeper.stop()
+
+
+async def test_a_paused_worker_loses_its_shards_and_its_writes(
+    redis: aioredis.Redis, store: ChatStore
+) -> None:
+    await store.put_category(category())
+    await store.put_room(room("r1", "Lobby"))
+    a, b = keeper(redis, store, 0), keeper(redis, store, 1)
+    await a.keeper.start(a)
+    await b.keeper.start(b)
+    await until(lambda: len(b.keeper.owned) == SHARDS // 2)
+    old = b.keeper.token(1)
+    pause(b)
+    await until(lambda: 1 in a.keeper.owned)  # b's leases ran out; a stands in
+    assert not b.keeper.owns(1)  # b no longer trusts its lease, without asking Redis
+    post = NewMessage(room_id="r1", seq=1, author="a", ts_ms=1, text="x", shard=1, epoch=old[1])
+    with pytest.raises(Fenced):
+        await store.append_messages([post])
+    b.keeper.fenced([old])  # what FencedWrite tells the keeper
+    assert 1 in b.dropped
+    await b.keeper.tick()  # it wakes: its leases ran out on its own clock, and it knows
+    assert b.keeper.owned == []
+    assert "its leases ran out before they were renewed" in b.reasons
+    assert b.stale_rounds == 1
+    assert await store.history_last("r1", 5) == []
+    assert 1 in a.gone_nodes  # a saw b go, so b's sessions left a's rosters
+    await a.keeper.stop()
+    await b.keeper.stop()
