@@ -26,6 +26,7 @@ from core.store.base import ChatStore, RoomRecord, UserRecord
 from core.store.registry import make_store
 from core.xccos.ids import room_uri
 from shards import wire
+from shards.redis_clients import redis_client
 
 Out = Callable[[str], None]
 
@@ -155,7 +156,7 @@ async def run(settings: Settings, args: argparse.Namespace, out: Out) -> None:
 
 async def _notify(settings: Settings) -> None:
     """Best effort: workers also poll the revision, so a Redis that is down only delays."""
-    client = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=0.5)
+    client = redis_client(settings, socket_timeout=0.5)
     with contextlib.suppress(OSError, aioredis.RedisError, asyncio.TimeoutError):
         await asyncio.wait_for(client.publish(wire.ADMIN_CHANNEL, "changed"), 1.0)
     await client.aclose()

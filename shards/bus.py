@@ -22,8 +22,9 @@ from core.rooms.events import HistoryQuery, Participant, RoomEvent
 from core.rooms.owner import JoinResult, PostResult, RoomOwner
 from core.store.base import MessageRecord
 from shards import wire
+from shards.links import BusLink, Connect
 from shards.metrics import Metrics
-from shards.resp import RespClient, RespError, RespSubscriber
+from shards.resp import RespError
 from shards.routing import ShardMap
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,10 @@ class RedisBus:
         me: int,
         shard_map: ShardMap,
         metrics: Metrics,
+        connect: Connect,
     ) -> None:
-        self._url = url
+        self._url = url  # for logs only; ``connect`` makes the link (one Redis or a cluster)
+        self._connect_link = connect
         self._me = me
         self._map = shard_map
         # What the bus serves, given by start(): the owner and the gateway are built on
@@ -74,8 +77,7 @@ class RedisBus:
         self._owner: RoomOwner
         self._gateway: Gateway
         self._metrics = metrics
-        self._pub: RespClient | None = None
-        self._sub: RespSubscriber | None = None
+        self._link: BusLink | None = None
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[wire.Reply]] = {}
         self._serving = 0
@@ -108,9 +110,8 @@ class RedisBus:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
-        for conn in (self._pub, self._sub):
-            if conn is not None:
-                conn.close()
+        if self._link is not None:
+            self._link.close()
 
     # -- connection keeping -----------------------------------------------------------------
 
@@ -120,12 +121,8 @@ class RedisBus:
             try:
                 await self._connect()
                 failures = 0
-                assert self._pub is not None and self._sub is not None
-                lost_pub = asyncio.ensure_future(self._pub.closed.wait())
-                lost_sub = asyncio.ensure_future(self._sub.closed.wait())
-                await asyncio.wait((lost_pub, lost_sub), return_when=asyncio.FIRST_COMPLETED)
-                lost_pub.cancel()
-                lost_sub.cancel()
+                assert self._link is not None
+                await self._link.closed.wait()
                 log.warning("lost the Redis connection; reconnecting")
             except asyncio.CancelledError:
                 raise
@@ -136,26 +133,23 @@ class RedisBus:
             failures += 1
 
     async def _connect(self) -> None:
-        self._pub = await RespClient.connect(self._url)
-        self._sub = await RespSubscriber.connect(self._url, self._on_message)
-        await self._sub.subscribe(*self._own)
+        self._link = link = await self._connect_link(self._on_message)
+        await link.subscribe(*self._own)
         rooms = [wire.room_channel(r) for r in self._rooms]
         if rooms:
-            await self._sub.subscribe(*rooms)
+            await link.subscribe(*rooms)
         self._up.set()
         # Others forget what this worker told them and re-announce their sessions in its
-        # rooms; this worker re-announces its own (see _on_announce).
-        await self._pub.call(
-            "PUBLISH", wire.CONTROL_CHANNEL, wire.encoder.encode(wire.Announce(self._me))
-        )
+        # rooms; this worker re-announces its own (see _on_announce), and each re-join's
+        # answer fills what its rooms missed while the link was down (RoomFeeds.start).
+        await link.publish(wire.CONTROL_CHANNEL, wire.encoder.encode(wire.Announce(self._me)))
         log.info("worker %d on the Redis bus", self._me)
 
     def _down(self) -> None:
         self._up.clear()
-        for conn in (self._pub, self._sub):
-            if conn is not None:
-                conn.close()
-        self._pub = self._sub = None
+        if self._link is not None:
+            self._link.close()
+        self._link = None
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(Overloaded("lost the Redis connection"))
@@ -175,22 +169,22 @@ class RedisBus:
             raise Overloaded("cannot follow the room right now") from exc
 
     async def _subscribe_room(self, room_id: str) -> None:
-        if self._sub is None:
+        if self._link is None:
             raise RespError("Redis connection is down")
-        await self._sub.subscribe(wire.room_channel(room_id))
+        await self._link.subscribe(wire.room_channel(room_id))
 
     def unwatch_room(self, room_id: str) -> None:
-        if self._rooms.pop(room_id, None) is not None and self._sub is not None:
-            self._sub.unsubscribe(wire.room_channel(room_id))
+        if self._rooms.pop(room_id, None) is not None and self._link is not None:
+            self._link.unsubscribe(wire.room_channel(room_id))
 
     def publish_event(self, event: RoomEvent) -> None:
-        if self._pub is None:
+        if self._link is None:
             return  # Redis is down: remote gateways fill the gap from the store later
         started = time.perf_counter()
-        future = self._pub.call(
-            "PUBLISH", wire.room_channel(event.room_id), wire.encoder.encode(event)
+        # now: out at once, not after this turn's local deliveries
+        future = self._link.publish(
+            wire.room_channel(event.room_id), wire.encoder.encode(event), now=True
         )
-        self._pub.flush()  # out now, not after this turn's local deliveries
         future.add_done_callback(lambda f: self._published(f, started))
 
     def _published(self, future: asyncio.Future[object], started: float) -> None:
@@ -200,8 +194,8 @@ class RedisBus:
     # -- requests to owners on other workers ---------------------------------------------------
 
     async def _request(self, worker: int, op: wire.Op) -> wire.Result:
-        pub = self._pub
-        if pub is None:
+        link = self._link
+        if link is None:
             self._metrics.rejected("redis")
             raise Overloaded("the Redis bus is down")
         request_id = next(self._ids)
@@ -210,7 +204,7 @@ class RedisBus:
         try:
             data = wire.encoder.encode(wire.Request(request_id, self._me, op))
             try:
-                receivers = await pub.call("PUBLISH", wire.worker_channel(worker), data)
+                receivers = await link.publish(wire.worker_channel(worker), data)
             except RespError as exc:
                 self._metrics.rejected("redis")
                 raise Overloaded("the Redis bus is down") from exc
@@ -313,9 +307,9 @@ class RedisBus:
         self._answer(request, reply)
 
     def _answer(self, request: wire.Request, reply: wire.Reply) -> None:
-        if self._pub is not None:
-            future = self._pub.call(
-                "PUBLISH", wire.reply_channel(request.reply_to), wire.encoder.encode(reply)
+        if self._link is not None:
+            future = self._link.publish(
+                wire.reply_channel(request.reply_to), wire.encoder.encode(reply)
             )
             future.add_done_callback(lambda f: f.exception())
 

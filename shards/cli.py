@@ -33,6 +33,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--redis-url", help="Redis URL (default: an embedded redis-server in the data dir)"
     )
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=None,
+        help="--redis-url is a node of a Redis Cluster (sharded pub/sub)",
+    )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
 
 
@@ -85,6 +91,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "domain": args.domain,
         "store": args.store,
         "redis_url": args.redis_url,
+        "redis_cluster": args.redis_cluster,
         "log_level": args.log_level,
         "sip.host": getattr(args, "sip_host", None),
         "sip.port": getattr(args, "sip_port", None),

@@ -30,6 +30,7 @@ from core.store.registry import make_store
 from shards import metrics
 from shards.lifetime import die_with_parent
 from shards.logs import setup_logging
+from shards.redis_clients import AnyRedis, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class ComplianceService:
         self._adapters = load_adapters(c.adapters, self.options)
         self._failed = {a.name: metrics.COMPLIANCE_FAILURES.labels(a.name) for a in self._adapters}
 
-    async def run(self, redis: aioredis.Redis, stop: asyncio.Event) -> None:
+    async def run(self, redis: AnyRedis, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 if await self._hold_lease(redis):
@@ -88,7 +89,7 @@ class ComplianceService:
         with contextlib.suppress(Exception):
             await redis.eval(_RENEW, 1, LEASE_KEY, self._me, 1)  # hand the lease back fast
 
-    async def _hold_lease(self, redis: aioredis.Redis) -> bool:
+    async def _hold_lease(self, redis: AnyRedis) -> bool:
         try:
             if await redis.set(LEASE_KEY, self._me, nx=True, px=self._ttl_ms):
                 log.info("compliance service %s is the active one", self._me)
@@ -157,7 +158,7 @@ async def _main(settings: Settings) -> None:
     chat = make_store(settings.store_url, settings.store_pool)
     await chat.open()
     archive = ComplianceStore(settings.compliance_store_path)
-    redis = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=2)
+    redis = redis_client(settings, socket_timeout=2)  # Redis, or RedisCluster for a pool
     try:
         await ComplianceService(settings, chat, archive).run(redis, stop)
     finally:

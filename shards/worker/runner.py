@@ -31,6 +31,7 @@ from shards.claim import EXIT_CANNOT_START, CannotStart
 from shards.lifetime import die_with_parent
 from shards.logs import setup_logging
 from shards.metrics import Metrics
+from shards.redis_clients import AnyRedis, bus_connect, redis_client
 from shards.resp import RespError, RespSubscriber
 from shards.routing import RoomRouter, ShardMap
 from shards.web.api import ManagementApi
@@ -70,7 +71,7 @@ class RunningWorker:
         self.sip_port = 0
         self.sip_tls_port = 0
         self.http_port = 0
-        self.redis: aioredis.Redis | None = None
+        self.redis: AnyRedis | None = None
         self.last_invitation = 0  # invitations up to this id were looked at
         self.directory: Directory | None = None
 
@@ -235,7 +236,7 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     # watch rooms through the bus), the owner (publishes to both), the router and the
     # handler (reach owners), the gateway (holds sessions); the bus then serves them.
     bus = (
-        RedisBus(settings.effective_redis_url, worker_id, shard_map, metrics)
+        RedisBus(settings.effective_redis_url, worker_id, shard_map, metrics, bus_connect(settings))
         if settings.workers > 1
         else None
     )
@@ -281,7 +282,7 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     if settings.http.port >= 0:
         runner, http_server = await _serve_http(worker, reuse)
         servers.append(http_server)
-    worker.redis = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=2)
+    worker.redis = redis_client(settings, socket_timeout=2)
     while batch := await store.invitations_after(worker.last_invitation, INVITATION_PAGE):
         worker.last_invitation = batch[-1].id  # older ones wait for cmd:getinv
     watcher = loop.create_task(_watch_revision(worker))
