@@ -218,6 +218,8 @@ class RedisBus:
                 raise Overloaded(f"worker {worker} did not answer") from exc
         finally:
             self._waiting.pop(request_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # failed by _down while the publish failed too: seen here
         if reply.code:
             raise wire.error_of(reply)
         return reply.result

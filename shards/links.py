@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from core.config import redact_url
 from shards.resp import Message, RespClient, RespError, RespSubscriber
 from shards.slots import SLOTS, key_slot
 
@@ -120,7 +121,7 @@ class ClusterSeeds:
             try:
                 slots, nodes = await _slot_map(url, self._template)
             except (OSError, TimeoutError, RespError) as exc:
-                errors.append(f"{url.rpartition('@')[2]}: {exc}")
+                errors.append(f"{redact_url(url)}: {exc}")
                 continue
             self.urls = list(dict.fromkeys([*self.urls, *nodes]))
             return await ClusterLink.open(slots, on_message)
@@ -164,9 +165,15 @@ class ClusterLink:
     @classmethod
     async def open(cls, slots: list[str], on_message: Message) -> ClusterLink:
         pubs: dict[str, RespClient] = {}
+        url = ""
         try:
             for url in dict.fromkeys(slots):
                 pubs[url] = await RespClient.connect(url)
+        except (OSError, TimeoutError) as exc:
+            for client in pubs.values():
+                client.close()
+            # Most often a master that died and whose replica is not promoted yet.
+            raise RespError(f"cluster master {redact_url(url)}: {exc}") from exc
         except BaseException:
             for client in pubs.values():
                 client.close()

@@ -165,6 +165,20 @@ class RedisClusterNodes:
         roles = self.roles().values()
         return all(r[3] == "connected" for r in roles if r[0] == "slave")
 
+    def master_of(self, key: bytes) -> int:
+        """The port of the master that serves ``key``'s slot (a channel's, for sharded
+        pub/sub)."""
+        port = self.alive()[0]
+        client = redis.Redis(port=port, socket_timeout=1)
+        try:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+            for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return int(master[1])
+        finally:
+            client.close()
+        raise RuntimeError(f"no master serves slot {slot}")
+
     def alive(self) -> list[int]:
         return [p for p, proc in self.procs.items() if proc.poll() is None]
 

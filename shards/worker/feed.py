@@ -80,6 +80,7 @@ class RoomFeeds:
         task.add_done_callback(self._tasks.discard)
 
     async def _fill(self, room_id: str, feed: _Feed) -> None:
+        before = self.filled
         try:
             # Up to the first held post, or to the goal when nothing is held.
             while (target := feed.held[0].seq if feed.held else feed.goal + 1) > feed.last + 1:
@@ -104,6 +105,8 @@ class RoomFeeds:
             log.exception("filling a gap in room %s failed; delivering what is held", room_id)
             feed.goal = feed.last  # no retry loop on a failing store: the next post retries
         finally:
+            if self.filled > before:
+                log.info("room %s: %d posts filled from the store", room_id, self.filled - before)
             feed.filling = False
             held, feed.held = feed.held, []
             for event in held:
