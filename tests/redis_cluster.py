@@ -17,7 +17,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import redis
 
 from shards.lifetime import die_with_parent
@@ -29,15 +28,19 @@ NODE_TIMEOUT_MS = 2000
 BUS_PORT_OFFSET = 10_000  # the cluster bus listens on port + 10000
 
 
+class NoRedis7(RuntimeError):
+    """No redis-server/redis-cli 7+ on PATH: tests are skipped, the bench stops."""
+
+
 def cluster_binaries() -> tuple[str, str]:
-    """redis-server and redis-cli of version 7 or newer; the test is skipped without them."""
+    """redis-server and redis-cli of version 7 or newer."""
     server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if server is None or cli is None:
-        pytest.skip("redis-server/redis-cli not on PATH (scripts/setup installs them)")
+        raise NoRedis7("redis-server/redis-cli not on PATH (scripts/setup installs them)")
     version = subprocess.run([server, "--version"], capture_output=True, text=True).stdout
     major = int(version.split("v=")[1].split(".")[0])
     if major < 7:
-        pytest.skip(f"sharded pub/sub needs Redis 7; {server} is {major}")
+        raise NoRedis7(f"sharded pub/sub needs Redis 7; {server} is {major}")
     return server, cli
 
 
@@ -76,6 +79,7 @@ class RedisClusterNodes:
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Starts the nodes; a port taken by another process meanwhile means a new try."""
+        cluster_binaries()  # NoRedis7 before anything starts
         for attempt in range(3):
             try:
                 self._start(timeout_s)

@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from shards.links import ClusterLink, ClusterSeeds, SingleLink
+from shards.links import TOPOLOGY_CHECK_S, ClusterLink, ClusterSeeds, SingleLink
 from shards.resp import RespError
 from shards.slots import key_slot
 from tests.redis_cluster import RedisClusterNodes
@@ -110,3 +110,40 @@ async def test_single_link_publishes_and_subscribes(redis_url: str) -> None:
         await wait_for(lambda: got == [b"x"])
     finally:
         link.close()
+
+
+async def test_a_manual_failover_is_noticed_without_a_broken_connection(
+    fresh_redis_cluster: RedisClusterNodes,
+) -> None:
+    """CLUSTER FAILOVER on a replica: the old master stays up as a replica, so only the
+    link's own checks (sunsubscribe, MOVED, the slot map) can tell it to move."""
+    nodes = fresh_redis_cluster
+    seeds = ClusterSeeds([nodes.url])
+    link = await seeds.connect(lambda _ch, _data: None)
+    try:
+        channel = channels_on_every_master(link, per_master=1)[0]
+        await link.subscribe(channel)
+        old = int(link._node(channel).rpartition(":")[2])
+        replica = next(
+            p for p, role in nodes.roles().items() if role[0] == "slave" and role[2] == old
+        )
+        client = redis.Redis(port=replica, socket_timeout=2)
+        try:
+            client.execute_command("CLUSTER", "FAILOVER")
+        finally:
+            client.close()
+        await asyncio.wait_for(link.closed.wait(), TOPOLOGY_CHECK_S + 10.0)
+    finally:
+        link.close()
+    # The nodes agree on the new map within moments; a link made before that sees the old
+    # one and is broken again by its own checks (as above), so the bus converges.
+    deadline = time.monotonic() + 10.0
+    while True:
+        link = await seeds.connect(lambda _ch, _data: None)
+        try:
+            if link._node(channel).endswith(f":{replica}"):
+                return
+        finally:
+            link.close()
+        assert time.monotonic() < deadline, "the new master never took the channel"
+        await asyncio.sleep(0.2)
