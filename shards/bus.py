@@ -139,9 +139,10 @@ class RedisBus:
         if rooms:
             await link.subscribe(*rooms)
         self._up.set()
-        # Others forget what this worker told them and re-announce their sessions in its
-        # rooms; this worker re-announces its own (see _on_announce), and each re-join's
-        # answer fills what its rooms missed while the link was down (RoomFeeds.start).
+        # Others forget what this worker told them, say so (Forgot) and re-announce their
+        # sessions in its rooms; on each Forgot this worker re-announces its own (see
+        # _on_control), and each re-join's answer fills what its rooms missed while the
+        # link was down (RoomFeeds.start).
         await link.publish(wire.CONTROL_CHANNEL, wire.encoder.encode(wire.Announce(self._me)))
         log.info("worker %d on the Redis bus", self._me)
 
@@ -264,7 +265,7 @@ class RedisBus:
             elif channel == self._own[0]:
                 self._serve(wire.request_decoder.decode(data))
             elif channel == wire.CONTROL_CHANNEL:
-                self._on_announce(wire.announce_decoder.decode(data).worker)
+                self._on_control(wire.control_decoder.decode(data))
         except Exception:  # one bad message must not stop the subscription
             log.exception("dropped a malformed bus message on %r", channel)
 
@@ -315,14 +316,27 @@ class RedisBus:
             )
             future.add_done_callback(lambda f: f.exception())
 
-    def _on_announce(self, worker: int) -> None:
-        """A worker came (back) onto the bus with empty memory of the others."""
-        if worker != self._me:
-            self._owner.drop_gateway(worker)
-            targets = self._gateway.rejoin_targets(lambda owner: owner == worker)
-        else:
-            targets = self._gateway.rejoin_targets(lambda owner: owner != self._me)
-        for room_id, who in targets:
+    def _on_control(self, message: wire.Control) -> None:
+        if isinstance(message, wire.Forgot):
+            if message.worker == self._me:  # that owner dropped this worker's sessions
+                self._rejoin_all(lambda owner: owner == message.by)
+            return
+        worker = message.worker
+        if worker == self._me:
+            return  # the others answer with Forgot once they have dropped what it said
+        # A worker came (back) onto the bus: forget its sessions here and say so (it
+        # re-announces them after that, in order); its own memory of this worker's
+        # sessions may be gone too, so re-announce them.
+        self._owner.drop_gateway(worker)
+        forgot = wire.encoder.encode(wire.Forgot(self._me, worker))
+        if self._link is not None:
+            self._link.publish(wire.CONTROL_CHANNEL, forgot).add_done_callback(
+                lambda f: f.cancelled() or f.exception()
+            )
+        self._rejoin_all(lambda owner: owner == worker)
+
+    def _rejoin_all(self, owned_by: Callable[[int], bool]) -> None:
+        for room_id, who in self._gateway.rejoin_targets(owned_by):
             self._spawn(self._rejoin(room_id, who))
 
     async def _rejoin(self, room_id: str, who: Participant) -> None:

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # How often a cluster link compares the slot map with the cluster's: a topology change
 # that broke no connection (a manual failover, a resharding) is found within this.
 TOPOLOGY_CHECK_S = 2.0
+# Nodes a link remembers to start from: the configured seeds, then the nodes of the
+# newest slot map, then older ones (a long-lived pool replaces nodes), up to this many.
+MAX_SEEDS = 64
 # Channel -> slot memo for the hot path (CRC16 in Python costs microseconds). Rooms, worker
 # and reply channels: cleared when it grows past this, so memory stays bounded.
 MAX_SLOT_MEMO = 65_536
@@ -113,6 +116,7 @@ class ClusterSeeds:
         if not urls:
             raise ValueError("a Redis Cluster needs at least one seed node")
         self._template = urls[0]
+        self._configured = list(urls)
         self.urls = list(urls)
 
     async def connect(self, on_message: Message) -> ClusterLink:
@@ -123,7 +127,8 @@ class ClusterSeeds:
             except (OSError, TimeoutError, RespError) as exc:
                 errors.append(f"{redact_url(url)}: {exc}")
                 continue
-            self.urls = list(dict.fromkeys([*self.urls, *nodes]))
+            known = dict.fromkeys([*self._configured, *nodes, *self.urls])
+            self.urls = list(known)[:MAX_SEEDS]
             return await ClusterLink.open(slots, on_message)
         raise RespError("no Redis Cluster node answered (" + "; ".join(errors) + ")")
 
@@ -216,9 +221,12 @@ class ClusterLink:
         for node, group in by_node.items():
             sub = self._subs.get(node)
             if sub is None or not sub.connected:
-                sub = self._subs[node] = await RespSubscriber.connect(
-                    node, self._on_message, sharded=True
-                )
+                try:
+                    sub = await RespSubscriber.connect(node, self._on_message, sharded=True)
+                except (OSError, TimeoutError) as exc:
+                    self.closed.set()  # a master gone since the map was read
+                    raise RespError(f"cluster master {redact_url(node)}: {exc}") from exc
+                self._subs[node] = sub
                 self._watch(sub.closed)
             try:
                 await sub.subscribe(*group)

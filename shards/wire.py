@@ -69,10 +69,24 @@ class Reply(msgspec.Struct, gc=False):
     result: Result = None
 
 
-class Announce(msgspec.Struct, gc=False):
-    """A worker (re)joined the bus with no memory of what others told it before."""
+class Announce(msgspec.Struct, tag="hello", gc=False):
+    """A worker (re)joined the bus; what it was told before may be lost."""
 
     worker: int
+
+
+class Forgot(msgspec.Struct, tag="forgot", gc=False):
+    """``by`` dropped what ``worker`` told it (after ``worker``'s Announce); ``worker``
+    re-announces its sessions in ``by``'s rooms now. An answer, not a reaction to one's
+    own Announce: on a Redis Cluster the control channel and ``by``'s request channel
+    live on different nodes, so a re-join sent on the Announce alone could reach ``by``
+    before the Announce and be dropped with the rest."""
+
+    by: int
+    worker: int
+
+
+Control = Announce | Forgot
 
 
 ERRORS: dict[int, type[PchatError]] = {
@@ -109,4 +123,4 @@ encoder = msgspec.msgpack.Encoder()
 request_decoder = msgspec.msgpack.Decoder(Request)
 reply_decoder = msgspec.msgpack.Decoder(Reply)
 event_decoder: msgspec.msgpack.Decoder[RoomEvent] = msgspec.msgpack.Decoder(RoomEvent)
-announce_decoder = msgspec.msgpack.Decoder(Announce)
+control_decoder: msgspec.msgpack.Decoder[Control] = msgspec.msgpack.Decoder(Control)

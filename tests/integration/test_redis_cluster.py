@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
+import msgspec
 import redis
+from redis.asyncio.cluster import RedisCluster
 
 from shards.links import TOPOLOGY_CHECK_S, ClusterLink, ClusterSeeds, SingleLink
+from shards.redis_clients import redis_client
 from shards.resp import RespError
 from shards.slots import key_slot
+from tests.conftest import make_settings
 from tests.redis_cluster import RedisClusterNodes
 
 FAILOVER_BOUND_S = 20.0  # node timeout 2 s + election; generous for a loaded 2-core box
@@ -147,3 +152,27 @@ async def test_a_manual_failover_is_noticed_without_a_broken_connection(
             link.close()
         assert time.monotonic() < deadline, "the new master never took the channel"
         await asyncio.sleep(0.2)
+
+
+async def test_redis_client_gives_a_cluster_client_that_routes_keys(
+    redis_cluster: RedisClusterNodes, tmp_path: Path
+) -> None:
+    """What leases use: keys on every master through one client from the settings."""
+    settings = make_settings(tmp_path, redis_cluster.url)
+    settings = msgspec.structs.replace(
+        settings, redis_cluster=True, redis_cluster_seeds=redis_cluster.seeds[1:]
+    )
+    client = redis_client(settings, socket_timeout=2)
+    assert isinstance(client, RedisCluster)
+    try:
+        keys = [f"pchat:shard:{k}" for k in range(30)]
+        assert len({redis_cluster.master_of(k.encode()) for k in keys}) == 3
+        for key in keys:
+            assert await client.set(key, "owner", nx=True, px=5000)
+        assert [await client.get(k) for k in keys] == [b"owner"] * len(keys)
+        assert await client.publish("pchat:admin", "changed") >= 0
+    finally:
+        await client.aclose()
+    single = redis_client(make_settings(tmp_path, "redis://127.0.0.1:1"))
+    assert not isinstance(single, RedisCluster)
+    await single.aclose()
