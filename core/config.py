@@ -235,6 +235,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # an SQLite file belongs to one host, so serve refuses to start with it.
     pool_hosts: int = 1
     redis_url: str = ""  # "": the supervisor starts an embedded redis-server in data_dir
+    # true: redis_url is one node of a Redis Cluster (Redis 7+); the bus learns the others
+    # from it and puts every channel on the master that serves its slot (sharded pub/sub,
+    # SPUBLISH/SSUBSCRIBE). false: redis_url is one Redis (or the embedded one).
+    redis_cluster: bool = False
+    # More cluster nodes (URLs like redis_url) to start from when redis_url's node is down;
+    # []: redis_url only. Used with redis_cluster only.
+    redis_cluster_seeds: list[str] = msgspec.field(default_factory=list)
     workers: int = 1  # worker processes; 0: one per CPU
     shards: int = 1024  # virtual shards: crc32(room_uri) % shards
     log_level: str = "INFO"
@@ -453,6 +460,17 @@ def find_config_file(
     return next((path for path in defaults if Path(path).is_file()), None)
 
 
+def _check_redis(settings: Settings) -> None:
+    if not settings.redis_cluster:
+        return
+    for url in [settings.redis_url, *settings.redis_cluster_seeds]:
+        if urlsplit(url).scheme not in ("redis", "rediss"):
+            raise ConfigError(
+                "redis_cluster needs redis_url (and redis_cluster_seeds) to be redis:// or "
+                f"rediss:// nodes of the cluster; got {redact_url(url)!r}"
+            )
+
+
 def load_settings(
     config_file: str | None = None,
     env: Mapping[str, str] | None = None,
@@ -503,6 +521,7 @@ def load_settings(
         raise ConfigError(f"compliance.run_interval_s must be 60 s to 30 days; got {interval}")
     _check_pool(settings)
     _check_compliance_store(settings)
+    _check_redis(settings)
     unknown = [a for a in settings.sip.auth_algorithms if a not in DIGEST_ALGORITHMS]
     if unknown or not settings.sip.auth_algorithms:
         raise ConfigError(

@@ -23,8 +23,9 @@ from core.rooms.events import HistoryQuery, Participant, RoomEvent
 from core.rooms.owner import JoinResult, PostResult, RoomOwner
 from core.store.base import MessageRecord
 from shards import wire
+from shards.links import BusLink, Connect
 from shards.metrics import Metrics
-from shards.resp import RespClient, RespError, RespSubscriber
+from shards.resp import RespError
 from shards.routing import Ownership, ShardMap
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,10 @@ class RedisBus:
         me: int,
         shard_map: ShardMap,
         metrics: Metrics,
+        connect: Connect,
     ) -> None:
-        self._url = url
+        self._url = url  # for logs only; ``connect`` makes the link (one Redis or a cluster)
+        self._connect_link = connect
         self._me = me
         self._map = shard_map
         # What the bus serves, given by start(): the owner and the gateway are built on
@@ -78,8 +81,7 @@ class RedisBus:
         self._serving_shards: set[int] = set()  # owner channels subscribed (leases held)
         self.on_control: Callable[[], None] = lambda: None  # wakes the shard keeper
         self._metrics = metrics
-        self._pub: RespClient | None = None
-        self._sub: RespSubscriber | None = None
+        self._link: BusLink | None = None
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[wire.Reply]] = {}
         self._serving = 0
@@ -115,9 +117,8 @@ class RedisBus:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
-        for conn in (self._pub, self._sub):
-            if conn is not None:
-                conn.close()
+        if self._link is not None:
+            self._link.close()
 
     # -- connection keeping -----------------------------------------------------------------
 
@@ -127,12 +128,8 @@ class RedisBus:
             try:
                 await self._connect()
                 failures = 0
-                assert self._pub is not None and self._sub is not None
-                lost_pub = asyncio.ensure_future(self._pub.closed.wait())
-                lost_sub = asyncio.ensure_future(self._sub.closed.wait())
-                await asyncio.wait((lost_pub, lost_sub), return_when=asyncio.FIRST_COMPLETED)
-                lost_pub.cancel()
-                lost_sub.cancel()
+                assert self._link is not None
+                await self._link.closed.wait()
                 log.warning("lost the Redis connection; reconnecting")
             except asyncio.CancelledError:
                 raise
@@ -143,27 +140,25 @@ class RedisBus:
             failures += 1
 
     async def _connect(self) -> None:
-        self._pub = await RespClient.connect(self._url)
-        self._sub = await RespSubscriber.connect(self._url, self._on_message)
-        await self._sub.subscribe(*self._own)
+        self._link = link = await self._connect_link(self._on_message)
+        await link.subscribe(*self._own)
         rooms = [wire.room_channel(r) for r in self._rooms]
         rooms += [wire.owner_channel(k) for k in self._serving_shards]
         if rooms:
-            await self._sub.subscribe(*rooms)
+            await link.subscribe(*rooms)
         self._up.set()
-        # Others forget what this worker told them and re-announce their sessions in its
-        # rooms; this worker re-announces its own (see _on_announce).
-        await self._pub.call(
-            "PUBLISH", wire.CONTROL_CHANNEL, wire.encoder.encode(wire.Announce(self._me))
-        )
+        # Others forget what this worker told them and say so (Forgot); on each Forgot this
+        # worker re-announces its sessions in the rooms it does not own (see _on_control),
+        # and each re-join's answer fills what its rooms missed while the link was down
+        # (RoomFeeds.start).
+        await link.publish(wire.CONTROL_CHANNEL, wire.encoder.encode(wire.Announce(self._me)))
         log.info("worker %d on the Redis bus", self._me)
 
     def _down(self) -> None:
         self._up.clear()
-        for conn in (self._pub, self._sub):
-            if conn is not None:
-                conn.close()
-        self._pub = self._sub = None
+        if self._link is not None:
+            self._link.close()
+        self._link = None
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(Overloaded("lost the Redis connection"))
@@ -183,22 +178,22 @@ class RedisBus:
             raise Overloaded("cannot follow the room right now") from exc
 
     async def _subscribe_room(self, room_id: str) -> None:
-        if self._sub is None:
+        if self._link is None:
             raise RespError("Redis connection is down")
-        await self._sub.subscribe(wire.room_channel(room_id))
+        await self._link.subscribe(wire.room_channel(room_id))
 
     def unwatch_room(self, room_id: str) -> None:
-        if self._rooms.pop(room_id, None) is not None and self._sub is not None:
-            self._sub.unsubscribe(wire.room_channel(room_id))
+        if self._rooms.pop(room_id, None) is not None and self._link is not None:
+            self._link.unsubscribe(wire.room_channel(room_id))
 
     def publish_event(self, event: RoomEvent) -> None:
-        if self._pub is None:
+        if self._link is None:
             return  # Redis is down: remote gateways fill the gap from the store later
         started = time.perf_counter()
-        future = self._pub.call(
-            "PUBLISH", wire.room_channel(event.room_id), wire.encoder.encode(event)
+        # now: out at once, not after this turn's local deliveries
+        future = self._link.publish(
+            wire.room_channel(event.room_id), wire.encoder.encode(event), now=True
         )
-        self._pub.flush()  # out now, not after this turn's local deliveries
         future.add_done_callback(lambda f: self._published(f, started))
 
     def _published(self, future: asyncio.Future[object], started: float) -> None:
@@ -212,23 +207,22 @@ class RedisBus:
     async def serve_shards(self, shards: list[int]) -> None:
         """Subscribes to the shards' request channels (a lease was just taken)."""
         self._serving_shards.update(shards)
-        if self._sub is not None:
-            await self._sub.subscribe(*(wire.owner_channel(k) for k in shards))
+        if self._link is not None:
+            await self._link.subscribe(*(wire.owner_channel(k) for k in shards))
 
     def stop_serving(self, shards: list[int]) -> None:
         self._serving_shards.difference_update(shards)
-        if self._sub is not None:
-            for shard in shards:
-                self._sub.unsubscribe(wire.owner_channel(shard))
+        if self._link is not None:
+            self._link.unsubscribe(*(wire.owner_channel(k) for k in shards))
 
     async def announce(self, message: wire.Control) -> None:
-        if self._pub is not None:
-            await self._pub.call("PUBLISH", wire.CONTROL_CHANNEL, wire.encoder.encode(message))
+        if self._link is not None:
+            await self._link.publish(wire.CONTROL_CHANNEL, wire.encoder.encode(message))
 
     async def _request(self, room_id: str, op: wire.Op) -> wire.Result:
         shard = self._map.shard(room_id)
-        pub = self._pub
-        if pub is None:
+        link = self._link
+        if link is None:
             self._metrics.rejected("redis")
             raise Overloaded("the Redis bus is down")
         request_id = next(self._ids)
@@ -237,7 +231,7 @@ class RedisBus:
         try:
             data = wire.encoder.encode(wire.Request(request_id, self._me, op))
             try:
-                receivers = await pub.call("PUBLISH", wire.owner_channel(shard), data)
+                receivers = await link.publish(wire.owner_channel(shard), data)
             except RespError as exc:
                 self._metrics.rejected("redis")
                 raise Overloaded("the Redis bus is down") from exc
@@ -251,6 +245,8 @@ class RedisBus:
                 raise Overloaded(f"the owner of shard {shard} did not answer") from exc
         finally:
             self._waiting.pop(request_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # failed by _down while the publish failed too: seen here
         if reply.code:
             raise wire.error_of(reply)
         return reply.result
@@ -342,15 +338,20 @@ class RedisBus:
         self._answer(request, reply)
 
     def _answer(self, request: wire.Request, reply: wire.Reply) -> None:
-        if self._pub is not None:
-            future = self._pub.call(
-                "PUBLISH", wire.reply_channel(request.reply_to), wire.encoder.encode(reply)
+        if self._link is not None:
+            future = self._link.publish(
+                wire.reply_channel(request.reply_to), wire.encoder.encode(reply)
             )
             future.add_done_callback(lambda f: f.exception())
 
     def _on_control(self, message: wire.Control) -> None:
         if isinstance(message, wire.Announce):
             self._on_announce(message.worker)
+        elif isinstance(message, wire.Forgot):
+            if message.worker == self._me:  # an owner dropped this worker's sessions
+                owns = self._ownership.owns
+                self._rejoin_all(self._gateway.rejoin_targets(lambda shard: not owns(shard)))
+            return
         elif isinstance(message, wire.Acquired):
             # A new owner (maybe this worker) starts with empty rosters: tell it who is in.
             taken = set(message.shards)
@@ -359,12 +360,21 @@ class RedisBus:
             self.on_control()  # a worker came, went or freed shards: the keeper looks now
 
     def _on_announce(self, worker: int) -> None:
-        """A worker came (back) onto the bus with empty memory of the others."""
-        if worker != self._me:
-            self._owner.drop_gateway(worker)
-        else:  # the others forgot this worker's sessions: re-announce those in their rooms
-            owns = self._ownership.owns
-            self._rejoin_all(self._gateway.rejoin_targets(lambda shard: not owns(shard)))
+        """A worker came (back) onto the bus with empty memory of the others: forget its
+        sessions here, then say so (Forgot) so that it re-announces them. The answer, not
+        its own Announce, starts its re-joins: on a Redis Cluster the control channel and
+        a shard's request channel live on different nodes, so a re-join sent on the
+        Announce alone could arrive before the Announce and be dropped with the rest.
+        Each owner's Forgot re-announces all of the worker's sessions in rooms it does not
+        own (re-joins are idempotent): one round per other worker, only after a reconnect."""
+        if worker == self._me:
+            return
+        self._owner.drop_gateway(worker)
+        if self._link is not None:
+            forgot = wire.encoder.encode(wire.Forgot(self._me, worker))
+            self._link.publish(wire.CONTROL_CHANNEL, forgot).add_done_callback(
+                lambda f: f.cancelled() or f.exception()
+            )
 
     def _rejoin_all(self, targets: list[tuple[str, Participant]]) -> None:
         for room_id, who in targets:

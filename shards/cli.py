@@ -43,6 +43,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--redis-url", help="Redis URL (default: an embedded redis-server in the data dir)"
     )
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=None,
+        help="--redis-url is a node of a Redis Cluster (sharded pub/sub)",
+    )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument("--log-format", choices=["text", "json"], help="log lines (default text)")
 
@@ -102,6 +108,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "domain": args.domain,
         "store": args.store,
         "redis_url": args.redis_url,
+        "redis_cluster": args.redis_cluster,
         "log_level": args.log_level,
         "log.format": args.log_format,
         "sip.host": getattr(args, "sip_host", None),

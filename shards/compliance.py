@@ -34,6 +34,7 @@ from core.store.registry import make_store
 from shards import metrics
 from shards.lifetime import die_with_parent
 from shards.logs import setup_logging
+from shards.redis_clients import AnyRedis, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class ComplianceService:
         self._failed = {a.name: metrics.COMPLIANCE_FAILURES.labels(a.name) for a in self._adapters}
         self._epoch = 0  # the compliance store's epoch won with the lease; 0: not active
 
-    async def run(self, redis: aioredis.Redis, stop: asyncio.Event) -> None:
+    async def run(self, redis: AnyRedis, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 if await self._hold_lease(redis):
@@ -108,7 +109,7 @@ class ComplianceService:
         with contextlib.suppress(Exception):
             await redis.eval(_RENEW, 1, LEASE_KEY, self._me, 1)  # hand the lease back fast
 
-    async def _hold_lease(self, redis: aioredis.Redis) -> bool:
+    async def _hold_lease(self, redis: AnyRedis) -> bool:
         try:
             if await redis.set(LEASE_KEY, self._me, nx=True, px=self._ttl_ms):
                 log.info("compliance service %s is the active one", self._me)
@@ -229,7 +230,7 @@ async def _main(settings: Settings) -> None:
     except BaseException:
         await chat.close()
         raise
-    redis = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=2)
+    redis = redis_client(settings, socket_timeout=2)  # Redis, or RedisCluster for a pool
     try:
         await ComplianceService(settings, chat, archive).run(redis, stop)
     finally:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-import redis.asyncio as aioredis
+from shards.redis_clients import AnyRedis
 
 NODES_KEY = "pchat:nodes"
 
@@ -84,7 +84,7 @@ def _text(value: object) -> str:
 class RedisLeases:
     """``LeaseTable`` on redis-py (single Redis or ``RedisCluster``)."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: AnyRedis) -> None:
         self._redis = redis
 
     async def heartbeat(self, member: str, ttl_ms: int) -> list[str]:

@@ -209,16 +209,21 @@ class RespClient:
 class RespSubscriber:
     """One subscription connection; ``subscribe`` resolves once Redis confirms it."""
 
-    def __init__(self, on_message: Message) -> None:
+    def __init__(self, on_message: Message, sharded: bool = False) -> None:
         self._on_message = on_message
         self._proto: _RespProtocol | None = None
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self.channels: set[bytes] = set()
         self.closed = asyncio.Event()
+        # Sharded pub/sub (Redis 7, for Redis Cluster): SSUBSCRIBE, one command per channel
+        # (channels of one command must share a slot), and pushes named smessage.
+        self._sharded = sharded
+        self._kind = b"smessage" if sharded else b"message"
+        self._confirm_kind = b"ssubscribe" if sharded else b"subscribe"
 
     @classmethod
-    async def connect(cls, url: str, on_message: Message) -> RespSubscriber:
-        sub = cls(on_message)
+    async def connect(cls, url: str, on_message: Message, sharded: bool = False) -> RespSubscriber:
+        sub = cls(on_message, sharded)
         auth = _auth_and_db(url)
         sub._proto = await _open(url, lambda: _RespProtocol(sub._on_reply, sub._on_lost))
         for command in auth:  # answered before any push; their replies are plain values
@@ -241,7 +246,11 @@ class RespSubscriber:
             waits.append(future)
         self.channels.update(channels)
         assert self._proto is not None
-        self._proto.write(encode_command(("SUBSCRIBE", *channels)))
+        if self._sharded:
+            for channel in channels:
+                self._proto.write(encode_command(("SSUBSCRIBE", channel)))
+        else:
+            self._proto.write(encode_command(("SUBSCRIBE", *channels)))
         # asyncio.wait, not wait_for(gather(...)): a cancelled gather leaves an exception
         # nobody retrieves; here every future is settled on every path.
         try:
@@ -261,17 +270,26 @@ class RespSubscriber:
         self.channels.difference_update(channels)
         if self.connected and channels:
             assert self._proto is not None
-            self._proto.write(encode_command(("UNSUBSCRIBE", *channels)))
+            if self._sharded:
+                for channel in channels:
+                    self._proto.write(encode_command(("SUNSUBSCRIBE", channel)))
+            else:
+                self._proto.write(encode_command(("UNSUBSCRIBE", *channels)))
 
     def _on_reply(self, reply: Any) -> None:
         if type(reply) is list and len(reply) == 3:
             kind = reply[0]
-            if kind == b"message":
+            if kind == self._kind:
                 self._on_message(reply[1], reply[2])
-            elif kind == b"subscribe":
+            elif kind == self._confirm_kind:
                 for future in self._confirm.pop(reply[1], []):
                     if not future.done():
                         future.set_result(None)
+            elif kind == b"sunsubscribe" and reply[1] in self.channels:
+                # Not asked for: the channel's slot moved to another node (resharding or a
+                # failover). The connection is closed so its owner re-subscribes where
+                # the slot now lives, and fills what it missed.
+                self.close()
         elif isinstance(reply, hiredis.ReplyError):  # a refused AUTH, or NOAUTH
             self._fail(RespError(str(reply)))
 

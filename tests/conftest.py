@@ -19,6 +19,7 @@ from core.sip.digest import user_ha1s
 from core.store.base import CategoryRecord, ChatStore, RoomRecord, UserRecord
 from shards.redis_server import EmbeddedRedis
 from shards.worker.runner import RunningWorker, run_worker
+from tests.redis_cluster import NoRedis7, RedisClusterNodes
 
 DOMAIN = "example.com"
 PASSWORD = "secret-pw"
@@ -58,6 +59,34 @@ def redis_url() -> Iterator[str]:
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """One Redis Cluster (3 masters, 3 replicas) for the tests that leave it as it was."""
+    nodes = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        nodes.start()
+    except NoRedis7 as exc:
+        pytest.skip(str(exc))
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+@pytest.fixture
+def fresh_redis_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
+    """A Redis Cluster of this test's own, for tests that kill its nodes."""
+    nodes = RedisClusterNodes(tmp_path / "redis-cluster")
+    try:
+        nodes.start()
+    except NoRedis7 as exc:
+        pytest.skip(str(exc))
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
 
 
 def test_certificate(folder: Path) -> tuple[Path, Path]:

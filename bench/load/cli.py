@@ -71,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
         "--server-set", action="append", default=[], metavar="PCHAT_KEY=VALUE",
         help="environment for the server it starts, e.g. PCHAT_LIMITS__ADMISSION_QUEUE=4000",
     )  # fmt: skip
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="the server's bus on a private Redis Cluster (3 masters + 3 replicas, Redis 7)",
+    )
     p.add_argument("--out", type=Path, help="result directory (default bench/results/<run>)")
     p.add_argument("--name", default="", help="suffix of the run's name")
     p.add_argument(
@@ -213,7 +218,9 @@ def _drive(
             )  # fmt: skip
         )
     else:
-        coord.start_server(args.domain, args.server_src, _env(args.server_set))
+        coord.start_server(
+            args.domain, args.server_src, _env(args.server_set), redis_cluster=args.redis_cluster
+        )
     raw = coord.run_phases()
     sessions = [a["sessions"] for a in raw["agents"]]
     if profile.ceiling_s <= 0 or profile.mode not in ("steady", "ramp") or not sum(sessions):
@@ -228,10 +235,11 @@ def _drive(
 def _settings(args: argparse.Namespace, profile: Profile, coord: Coordinator) -> dict[str, Any]:
     """What a runs.jsonl line needs to tell runs apart (HS-15)."""
     source = args.server_src or report.REPO
+    redis = "Redis Cluster, 3+3 nodes" if args.redis_cluster else "redis-server"
     server = (
         f"target {args.target}"
         if args.target
-        else f"pchat serve --workers {profile.workers} (SQLite, private redis-server)"
+        else f"pchat serve --workers {profile.workers} (SQLite, private {redis})"
     )
     return {
         "profile": msgspec.to_builtins(profile),

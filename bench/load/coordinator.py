@@ -68,9 +68,18 @@ class Coordinator:
 
     # -- the server -----------------------------------------------------------------------
 
-    def start_server(self, domain: str, source: Path | None, env: dict[str, str]) -> None:
+    def start_server(
+        self, domain: str, source: Path | None, env: dict[str, str], redis_cluster: bool = False
+    ) -> None:
         data_dir = self.run_dir / "tmp" / "data"
-        server = BenchServer(data_dir, self.profile.workers, domain, source=source, settings=env)
+        server = BenchServer(
+            data_dir,
+            self.profile.workers,
+            domain,
+            source=source,
+            settings=env,
+            redis_cluster=redis_cluster,
+        )
         self.server = server
         data_dir.mkdir(parents=True, exist_ok=True)
         self.info["populate_s"] = round(

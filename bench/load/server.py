@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shards.redis_server import EmbeddedRedis
+from tests.redis_cluster import RedisClusterNodes
 
 HEALTHY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
@@ -60,6 +61,7 @@ class BenchServer:
         *,
         source: Path | None = None,
         settings: dict[str, str] | None = None,
+        redis_cluster: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.workers = workers
@@ -69,6 +71,9 @@ class BenchServer:
         self.sip_port = free_port()
         self.http_port = free_port()
         self.redis = EmbeddedRedis(str(data_dir / "redis.sock"), str(data_dir / "redis.log"))
+        # --redis-cluster: the bus on a private Redis Cluster (3 masters, 3 replicas, sharded
+        # pub/sub) instead of the one redis-server.
+        self.cluster = RedisClusterNodes(data_dir / "redis-cluster") if redis_cluster else None
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: object = None
 
@@ -78,7 +83,12 @@ class BenchServer:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.redis.start()
+        if self.cluster is not None:
+            self.cluster.start()
+            redis_args = ["--redis-url", self.cluster.url, "--redis-cluster"]
+        else:
+            self.redis.start()
+            redis_args = ["--redis-url", self.redis.url]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
         # Every load client comes from 127.0.0.1, where a deployment's come from many
         # addresses: the per-address cap on connections not yet signed in (64) would cut
@@ -100,7 +110,7 @@ class BenchServer:
                 "--data-dir", str(self.data_dir.resolve()), "--store", self.store_url,
                 "--sip-port", str(self.sip_port), "--http-port", str(self.http_port),
                 "--workers", str(self.workers), "--domain", self.domain,
-                "--redis-url", self.redis.url,
+                *redis_args,
             ],
             env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -134,6 +144,8 @@ class BenchServer:
                 self.proc.kill()
                 self.proc.wait()
         self.redis.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
         if self._log is not None:
             self._log.close()  # type: ignore[attr-defined]
             self._log = None

@@ -24,6 +24,7 @@ from shards.admin import backup, compliance_service, rooms, users
 from shards.admin.audit_cli import cli_audit
 from shards.admin.command import Action, AdminError, Out
 from shards.admin.parser import add_parser
+from shards.redis_clients import redis_client
 from shards.store_claim import open_store, store_place
 
 __all__ = ["ACTIONS", "AdminError", "add_parser", "run"]
@@ -74,7 +75,7 @@ async def run(settings: Settings, args: argparse.Namespace, out: Out) -> None:
 
 async def _notify(settings: Settings) -> None:
     """Best effort: workers also poll the revision, so a Redis that is down only delays."""
-    client = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=0.5)
+    client = redis_client(settings, socket_timeout=0.5)
     with contextlib.suppress(OSError, aioredis.RedisError, asyncio.TimeoutError):
         await asyncio.wait_for(client.publish(wire.ADMIN_CHANNEL, "changed"), 1.0)
     await client.aclose()

@@ -23,11 +23,12 @@ from core.store.base import ChatStore
 from core.store.registry import sqlite_path
 from shards.admin.command import Action, AdminError, Out
 from shards.compliance import LEASE_KEY
+from shards.redis_clients import redis_client
 
 
 async def lease_holder(settings: Settings) -> str | None:
     """The active service's id ('' when none holds the lease); None: Redis does not answer."""
-    client = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=1.0)
+    client = redis_client(settings, socket_timeout=1.0)
     try:
         with contextlib.suppress(OSError, aioredis.RedisError, asyncio.TimeoutError):
             holder = await asyncio.wait_for(client.get(LEASE_KEY), 2.0)

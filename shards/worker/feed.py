@@ -22,10 +22,11 @@ FILL_BATCH = 500  # posts read from the store per query while filling
 
 
 class _Feed:
-    __slots__ = ("last", "filling", "held")
+    __slots__ = ("last", "goal", "filling", "held")
 
     def __init__(self, last: int) -> None:
         self.last = last
+        self.goal = last  # the newest seq the owner said exists (a join's answer)
         self.filling = False
         self.held: list[PostEvent] = []
 
@@ -39,12 +40,18 @@ class RoomFeeds:
         self.filled = 0  # posts recovered from the store (tests and metrics)
 
     def start(self, room_id: str, last_seq: int) -> None:
-        """The room's newest msgid when a local session joined it."""
+        """The room's newest msgid when a local session joined it (or was re-announced
+        after the bus reconnected). Posts up to it that the room's sessions have not seen
+        were lost on the way (a Redis failover, a reply that overtook them on another
+        cluster node): they are read from the store, so a lost post with no post after it
+        is filled too."""
         feed = self._feeds.get(room_id)
         if feed is None:
             self._feeds[room_id] = _Feed(last_seq)
-        elif not feed.filling and last_seq > feed.last:
-            feed.last = last_seq
+        elif last_seq > feed.last:
+            feed.goal = max(feed.goal, last_seq)
+            if not feed.filling:
+                self._begin_fill(room_id, feed)
 
     def has(self, room_id: str) -> bool:
         return room_id in self._feeds
@@ -66,16 +73,20 @@ class RoomFeeds:
             feed.last = event.seq
             self._deliver(event)
             return
-        feed.filling = True
         feed.held.append(event)
-        task = asyncio.get_running_loop().create_task(self._fill(event.room_id, feed))
+        self._begin_fill(event.room_id, feed)
+
+    def _begin_fill(self, room_id: str, feed: _Feed) -> None:
+        feed.filling = True
+        task = asyncio.get_running_loop().create_task(self._fill(room_id, feed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _fill(self, room_id: str, feed: _Feed) -> None:
+        before = self.filled
         try:
-            while feed.held and feed.held[0].seq > feed.last + 1:
-                target = feed.held[0].seq
+            # Up to the first held post, or to the goal when nothing is held.
+            while (target := feed.held[0].seq if feed.held else feed.goal + 1) > feed.last + 1:
                 missing = await self._store.history_after(
                     room_id, feed.last, min(FILL_BATCH, target - feed.last - 1)
                 )
@@ -89,15 +100,21 @@ class RoomFeeds:
                     self.filled += 1
                     progressed = True
                 if not progressed:
-                    break  # the rest is holes (failed commits, no history): nothing to fill
+                    feed.goal = feed.last  # the rest is holes (failed commits): none to fill
+                    break
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("filling a gap in room %s failed; delivering what is held", room_id)
+            feed.goal = feed.last  # no retry loop on a failing store: the next post retries
         finally:
+            if self.filled > before:
+                log.info("room %s: %d posts filled from the store", room_id, self.filled - before)
             feed.filling = False
             held, feed.held = feed.held, []
             for event in held:
                 if event.seq > feed.last:
                     feed.last = event.seq
                     self._deliver(event)
+        if feed.goal > feed.last and self._feeds.get(room_id) is feed:
+            self._begin_fill(room_id, feed)  # a goal raised past what was held

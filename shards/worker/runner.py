@@ -39,6 +39,7 @@ from shards.logs import setup_logging
 from shards.metrics import Metrics
 from shards.ownership import ShardKeeper
 from shards.placement import node_id
+from shards.redis_clients import AnyRedis, bus_connect, redis_client
 from shards.resp import RespError, RespSubscriber
 from shards.routing import ALL_SHARDS, RoomRouter, ShardMap
 from shards.takeover import ShardHooks
@@ -79,7 +80,7 @@ class RunningWorker:
         self.sip_port = 0
         self.sip_tls_port = 0
         self.http_port = 0
-        self.redis: aioredis.Redis | None = None
+        self.redis: AnyRedis | None = None
         self.last_invitation = 0  # invitations up to this id were looked at
         self.directory: Directory | None = None
         self.files: FileApi | None = None  # the HTTP file service, when HTTP listens
@@ -256,9 +257,7 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     await store.open()
     node = node_id(settings.leases.host_id, worker_id)  # this worker's id in the pool
     shard_map = ShardMap(shards=settings.shards, workers=settings.workers, domain=settings.domain)
-    lease_redis = aioredis.Redis.from_url(
-        settings.effective_redis_url, socket_timeout=settings.leases.ttl_s / 2
-    )
+    lease_redis = redis_client(settings, socket_timeout=settings.leases.ttl_s / 2)
     keeper = (
         ShardKeeper(
             RedisLeases(lease_redis),
@@ -285,7 +284,11 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     # Built in dependency order: the bus (a transport), the local rooms (deliver events,
     # watch rooms through the bus), the owner (publishes to both), the router and the
     # handler (reach owners), the gateway (holds sessions); the bus then serves them.
-    bus = RedisBus(settings.effective_redis_url, node, shard_map, metrics) if keeper else None
+    bus = (
+        RedisBus(settings.effective_redis_url, node, shard_map, metrics, bus_connect(settings))
+        if keeper
+        else None
+    )
     ownership = keeper or ALL_SHARDS
     local = LocalRooms(settings, node, store, shard_map, ownership, metrics, bus)
     owner = RoomOwner(
@@ -337,7 +340,7 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         servers.append(http_server)
     if worker.files is not None and worker_id == 0:  # one sweeper per host is enough
         worker.sweeper = loop.create_task(_sweep_files(worker.files))
-    worker.redis = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=2)
+    worker.redis = redis_client(settings, socket_timeout=2)
     while batch := await store.invitations_after(worker.last_invitation, INVITATION_PAGE):
         worker.last_invitation = batch[-1].id  # older ones wait for cmd:getinv
     watcher = loop.create_task(_watch_revision(worker))

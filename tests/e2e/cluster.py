@@ -59,7 +59,12 @@ class Cluster:
     """A supervisor with N workers on its own data dir and its own redis-server."""
 
     def __init__(
-        self, data_dir: Path, workers: int, *extra: str, env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        workers: int,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        redis_cluster_url: str = "",
     ) -> None:
         self.data_dir = data_dir
         self.workers = workers
@@ -67,6 +72,13 @@ class Cluster:
         self.http = free_port()
         self.redis = EmbeddedRedis(
             str(data_dir / "test-redis.sock"), str(data_dir / "test-redis.log")
+        )
+        # A node of a Redis Cluster the test started: the bus runs on it (--redis-cluster)
+        # and no redis-server of its own is started.
+        self.redis_args = (
+            ("--redis-url", redis_cluster_url, "--redis-cluster")
+            if redis_cluster_url
+            else ("--redis-url", self.redis.url)
         )
         self.extra = extra
         self.env = env or {}
@@ -79,12 +91,13 @@ class Cluster:
         return env
 
     async def start(self) -> None:
-        self.redis.start()
+        if "--redis-cluster" not in self.redis_args:
+            self.redis.start()
         env = self._process_env()
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shards.cli", "serve", "--data-dir", str(self.data_dir),
             "--sip-port", str(self.sip), "--http-port", str(self.http),
-            "--workers", str(self.workers), "--domain", DOMAIN, "--redis-url", self.redis.url,
+            "--workers", str(self.workers), "--domain", DOMAIN, *self.redis_args,
             *self.extra, env=env,
         )  # fmt: skip
         await self.wait_healthy()
@@ -112,7 +125,7 @@ class Cluster:
     async def admin(self, *args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shards.cli", "admin", *args, "--data-dir", str(self.data_dir),
-            "--redis-url", self.redis.url, stdout=asyncio.subprocess.PIPE,
+            *self.redis_args, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=self._process_env(),
         )  # fmt: skip
         out, err = await asyncio.wait_for(proc.communicate(), 30)

@@ -472,3 +472,30 @@ def test_lease_settings_from_env_and_their_bounds() -> None:
     ):
         with pytest.raises(ConfigError, match=word):
             load_settings(env=env)
+
+
+def test_a_redis_cluster_is_chosen_by_env_with_its_seeds() -> None:
+    settings = load_settings(
+        env={
+            "PCHAT_REDIS_URL": "redis://10.0.0.1:6379",
+            "PCHAT_REDIS_CLUSTER": "true",
+            "PCHAT_REDIS_CLUSTER_SEEDS": '["redis://10.0.0.2:6379"]',
+        }
+    )
+    assert settings.redis_cluster is True
+    assert settings.redis_cluster_seeds == ["redis://10.0.0.2:6379"]
+
+
+@pytest.mark.parametrize(
+    ("url", "seeds"),
+    [
+        pytest.param("", [], id="embedded"),
+        pytest.param("unix:///run/redis.sock", [], id="unix"),
+        pytest.param("redis://10.0.0.1:6379", ["10.0.0.2:6379"], id="seed-without-scheme"),
+    ],
+)
+def test_a_redis_cluster_needs_tcp_nodes(url: str, seeds: list[str]) -> None:
+    with pytest.raises(ConfigError, match="redis_cluster needs"):
+        load_settings(
+            overrides={"redis_url": url, "redis_cluster": True, "redis_cluster_seeds": seeds}
+        )

@@ -58,3 +58,42 @@ async def test_a_hole_ends_the_fill_instead_of_looping() -> None:
     assert store.queries == 1
     feeds.on_post(post(6))
     assert got == [5, 6]
+
+
+async def test_a_lost_last_post_is_filled_when_the_owner_names_a_newer_seq() -> None:
+    """The bus lost post 3 (a Redis failover) and no post came after it: the re-announced
+    join's answer (last_seq 3) is enough to read it from the store."""
+    got: list[int] = []
+    store = Store([1, 2, 3])
+    feeds = RoomFeeds(store, lambda e: got.append(e.seq))  # type: ignore[arg-type]
+    feeds.start("r", 1)
+    feeds.on_post(post(2))
+    feeds.start("r", 3)  # the re-join after the reconnect
+    await settle(feeds)
+    assert got == [2, 3]
+    assert feeds.filled == 1
+    feeds.on_post(post(3))  # a late copy from the bus is a repeat
+    feeds.on_post(post(4))
+    assert got == [2, 3, 4]
+
+
+async def test_a_goal_raised_while_filling_is_reached_after_the_held_posts() -> None:
+    got: list[int] = []
+    store = Store([1, 2, 3, 4, 5, 6, 7])
+    feeds = RoomFeeds(store, lambda e: got.append(e.seq))  # type: ignore[arg-type]
+    feeds.start("r", 1)
+    feeds.on_post(post(4))  # 2 and 3 missed: a fill starts, 4 is held
+    feeds.start("r", 7)  # then the owner says 7 exists; 5..7 never came over the bus
+    await settle(feeds)
+    assert got == [2, 3, 4, 5, 6, 7]
+
+
+async def test_a_goal_past_a_hole_ends_instead_of_looping() -> None:
+    got: list[int] = []
+    store = Store([1])  # 2 and 3 were never stored
+    feeds = RoomFeeds(store, lambda e: got.append(e.seq))  # type: ignore[arg-type]
+    feeds.start("r", 1)
+    feeds.start("r", 3)
+    await settle(feeds)
+    assert got == []
+    assert store.queries == 1
