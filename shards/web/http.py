@@ -1,4 +1,4 @@
-"""The worker's HTTP listener: health and metrics (the management API joins it later)."""
+"""The worker's HTTP listener: health, metrics, the management API, files, the chat page."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ from aiohttp import web
 
 from shards import metrics
 from shards.web.api import ManagementApi
+from shards.web.chat import ChatSocket
 from shards.web.files import FileApi
 
 HealthCheck = Callable[[], Awaitable[dict[str, object]]]
 
 
 def make_app(
-    health: HealthCheck, api: ManagementApi | None = None, files: FileApi | None = None
+    health: HealthCheck,
+    api: ManagementApi | None = None,
+    files: FileApi | None = None,
+    chat: ChatSocket | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         status = await health()
@@ -31,4 +35,6 @@ def make_app(
         api.routes(app)
     if files is not None:
         files.routes(app)
+    if chat is not None:
+        chat.routes(app)
     return app

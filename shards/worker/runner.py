@@ -34,6 +34,7 @@ from shards.metrics import Metrics
 from shards.resp import RespError, RespSubscriber
 from shards.routing import RoomRouter, ShardMap
 from shards.web.api import ManagementApi
+from shards.web.chat import ChatSocket
 from shards.web.csrf import CsrfGuard
 from shards.web.files import FileApi
 from shards.web.http import make_app
@@ -174,8 +175,14 @@ async def _serve_http(worker: RunningWorker, reuse: bool) -> tuple[web.AppRunner
         guard,
         invitations_per_change=worker.settings.limits.invitations_per_change,
     )
+    files = FileApi(worker.store, worker.settings, api.authenticate)
+    chat = (
+        ChatSocket(gateway, worker.settings, guard, api.authenticate)
+        if worker.settings.websocket.enabled
+        else None
+    )
     runner = web.AppRunner(
-        make_app(worker.health, api, FileApi(worker.store, worker.settings, api.authenticate)),
+        make_app(worker.health, api, files, chat),
         access_log=None,
         keepalive_timeout=http.keepalive_timeout_s,
     )
