@@ -334,3 +334,21 @@ async def test_a_browser_that_stops_reading_is_cut_off(tight: RunningWorker) -> 
     finally:
         sock.close()
         await bob.close()
+
+
+async def test_the_page_is_served_with_its_assets_and_no_external_ones(web: RunningWorker) -> None:
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{web.http_port}") as http:
+        for path, kind in (
+            ("/chat", "text/html"),
+            ("/chat/chat.js", "text/javascript"),
+            ("/chat/chat.css", "text/css"),
+        ):
+            async with http.get(path) as resp:
+                assert resp.status == 200 and resp.content_type == kind
+                assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+                text = await resp.text()
+                assert "http://" not in text and "https://" not in text  # works offline
+        async with http.get("/chat/../api/csrf") as resp:
+            assert resp.status in (401, 404)
+        async with http.get("/chat/other.js") as resp:
+            assert resp.status == 404
