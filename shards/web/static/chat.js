@@ -76,6 +76,7 @@ function onMessage(msg) {
 async function onHello(msg) {
   state.me = msg.user;
   state.limits = msg;
+  document.body.dataset.session = msg.session;  // "<worker>.<n>": which worker holds it
   state.backoff = BACKOFF_MIN_MS;
   $("me").textContent = msg.user.replace(/^sip:/, "");
   clearInterval(state.pingTimer);
