@@ -73,7 +73,10 @@ function onMessage(msg) {
   }
 }
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
 async function onHello(msg) {
+  const ws = state.ws;
   state.me = msg.user;
   state.limits = msg;
   document.body.dataset.session = msg.session;  // "<worker>.<n>": which worker holds it
@@ -81,11 +84,19 @@ async function onHello(msg) {
   $("me").textContent = msg.user.replace(/^sip:/, "");
   clearInterval(state.pingTimer);
   state.pingTimer = setInterval(() => request("ping").catch(() => {}), PING_MS);
-  try {
-    await resume();
-    setConn("connected");
-  } catch (e) {
-    $("composer-status").textContent = "Could not restore the rooms: " + e.message;
+  // A room's owner may be the worker that just restarted: 503 until it is back, so the
+  // restore is retried with backoff on this socket (a drop reconnects instead).
+  for (let delay = BACKOFF_MIN_MS; state.ws === ws; delay = Math.min(delay * 2, BACKOFF_MAX_MS)) {
+    try {
+      await resume();
+      setConn("connected");
+      $("composer-status").textContent = "";
+      return;
+    } catch (e) {
+      if (!e.code) return;  // the socket dropped: onclose reconnects
+      $("composer-status").textContent = "Restoring the rooms: " + e.message;
+      await sleep(delay);
+    }
   }
 }
 
@@ -94,8 +105,17 @@ async function onHello(msg) {
 async function resume() {
   await refreshLists();
   for (const uri of [...state.open.keys()]) {
-    const joined = await request("join", { room: uri });
+    let joined;
+    try {
+      joined = await request("join", { room: uri });
+    } catch (e) {
+      if (e.code !== 403 && e.code !== 404) throw e;
+      state.open.delete(uri);  // no longer readable: the room is closed here
+      if (state.current === uri) { state.current = ""; renderRoom(); }
+      continue;
+    }
     state.rooms.set(uri, joined.room);
+    state.open.get(uri).joined = joined;
     if (uri === state.current) showPeople(joined);
     await catchUp(uri);
   }
