@@ -265,6 +265,27 @@ async def test_refusals_before_the_upgrade(web: RunningWorker) -> None:
     await own.close()
 
 
+async def test_a_password_change_or_disable_ends_the_socket_with_4001(web: RunningWorker) -> None:
+    alice = await WsClient.connect(web.http_port, "alice")
+    bob = await WsClient.connect(web.http_port, "bob")
+    try:
+        record = await web.store.get_user(f"sip:alice@{DOMAIN}")
+        assert record is not None
+        await web.store.put_user(msgspec.structs.replace(record, ha1={"MD5:x": "0" * 32}))
+        record = await web.store.get_user(f"sip:bob@{DOMAIN}")
+        assert record is not None
+        await web.store.put_user(msgspec.structs.replace(record, enabled=False))
+        await web.refresh()
+        for client in (alice, bob):
+            await asyncio.wait_for(client._reader, 5)
+            assert client.ws.close_code == 4001
+        assert not web.gateway.sessions_of(f"sip:alice@{DOMAIN}")
+        assert not web.gateway.sessions_of(f"sip:bob@{DOMAIN}")
+    finally:
+        await alice.close()
+        await bob.close()
+
+
 async def test_an_oversize_message_closes_with_1009(tight: RunningWorker) -> None:
     alice = await WsClient.connect(tight.http_port, "alice")
     try:

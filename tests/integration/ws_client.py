@@ -12,8 +12,8 @@ import aiohttp
 from tests.conftest import DOMAIN, PASSWORD
 
 
-def basic(user: str) -> dict[str, str]:
-    token = base64.b64encode(f"{user}@{DOMAIN}:{PASSWORD}".encode()).decode()
+def basic(user: str, password: str = PASSWORD) -> dict[str, str]:
+    token = base64.b64encode(f"{user}@{DOMAIN}:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
 
 
@@ -30,11 +30,13 @@ class WsClient:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def connect(cls, port: int, user: str, **headers: str) -> WsClient:
+    async def connect(
+        cls, port: int, user: str, password: str = PASSWORD, **headers: str
+    ) -> WsClient:
         http = aiohttp.ClientSession()
         try:
             ws = await http.ws_connect(
-                f"http://127.0.0.1:{port}/ws", headers={**basic(user), **headers}
+                f"http://127.0.0.1:{port}/ws", headers={**basic(user, password), **headers}
             )
         except BaseException:
             await http.close()
@@ -43,6 +45,11 @@ class WsClient:
         hello = await client.next("hello")
         client.hello = hello
         return client
+
+    @property
+    def worker(self) -> int:
+        """The worker holding this socket (the session id is "<worker>.<n>")."""
+        return int(str(self.hello["session"]).split(".")[0])
 
     async def _read(self) -> None:
         async for msg in self.ws:

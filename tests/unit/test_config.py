@@ -393,3 +393,10 @@ def test_log_level_is_a_logging_level() -> None:
     assert load_settings(env={"PCHAT_LOG_LEVEL": "debug"}).log_level == "DEBUG"
     with pytest.raises(ConfigError, match="log_level must be one of DEBUG, INFO"):
         load_settings(env={"PCHAT_LOG_LEVEL": "LOUD"})
+
+
+def test_websocket_settings_load_from_env_and_an_unbounded_output_is_refused() -> None:
+    settings = load_settings(env={"PCHAT_WEBSOCKET__IDLE_TIMEOUT_S": "30"})
+    assert settings.websocket.idle_timeout_s == 30.0
+    with pytest.raises(ConfigError, match="websocket.max_output_bytes"):
+        load_settings(env={"PCHAT_WEBSOCKET__MAX_OUTPUT_BYTES": "0"})
