@@ -366,7 +366,7 @@ async function loadOlder(uri) {
   $("log-top").textContent = "Loading…";
   try {
     const page = await request("history", { room: uri, before: room.oldest || 0, count: PAGE });
-    room.more = page.messages.length > 0;
+    room.more = page.more || page.messages.length === PAGE;  // fewer: the room's first post
     addMessages(uri, page.messages);
     if (uri === state.current) {
       $("log-top").textContent = room.more ? "" : "The beginning of the room";
