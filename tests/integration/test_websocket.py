@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import msgspec
@@ -14,7 +15,8 @@ from core.config import Settings, WebSocketSettings
 from core.rooms.management import Actor, CategoryChange, Management, RoomChange
 from shards import metrics
 from shards.worker.runner import RunningWorker, run_worker
-from tests.conftest import DOMAIN, add_room, add_user, signed_in
+from tests.conftest import DOMAIN, PASSWORD, add_room, add_user, make_settings, signed_in
+from tests.integration.chat_terminal import Terminal, chat_env
 from tests.integration.ws_client import WsClient, basic
 
 LOBBY = f"ma-chan://{DOMAIN}/lobby"
@@ -193,12 +195,8 @@ async def test_participants_and_presence(web: RunningWorker) -> None:
         await bob.close()
 
 
-async def test_a_large_room_lists_only_the_count(tmp_path: object, redis_url: str) -> None:
-    from pathlib import Path
-
-    from tests.conftest import make_settings
-
-    settings = make_settings(Path(str(tmp_path)), redis_url, participant_update_limit=1)
+async def test_a_large_room_lists_only_the_count(tmp_path: Path, redis_url: str) -> None:
+    settings = make_settings(tmp_path, redis_url, participant_update_limit=1)
     async with run_worker(settings) as worker:
         await _setup(worker)
         bob = await signed_in(worker, "bob")
@@ -373,3 +371,31 @@ async def test_the_page_is_served_with_its_assets_and_no_external_ones(web: Runn
             assert resp.status in (401, 404)
         async with http.get("/chat/other.js") as resp:
             assert resp.status == 404
+
+
+async def test_a_browser_and_pchat_chat_see_each_others_posts(
+    web: RunningWorker, tmp_path: Path
+) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text(PASSWORD + "\n")
+    alice = await WsClient.connect(web.http_port, "alice")
+    term = Terminal(
+        web.sip_port, "--room", "Lobby", "--password-file", str(secret), user="bob", env=chat_env()
+    )
+    try:
+        await alice.request("join", room=LOBBY)
+        await term.expect(f"* connected as bob@{DOMAIN}")
+        await alice.next("presence")  # bob is in the room
+        term.type("hello from the terminal")
+        live = (await alice.next("message"))["message"]
+        assert (live["author"], live["text"]) == (f"sip:bob@{DOMAIN}", "hello from the terminal")
+        posted = await alice.post(LOBBY, "hello from the browser", key="b1")
+        await term.expect("alice@example.com: hello from the browser")
+        page = await alice.request("history", room=LOBBY)
+        assert [(m["msgid"], m["text"]) for m in page["messages"]] == [
+            (live["msgid"], "hello from the terminal"),
+            (posted["msgid"], "hello from the browser"),
+        ]
+    finally:
+        term.close()
+        await alice.close()
