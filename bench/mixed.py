@@ -219,6 +219,7 @@ async def _run(
         "rate_posts_per_s": args.rate,
         "seconds": args.seconds,
         "workers": args.workers,
+        "server_set": args.server_set,
         "posts": posts,
         "sip": s,
         "ws": w,
@@ -248,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-bytes", type=int, default=120, help="characters per post")
     p.add_argument("--workers", type=int, default=1, help="server workers")
     p.add_argument("--server-src", type=Path, help="run the server from this source tree")
+    p.add_argument(
+        "--server-set", action="append", default=[], metavar="PCHAT_KEY=VALUE",
+        help="environment for the server, e.g. PCHAT_WEBSOCKET__HEARTBEAT_S=0",
+    )  # fmt: skip
     p.add_argument("--name", default="", help="suffix of the results folder")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="results go here")
     args = p.parse_args(argv)
@@ -255,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--room-size must be even and divide 2 x --sessions")
     profile, room_ids = _population(args)
     data = Path(tempfile.mkdtemp(prefix="pchat-mixed-"))
-    server = BenchServer(data, args.workers, DOMAIN, source=args.server_src)
+    env = dict(item.split("=", 1) for item in args.server_set)
+    server = BenchServer(data, args.workers, DOMAIN, source=args.server_src, settings=env)
     data.mkdir(parents=True, exist_ok=True)
     uvloop.run(populate(server.store_url, DOMAIN, profile, seat(profile)))
     server.start()

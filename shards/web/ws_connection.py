@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import cast
 
 import msgspec
@@ -81,8 +80,10 @@ class WsConnection:
         self._idle_s = settings.idle_timeout_s
         self._out: list[bytes] = []  # JSON messages queued in this turn
         self._out_bytes = 0
-        self._frames: deque[bytes] = deque()  # flushed frames the writer has not sent yet
-        self._wake = asyncio.Event()
+        # Flushed frames the writer has not sent yet (usually one). A list and a future made
+        # when the writer waits, not a deque and an Event: 1.5 KiB less per socket.
+        self._frames: list[bytes] = []
+        self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._idle: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[bool]] = set()
@@ -224,21 +225,26 @@ class WsConnection:
         frame = b"[" + b",".join(self._out) + b"]"
         self._out.clear()
         self._frames.append(frame)
-        self._wake.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _write(self) -> None:
         """The one writer: frames in order; it waits while the socket drains, and what
         piles up meanwhile counts against the output cap (``_out_bytes`` is kept)."""
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._frames:
-                frame = self._frames.popleft()
-                try:
-                    await self._ws.send_frame(frame, WSMsgType.TEXT)
-                except (ConnectionError, RuntimeError):
-                    return  # closing: the reader's loop ends the session
-                self._out_bytes = max(0, self._out_bytes - len(frame))
+            if not self._frames:
+                self._waiter = loop.create_future()
+                await self._waiter
+                self._waiter = None
+                continue
+            frame = self._frames.pop(0)
+            try:
+                await self._ws.send_frame(frame, WSMsgType.TEXT)
+            except (ConnectionError, RuntimeError):
+                return  # closing: the reader's loop ends the session
+            self._out_bytes = max(0, self._out_bytes - len(frame))
 
     def _cut_off(self) -> None:
         log.warning(
