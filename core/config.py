@@ -71,6 +71,24 @@ class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     session_key_file: str = ""
 
 
+class WebSocketSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The browser chat client's WebSocket (GET /ws, docs/websocket.md)."""
+
+    enabled: bool = True  # False: no /ws route (and no /chat page)
+    # Largest frame a browser may send: a post of message_size_limit characters, 4 bytes
+    # each, fits; past it the connection closes with 1009 (message too big). 0: aiohttp's 4 MiB.
+    max_message_bytes: int = 64 * 1024
+    # Per-connection output cap, as sip.max_output_bytes: a browser tab that stops reading
+    # is cut off past it instead of holding the worker's memory. Must be > 0.
+    max_output_bytes: int = 256 * 1024
+    # No request (the page pings every idle_timeout_s / 3) within this: closed with 4000.
+    # Also bounds how long a dead tab holds its session. 0: never.
+    idle_timeout_s: float = 90.0
+    # WebSocket ping interval; a peer that does not answer within it is closed (aiohttp's
+    # heartbeat). 0: no pings.
+    heartbeat_s: float = 30.0
+
+
 class AuthSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The password-guess throttle, one for SIP and HTTP sign-ins (core/auth/throttle.py)."""
 
@@ -257,6 +275,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @property
     def audit_file(self) -> str:
         return self.log.audit_file or str(Path(self.data_dir).resolve() / "audit.log")
+
+    websocket: WebSocketSettings = msgspec.field(default_factory=WebSocketSettings)
 
     @property
     def files_dir(self) -> str:
@@ -503,6 +523,8 @@ def load_settings(
         raise ConfigError("workers must be >= 1 and shards >= workers")
     if settings.sip.tls_port >= 0 and not (settings.sip.tls_cert and settings.sip.tls_key):
         raise ConfigError("sip.tls_port needs sip.tls_cert and sip.tls_key (PEM files)")
+    if settings.websocket.max_output_bytes <= 0:
+        raise ConfigError("websocket.max_output_bytes must be > 0")
     if settings.http.keepalive_timeout_s <= 0:
         raise ConfigError("http.keepalive_timeout_s must be > 0")
     if bool(settings.http.tls_cert) != bool(settings.http.tls_key):

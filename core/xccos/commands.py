@@ -151,6 +151,11 @@ class CommandHandler:
         self._file_tokens = file_tokens  # None: no file service (no HTTP listener)
         self._root_uri = f"ma-cat://{info.domain}/{uuid.uuid5(uuid.NAMESPACE_DNS, info.domain)}"
 
+    @property
+    def info(self) -> ServerInfo:
+        """The limits this handler enforces (what getserverinfo tells clients)."""
+        return self._info
+
     async def command(self, session: SessionView, envid: str, cmd: Command) -> str:
         """Runs one command; always returns an rpl (errors become its resp code)."""
         handler = _HANDLERS.get(cmd.name)

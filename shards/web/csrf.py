@@ -61,6 +61,14 @@ class CsrfGuard:
             return _error(403, "cross-origin requests are refused")
         return None
 
+    def origin_refusal(self, request: web.Request) -> web.Response | None:
+        """403 for an `Origin` other than the allowed ones, whatever the method: a
+        WebSocket upgrade is a GET that opens a two-way channel carrying the cookie."""
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._origin_ok(request, origin):
+            return _error(403, "cross-origin requests are refused")
+        return None
+
     def _origin_ok(self, request: web.Request, origin: str) -> bool:
         own = f"{request.scheme}://{request.host}".lower()
         given = origin_of(origin)

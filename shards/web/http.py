@@ -1,4 +1,5 @@
-"""The worker's HTTP listener: health, metrics, the management API, files and the pages."""
+"""The worker's HTTP listener: health, metrics, the management API, files, the pages and
+the browser chat (its page and WebSocket)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from core.store.base import ChatStore
 from shards import metrics
 from shards.audit import AuditLog
 from shards.web.api import ManagementApi
+from shards.web.chat import ChatSocket
 from shards.web.csrf import CsrfGuard
 from shards.web.files import FileApi, Poster
 from shards.web.html import static_routes
@@ -25,6 +27,7 @@ from shards.web.pages_admin import AdminPages
 from shards.web.pages_rooms import RoomPages
 from shards.web.pages_signin import PageGate
 from shards.web.signin import Credentials, Sessions, load_key
+from shards.worker.gateway import Gateway
 
 HealthCheck = Callable[[], Awaitable[dict[str, object]]]
 Changed = Callable[[], Awaitable[None]]
@@ -41,6 +44,7 @@ def make_app(
     api: ManagementApi | None = None,
     files: FileApi | None = None,
     pages: Sequence[Routes] = (),
+    chat: ChatSocket | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         status = await health()
@@ -61,6 +65,8 @@ def make_app(
         static_routes(app)
     for part in pages:
         part.routes(app)
+    if chat is not None:
+        chat.routes(app)
     return app
 
 
@@ -76,10 +82,12 @@ async def web_app(
     post: Poster,
     base_url: str,
     audit: AuditLog | None = None,
+    gateway: Gateway | None = None,
 ) -> tuple[web.Application, FileApi]:
     """Every web part of a worker, wired to one sign-in: HTTP Basic, the session
     cookie and (files only) the signed file token, through the worker's throttle
-    (shared with SIP), with one CSRF guard."""
+    (shared with SIP), with one CSRF guard. With ``gateway`` (and websocket.enabled), the
+    browser chat's sessions are held by it, as SIP sessions are."""
     http = settings.http
     guard = CsrfGuard(http.allowed_origins, http.public_url)
     key = await asyncio.to_thread(load_key, Path(settings.session_key_path))
@@ -101,4 +109,9 @@ async def web_app(
         RoomPages(store, mgmt, gate, changed, max_upload_kb=settings.files.max_upload_kb),
         AdminPages(store, mgmt, gate, changed),
     ]
-    return make_app(health, api, files, pages), files
+    chat = (
+        ChatSocket(gateway, settings, guard, api.authenticate)
+        if gateway is not None and settings.websocket.enabled
+        else None
+    )
+    return make_app(health, api, files, pages, chat), files

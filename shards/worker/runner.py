@@ -193,6 +193,7 @@ async def _serve_http(
         post=gateway.router.append_post,
         base_url=http_base(worker.settings),
         audit=AuditLog(worker.settings.audit_file),
+        gateway=gateway,
     )
     runner = web.AppRunner(
         app,

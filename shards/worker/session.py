@@ -15,7 +15,6 @@ from collections.abc import Callable, Set
 from typing import Protocol
 
 from core.errors import NoDialog, PchatError
-from core.sip.dialog import Dialog
 from core.xccos import build
 from core.xccos.commands import COMMANDS, CommandHandler
 from core.xccos.envelope import Command, Envelope, Post
@@ -32,6 +31,16 @@ MAX_SESSION_QUEUE = 64
 # Events held for a room while its join is being authorised: about a recent-ring's worth;
 # past it the session catches up with bccontext like after any gap.
 MAX_HELD_EVENTS = 200
+
+
+class Framing(Protocol):
+    """How a session's envelopes are framed for its connection: INFOs of a SIP dialog
+    (``core.sip.dialog.Dialog``), or a browser's WebSocket, which takes them bare."""
+
+    call_id: str
+
+    def info(self, body: bytes) -> bytes: ...
+    def request(self, method: str, extra: str = "") -> bytes: ...
 
 
 class SessionHost(Protocol):
@@ -56,7 +65,7 @@ class Session:
         self,
         *,
         host: SessionHost,
-        dialog: Dialog,
+        dialog: Framing,
         user: str,
         session_id: str,
         gateway: int,

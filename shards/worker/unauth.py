@@ -102,7 +102,7 @@ class UnauthCaps:
 
 class CappedProtocol(asyncio.Protocol):
     """An HTTP connection under the caps: it holds a place for as long as it is open
-    (HTTP Basic signs in each request, so no HTTP connection is ever signed in)."""
+    (HTTP Basic signs in each request), except a WebSocket once it holds a session."""
 
     def __init__(self, inner: asyncio.Protocol, caps: UnauthCaps) -> None:
         self._inner = inner
@@ -118,6 +118,11 @@ class CappedProtocol(asyncio.Protocol):
             abort()
             return
         self._inner.connection_made(transport)
+
+    def signed_in(self) -> None:
+        """The connection became a signed-in WebSocket session: it no longer counts."""
+        if self._place is not None:
+            self._caps.release(self._place)  # again at connection_lost: harmless
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._place is None:

@@ -131,3 +131,19 @@ def test_answer_cost_bench_smoke(tmp_path: Path) -> None:
     result = json.loads(result_file.read_text())
     assert result["statuses"] == [200] and result["posts"] == 40
     assert result["answer_ms"]["p50"] <= result["rpl_ms"]["p50"]
+
+
+def test_mixed_websocket_and_sip_bench_smoke(tmp_path: Path) -> None:
+    """bench/mixed.py end to end on tiny numbers: every post reaches the other 3 people of
+    its room, 2 SIP and 1 browser or the reverse, and each kind has its figures."""
+    args = [sys.executable, "-m", "bench.mixed", "--sessions", "4", "--room-size", "4"]
+    args += ["--rate", "10", "--seconds", "2", "--out", str(tmp_path)]
+    done = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [result_file] = tmp_path.glob("*-mixed/result.json")
+    result = json.loads(result_file.read_text())
+    ok = result["posts"]["ok"]
+    assert ok > 0 and result["posts"]["failed"] == 0
+    assert result["sip"]["deliveries"] + result["ws"]["deliveries"] == 3 * ok
+    for kind in ("sip", "ws"):
+        assert result[kind]["deliveries"] > 0 and result[kind]["p99"] > 0

@@ -499,3 +499,10 @@ def test_a_redis_cluster_needs_tcp_nodes(url: str, seeds: list[str]) -> None:
         load_settings(
             overrides={"redis_url": url, "redis_cluster": True, "redis_cluster_seeds": seeds}
         )
+
+
+def test_websocket_settings_load_from_env_and_an_unbounded_output_is_refused() -> None:
+    settings = load_settings(env={"PCHAT_WEBSOCKET__IDLE_TIMEOUT_S": "30"})
+    assert settings.websocket.idle_timeout_s == 30.0
+    with pytest.raises(ConfigError, match="websocket.max_output_bytes"):
+        load_settings(env={"PCHAT_WEBSOCKET__MAX_OUTPUT_BYTES": "0"})

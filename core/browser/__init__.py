@@ -1,0 +1,1 @@
+"""The browser chat client's JSON protocol (docs/websocket.md), sans-IO."""
