@@ -194,6 +194,11 @@ class FileApi:
         text = file_post_text(record.name, record.size, self._url(record.id))
         try:
             result = await self._post(record.room_id, FILE_POSTER, user, f"file:{record.id}", text)
+        except NotFound:
+            # The room was deleted while the file streamed in: the file goes with it.
+            await self._store.delete_file(record.id)
+            await self._storage.remove([stored_name(record.id, record.name)])
+            raise
         except PchatError as exc:
             return 0, str(exc) or exc.reason
         await self._store.set_file_post(record.id, result.seq)
