@@ -150,7 +150,7 @@ class FileApi:
             raise Forbidden("file upload is off on this server (files.max_upload_kb = 0)")
         # The quota is checked before and during the transfer; uploads racing into one
         # room may pass it by at most what they carry together.
-        used = sum(f.size for f in await self._store.room_files(room.id)) if self._quota else 0
+        used = await self._store.room_file_bytes(room.id) if self._quota else 0
         self._check_size(request.content_length or 0, used)
         file_id = new_file_id()
         stored = stored_name(file_id, name)
