@@ -11,12 +11,13 @@ from aiohttp import web
 
 from core.auth.throttle import Throttle
 from core.config import Settings
+from core.files.base import FileStorage
 from core.rooms.management import Management
 from core.store.base import ChatStore
 from shards import metrics
 from shards.web.api import ManagementApi
 from shards.web.csrf import CsrfGuard
-from shards.web.files import FileApi
+from shards.web.files import Authenticate, FileApi
 from shards.web.html import static_routes
 from shards.web.pages_admin import AdminPages
 from shards.web.pages_rooms import RoomPages
@@ -62,10 +63,18 @@ def make_app(
 
 
 async def web_app(
-    store: ChatStore, settings: Settings, throttle: Throttle, changed: Changed, health: HealthCheck
-) -> web.Application:
+    store: ChatStore,
+    settings: Settings,
+    throttle: Throttle,
+    changed: Changed,
+    health: HealthCheck,
+    *,
+    storage: FileStorage,
+    file_api: Callable[[Authenticate], FileApi],
+) -> tuple[web.Application, FileApi]:
     """Every web part of a worker, wired to one sign-in: HTTP Basic and the session
-    cookie, through the worker's throttle (shared with SIP), with one CSRF guard."""
+    cookie, through the worker's throttle (shared with SIP), with one CSRF guard.
+    ``file_api`` builds the file service around that sign-in."""
     http = settings.http
     guard = CsrfGuard(http.allowed_origins, http.public_url)
     key = await asyncio.to_thread(load_key, Path(settings.session_key_path))
@@ -75,14 +84,14 @@ async def web_app(
     per_change = settings.limits.invitations_per_change
     api = ManagementApi(
         store, settings.domain, changed, throttle, guard,
-        invitations_per_change=per_change, sessions=sessions,
+        invitations_per_change=per_change, files=storage, sessions=sessions,
     )  # fmt: skip
-    files = FileApi(store, settings, api.authenticate)
+    files = file_api(api.authenticate)
     gate = PageGate(Credentials(store, settings.domain, throttle), sessions, guard)
-    mgmt = Management(store, invitations_per_change=per_change)
+    mgmt = Management(store, invitations_per_change=per_change, files=storage)
     pages: list[Routes] = [
         gate,
         RoomPages(store, mgmt, gate, changed, max_upload_kb=settings.files.max_upload_kb),
         AdminPages(store, mgmt, gate, changed),
     ]
-    return make_app(health, api, files, pages)
+    return make_app(health, api, files, pages), files

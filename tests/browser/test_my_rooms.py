@@ -16,6 +16,7 @@ import aiohttp
 from playwright.async_api import Page, expect
 
 from client.client import PchatClient
+from core.files.post import parse_file_post
 from tests.browser.conftest import MAX_UPLOAD_KB, Pages, WebServer, shot, sign_in
 from tests.e2e.cluster import DOMAIN, PASSWORD
 
@@ -81,6 +82,12 @@ async def test_creator_creates_a_room_uploads_and_a_member_downloads(
         assert [c.get("name") for c in found] == ["Design Review"]
         assert found[0]["uri"] == f"ma-chan://{DOMAIN}/{room_id}"
         assert await carol.search("Design") == []
+        # ... and sees the upload announced in the room, pointing at the same file.
+        await bob.join(found[0]["uri"])
+        [post] = await bob.history(found[0]["uri"])
+        announced = parse_file_post(post.text)
+        assert announced is not None and announced.url.endswith(file_url)
+        assert (announced.name, announced.size) == ("review notes.bin", len(data))
     finally:
         await bob.close()
         await carol.close()
