@@ -53,7 +53,8 @@ async def test_create_offers_and_keeps_only_the_categorys_pool(server: RunningWo
         assert f'value="{BOB}"' in page and f'value="{CAROL}"' not in page
         csrf = await token(http)
         form = [("csrf", csrf), ("category", "team"), ("name", "Plans"), ("privacy", "secret"),
-                ("members", BOB), ("members_more", "carol@example.com")]  # fmt: skip
+                ("members", BOB), ("members_more", "carol@example.com"),
+                ("invitations_shown", "1")]  # fmt: skip
         status, location, _ = await post(http, server, "/rooms/new", form)
         assert status == 303 and location.endswith("?done=created")
     room = await server.store.get_room_by_name("Plans")
@@ -61,6 +62,26 @@ async def test_create_offers_and_keeps_only_the_categorys_pool(server: RunningWo
     assert room.members == [BOB]  # carol is behind the category's wall: not kept
     assert room.managers == [ALICE]  # the creator, though the form listed no manager
     assert (room.privacy, room.invitations) == ("secret", "off")  # unchecked box: off
+    assert room.file_upload == "inherit"  # no box shown for it: left as it was
+
+
+async def test_a_switch_the_category_turns_off_is_left_as_it_was(server: RunningWorker) -> None:
+    """The box is shown disabled, so the browser sends nothing: that is no "off"."""
+    await server.store.put_category(
+        CategoryRecord(id="team", name="Team", creators=[ALICE], invitations=False)
+    )
+    async with browser(server) as http:
+        await sign_in(http, server)
+        status, page = await get(http, "/rooms/new?category=team")
+        assert 'name="invitations" value="on" checked disabled>' not in page
+        assert 'id="invitations" name="invitations" value="on" disabled>' in page
+        assert 'name="invitations_shown"' not in page and 'name="file_upload_shown"' in page
+        form = [("csrf", await token(http)), ("category", "team"), ("name", "Quiet"),
+                ("file_upload_shown", "1")]  # fmt: skip
+        assert (await post(http, server, "/rooms/new", form))[0] == 303
+    room = await server.store.get_room_by_name("Quiet")
+    assert room is not None
+    assert (room.invitations, room.file_upload) == ("inherit", "off")
 
 
 async def test_the_original_limits_and_the_name_check(server: RunningWorker) -> None:
