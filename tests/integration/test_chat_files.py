@@ -79,6 +79,7 @@ async def test_upload_download_and_file_posts_in_the_terminal(
         await term.expect(f"[file] report.txt (1,800 bytes)  /download {found[2]}")
         assert sorted(p.name for p in mine.iterdir()) == ["got.bin", "report.txt"]
         assert "Traceback" not in term.seen
+        assert await chat_server.store.outbox_head(10) == []  # compliance off: no FILE rows
     finally:
         term.close()
         await bob.close()

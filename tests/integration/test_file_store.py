@@ -5,8 +5,10 @@ room quota, token sign-in, and the sweep of what crashes leave."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -219,3 +221,34 @@ async def test_pchat_admin_switches_removes_and_deletes_with_the_bytes(
     await _admin(files_server, "room", "delete", "Lobby")
     assert not stored_path(files_server, str(second["id"]), "2.txt").exists()
     assert await files_server.store.get_file(str(second["id"])) is None
+
+
+async def test_a_room_deleted_mid_upload_takes_the_file_with_it(
+    files_server: RunningWorker, http: aiohttp.ClientSession
+) -> None:
+    await add_room(files_server.store, "Brief")
+    streaming = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x" * 4000
+        streaming.set()
+        await go_on.wait()
+        yield b"y" * 4000
+
+    async def send() -> int:
+        url = "/api/rooms/brief/files"
+        async with http.post(
+            url, params={"name": "b.txt"}, data=body(), headers=auth("alice")
+        ) as r:
+            return r.status
+
+    sending = asyncio.ensure_future(send())
+    await streaming.wait()
+    storage = DirectoryStorage(files_server.settings.files_dir)
+    await Management(files_server.store, files=storage).delete_room(ADMIN, "brief")
+    await files_server.refresh()  # the owner forgets the room, as the revision poll does
+    go_on.set()
+    assert await sending == 404
+    assert await files_server.store.room_files("brief") == []
+    assert list(Path(files_server.settings.files_dir).iterdir()) == []
