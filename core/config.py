@@ -360,6 +360,7 @@ NOT_SETTINGS = frozenset(
         "PCHAT_PASSWORD",
         "PCHAT_TEST_LOOP",
         "PCHAT_TEST_POSTGRES",
+        "PCHAT_TEST_ARTIFACTS",  # where tests/browser/ keeps its screenshots
         "PCHAT_FUZZ_SEED",
         "PCHAT_FUZZ_CASES",
     }

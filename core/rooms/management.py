@@ -199,10 +199,12 @@ class Management:
             created_by=actor.uri,
             created_ms=int(time.time() * 1000),
         )
-        if not actor.admin:
-            room.managers = [actor.uri]  # the creator manages the room
         change.category = None
         await self._apply(room, category, change)
+        if not actor.admin and actor.uri not in room.managers:
+            # The creator manages the room whatever the change's manager list says (a form
+            # listing others only must not leave the room without the one who made it).
+            room.managers = sorted([*room.managers, actor.uri])
         await self._save(room, category, actor, invite_all=True, before=None)
         return room
 

@@ -171,7 +171,8 @@ class ManagementApi:
         request[CSRF_KEY] = session_token
         request[USER_KEY] = actor.uri  # for the access log (shards/web/access.py)
         if request.method not in SAFE_METHODS and (session_token or from_browser(request)):
-            token_refused = token_refusal(request, session_token or await self._token(actor))
+            expected = session_token or await self._token(actor)
+            token_refused = token_refusal(request, expected, always=bool(session_token))
             if token_refused is not None:
                 return token_refused
         return actor
