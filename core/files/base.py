@@ -18,8 +18,9 @@ class FileWriter(Protocol):
     that could be served; ``abort`` (or a later sweep) removes what it wrote."""
 
     async def write(self, chunk: bytes) -> None: ...
-    async def commit(self) -> None:
-        """The bytes are durable under the stored name when this returns."""
+    async def commit(self) -> str:
+        """The bytes are durable under the stored name when this returns: their sha256
+        (hex), hashed as they were written (off the event loop, with the write)."""
 
     async def abort(self) -> None: ...
 

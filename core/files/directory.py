@@ -11,6 +11,7 @@ keep rename atomic within one directory).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -29,15 +30,20 @@ def _fsync_dir(path: Path) -> None:
 
 
 class DirectoryWriter:
-    __slots__ = ("_out", "_part", "_final")
+    __slots__ = ("_out", "_part", "_final", "_sha")
 
     def __init__(self, out: BinaryIO, part: Path, final: Path) -> None:
         self._out = out
         self._part = part
         self._final = final
+        self._sha = hashlib.sha256()
+
+    def _write(self, chunk: bytes) -> None:
+        self._sha.update(chunk)  # hashlib releases the GIL on large buffers: off the loop
+        self._out.write(chunk)
 
     async def write(self, chunk: bytes) -> None:
-        await asyncio.to_thread(self._out.write, chunk)
+        await asyncio.to_thread(self._write, chunk)
 
     def _commit(self) -> None:
         self._out.flush()
@@ -46,8 +52,9 @@ class DirectoryWriter:
         os.replace(self._part, self._final)
         _fsync_dir(self._final.parent)
 
-    async def commit(self) -> None:
+    async def commit(self) -> str:
         await asyncio.to_thread(self._commit)
+        return self._sha.hexdigest()
 
     def _abort(self) -> None:
         self._out.close()

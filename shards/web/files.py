@@ -12,7 +12,6 @@ token a SIP client got in rpl:getservinfo (core/auth/filetoken.py).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -151,7 +150,7 @@ class FileApi:
             raise Forbidden("file upload is off on this server (files.max_upload_kb = 0)")
         # The quota is checked before and during the transfer; uploads racing into one
         # room may pass it by at most what they carry together.
-        used = sum(f.size for f in await self._store.room_files(room.id)) if self._quota else 0
+        used = await self._store.room_file_bytes(room.id) if self._quota else 0
         self._check_size(request.content_length or 0, used)
         file_id = new_file_id()
         stored = stored_name(file_id, name)
@@ -195,6 +194,11 @@ class FileApi:
         text = file_post_text(record.name, record.size, self._url(record.id))
         try:
             result = await self._post(record.room_id, FILE_POSTER, user, f"file:{record.id}", text)
+        except NotFound:
+            # The room was deleted while the file streamed in: the file goes with it.
+            await self._store.delete_file(record.id)
+            await self._storage.remove([stored_name(record.id, record.name)])
+            raise
         except PchatError as exc:
             return 0, str(exc) or exc.reason
         await self._store.set_file_post(record.id, result.seq)
@@ -202,19 +206,18 @@ class FileApi:
 
     async def _receive(self, request: web.Request, stored: str, used: int) -> tuple[int, str]:
         """Streams the body to storage; (size, sha256 hex). Past a cap: nothing kept."""
-        sha, size = hashlib.sha256(), 0
+        size = 0
         writer = await self._storage.create(stored)
         try:
             async for chunk in request.content.iter_chunked(self._chunk):
                 size += len(chunk)
                 self._check_size(size, used)
-                sha.update(chunk)
                 await writer.write(chunk)
-            await writer.commit()
+            digest = await writer.commit()
         except BaseException:
             await writer.abort()
             raise
-        return size, sha.hexdigest()
+        return size, digest
 
     async def list_files(self, request: web.Request, actor: Actor) -> web.StreamResponse:
         room = await self._room(request.match_info["room"], actor.uri, post=False)

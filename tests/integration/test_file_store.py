@@ -4,8 +4,11 @@ room quota, token sign-in, and the sweep of what crashes leave."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +19,7 @@ from core.files.directory import DirectoryStorage
 from core.files.names import PART_SUFFIX, new_file_id, stored_name
 from core.files.post import parse_file_post
 from core.rooms.management import ADMIN, Management
+from shards import admin
 from shards.web.token_key import load_token_secret
 from shards.worker.runner import RunningWorker
 from tests.conftest import DOMAIN, add_room, signed_in
@@ -194,3 +198,57 @@ async def test_sweep_removes_what_crashes_left_and_nothing_else(
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [recorded.name, fresh.name, foreign.name]
     )
+
+
+async def _admin(worker: RunningWorker, *argv: str) -> None:
+    """`pchat admin ARGV` in this process, on the worker's settings (data dir, store)."""
+    parser = argparse.ArgumentParser()
+    admin.add_parser(parser.add_subparsers(dest="cmd"), argparse.ArgumentParser(add_help=False))
+    await admin.run(worker.settings, parser.parse_args(["admin", *argv]), lambda line: None)
+
+
+async def test_pchat_admin_switches_removes_and_deletes_with_the_bytes(
+    files_server: RunningWorker, http: aiohttp.ClientSession
+) -> None:
+    await _admin(files_server, "room", "set", "Lobby", "--files", "off")
+    assert (await upload(http, "lobby", b"no")).status == 403
+    await _admin(files_server, "room", "set", "Lobby", "--files", "inherit")
+    first = await post_file(http, "lobby", b"one", "1.txt")
+    second = await post_file(http, "lobby", b"two", "2.txt")
+    await _admin(files_server, "message", "remove", "Lobby", str(first["msgid"]))
+    assert not stored_path(files_server, str(first["id"]), "1.txt").exists()
+    assert stored_path(files_server, str(second["id"]), "2.txt").exists()
+    await _admin(files_server, "room", "delete", "Lobby")
+    assert not stored_path(files_server, str(second["id"]), "2.txt").exists()
+    assert await files_server.store.get_file(str(second["id"])) is None
+
+
+async def test_a_room_deleted_mid_upload_takes_the_file_with_it(
+    files_server: RunningWorker, http: aiohttp.ClientSession
+) -> None:
+    await add_room(files_server.store, "Brief")
+    streaming = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x" * 4000
+        streaming.set()
+        await go_on.wait()
+        yield b"y" * 4000
+
+    async def send() -> int:
+        url = "/api/rooms/brief/files"
+        async with http.post(
+            url, params={"name": "b.txt"}, data=body(), headers=auth("alice")
+        ) as r:
+            return r.status
+
+    sending = asyncio.ensure_future(send())
+    await streaming.wait()
+    storage = DirectoryStorage(files_server.settings.files_dir)
+    await Management(files_server.store, files=storage).delete_room(ADMIN, "brief")
+    await files_server.refresh()  # the owner forgets the room, as the revision poll does
+    go_on.set()
+    assert await sending == 404
+    assert await files_server.store.room_files("brief") == []
+    assert list(Path(files_server.settings.files_dir).iterdir()) == []
