@@ -19,11 +19,15 @@ from core.compliance.store import ComplianceStore
 from core.config import Settings, redact_url
 from core.store.base import ChatStore
 from shards.admin.command import Action, AdminError, Out
-from shards.compliance import LEASE_KEY
 
 
 async def lease_holder(settings: Settings) -> str | None:
     """The active service's id ('' when none holds the lease); None: Redis does not answer."""
+    # Imported here: shards.compliance loads shards.metrics, which must not be imported by
+    # `pchat serve` before the supervisor sets PROMETHEUS_MULTIPROC_DIR (the parser imports
+    # this package), or the supervisor's counters never reach /metrics.
+    from shards.compliance import LEASE_KEY
+
     client = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=1.0)
     try:
         with contextlib.suppress(OSError, aioredis.RedisError, asyncio.TimeoutError):
