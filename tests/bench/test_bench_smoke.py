@@ -118,3 +118,14 @@ def test_hostile_envelope_bench_smoke(tmp_path: Path) -> None:
     assert set(result["envelope_answers"]) == {"413"}  # 300 items: over the envelope cap
     assert result["probe_posts"] > 0 and result["calm_p50_ms"] > 0
     assert result["rss_peak_mb"] >= result["rss_before_mb"] > 0
+
+
+def test_user_import_bench_smoke(tmp_path: Path) -> None:
+    """bench/user_import.py on tiny numbers: one import run, two users added one by one."""
+    args = [sys.executable, "-m", "bench.user_import", "--users", "50", "--add-sample", "2"]
+    args += ["--runs", "1", "--out", str(tmp_path / "run")]
+    done = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["users"] == 50 and result["import_users_per_s"] > 0
+    assert result["add_s_per_user"] > 0 and result["speedup"] > 0
