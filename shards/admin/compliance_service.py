@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from core.compliance.store import ComplianceStore
 from core.config import Settings, redact_url
 from core.store.base import ChatStore
-from shards.admin.command import Action, AdminError, Out
+from shards.admin.command import Action, Out
 
 
 async def lease_holder(settings: Settings) -> str | None:
@@ -92,19 +92,20 @@ async def _compliance_run_now(
     store: ChatStore, s: Settings, a: argparse.Namespace, out: Out
 ) -> bool:
     holder = await lease_holder(s)
-    if holder == "":
-        raise AdminError(
-            "no compliance service runs (pchat serve --compliance runs it); nothing requested"
-        )
     archive = ComplianceStore(s.compliance_store_path)
     try:
-        archive.request_run()
+        archive.request_run()  # kept until a service takes it (one may be restarting)
     finally:
         archive.close()
     if holder is None:
         out("run requested; Redis does not answer, so whether a service runs is unknown")
-    else:
+    elif holder:
         out(f"run requested; the compliance service (process {holder.split('-')[0]}) starts it")
+    else:
+        out(
+            "run requested, but no compliance service runs now: it waits for one"
+            " (pchat serve --compliance)"
+        )
     return False
 
 
