@@ -351,3 +351,23 @@ async def test_compliance_status_and_run_now_see_the_running_service(tmp_path: P
         assert "a run is requested" not in out
     code, out, _ = await admin("compliance", "status", data_dir=data)
     assert code == 0 and out.splitlines()[0].startswith("compliance service: unknown (Redis")
+
+
+async def test_a_store_older_than_its_domain_record_is_claimed_by_serve_not_admin(
+    tmp_path: Path,
+) -> None:
+    """An upgraded store has no domain yet: admin, perhaps run without --domain, must not
+    record the wrong one; the first serve (or init) records the server's."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    assert (await admin("init", "--domain", "example.org", data_dir=data))[0] == 0
+    with sqlite3.connect(data / "chat.db") as conn:  # as a schema-1 store: no domain
+        conn.execute("DELETE FROM store_info")
+    code, _, err = await admin("user", "add", "a@example.org", "--password", "p", data_dir=data)
+    assert code == 0, err  # example.com (the default) was not recorded by this
+    # serve and init open the store the same way (open_store(create=True)): init records it
+    code, _, err = await admin("init", "--domain", "example.org", data_dir=data)
+    assert code == 0, err
+    code, _, err = await admin("user", "add", "b@example.com", "--password", "p", data_dir=data)
+    assert code == 2 and "belongs to domain example.org, not example.com" in one_line(err)
