@@ -371,3 +371,33 @@ async def test_a_store_older_than_its_domain_record_is_claimed_by_serve_not_admi
     assert code == 0, err
     code, _, err = await admin("user", "add", "b@example.com", "--password", "p", data_dir=data)
     assert code == 2 and "belongs to domain example.org, not example.com" in one_line(err)
+
+
+async def test_a_password_need_not_be_on_the_command_line(tmp_path: Path) -> None:
+    """`ps` shows arguments: --password-file keeps the password out of them; without either
+    and without a terminal to ask on, one line says what to give."""
+    data = tmp_path / "data"
+    assert (await admin("init", data_dir=data))[0] == 0
+    secret = tmp_path / "pw"
+    secret.write_text("from-the-file\n")
+    code, _, err = await admin(
+        "user", "add", f"gil@{DOMAIN}", "--password-file", str(secret), data_dir=data
+    )
+    assert code == 0, err
+    code, _, err = await admin("user", "passwd", f"gil@{DOMAIN}", data_dir=data)
+    assert code == 2 and "give --password-file FILE" in one_line(err)
+    code, _, err = await admin(
+        "user", "passwd", f"gil@{DOMAIN}", "--password-file", str(tmp_path / "none"),
+        data_dir=data,
+    )  # fmt: skip
+    assert code == 2 and "cannot read --password-file" in one_line(err)
+    from core.sip.digest import user_ha1s
+
+    store = make_store(f"sqlite://{data / 'chat.db'}")
+    await store.open()
+    try:
+        user = await store.get_user(f"sip:gil@{DOMAIN}")
+        assert user is not None and user.ha1 == user_ha1s(user.uri, DOMAIN, "from-the-file")
+    finally:
+        await store.close()
+    assert "from-the-file" not in (data / "audit.log").read_text()
