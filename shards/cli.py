@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -156,11 +155,8 @@ def _run(argv: list[str] | None) -> int:
     if args.command == "serve":
         from shards.supervisor import Supervisor
 
-        logging.getLogger(__name__).info(
-            "configuration: %s", config_file(args) or "no file (defaults, PCHAT_* and flags)"
-        )
         try:
-            return Supervisor(settings).run()
+            return Supervisor(settings, config_file(args)).run()
         except StoreError as exc:  # docs/rooms.md: a store that cannot be opened exits 2
             print(f"pchat: {exc}", file=sys.stderr)
             return 2

@@ -25,9 +25,11 @@ def store_place(settings: Settings) -> str:
 
 
 async def open_store(settings: Settings, *, create: bool) -> ChatStore:
-    """The opened store; ``create=False`` refuses one that does not exist. A new store
-    records ``settings.domain``; an existing one recorded for another domain is refused
-    (its HA1 hashes are keyed by that realm, so every sign-in would fail with 401)."""
+    """The opened store; ``create=False`` refuses one that does not exist. A store opened
+    with ``create`` (`pchat serve`, `pchat admin init`) records ``settings.domain`` when it
+    has none: a new one, or one made before stores recorded their domain, which only the
+    server's configuration can name for sure. A store recorded for another domain is
+    refused (its HA1 hashes are keyed by that realm: every sign-in would fail with 401)."""
     store = make_store(settings.store_url, settings.store_pool)
     try:
         await store.open(create=create)
@@ -37,11 +39,11 @@ async def open_store(settings: Settings, *, create: bool) -> ChatStore:
             f"or --config, or create it with: pchat admin init --domain {settings.domain}"
         ) from None
     try:
-        recorded = await store.claim_domain(settings.domain)
+        recorded = await store.claim_domain(settings.domain, record=create)
     except BaseException:
         await store.close()
         raise
-    if recorded != settings.domain:
+    if recorded and recorded != settings.domain:
         await store.close()
         raise StoreRefused(
             f"the chat store at {store_place(settings)} belongs to domain {recorded}, not "

@@ -49,8 +49,9 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config_file: str | None = None) -> None:
         self.settings = settings
+        self._config_file = config_file  # only for the start line: which file was read
         self._stopping = False
         self._redis: EmbeddedRedis | None = None
         self._workers = [Worker(i) for i in range(settings.workers)]
@@ -79,9 +80,10 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         log.info(
-            "pchat serving %s: SIP on %d, HTTP on %d, %d worker(s), store %s, redis %s",
+            "pchat serving %s: SIP on %d, HTTP on %d, %d worker(s), store %s, redis %s, config %s",
             settings.domain, settings.sip.port, settings.http.port, settings.workers,
             redact_url(settings.store_url), redact_url(settings.effective_redis_url),
+            self._config_file or "none (defaults, PCHAT_* and flags)",
         )  # fmt: skip
         try:
             self._watch()

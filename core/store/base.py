@@ -155,10 +155,10 @@ class ChatStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def claim_domain(self, domain: str) -> str:
-        """Records ``domain`` as the store's if none is recorded yet; returns the recorded
-        one. The digest HA1s are keyed by the realm (the domain), so a store only works
-        for the domain it was created with."""
+    async def claim_domain(self, domain: str, *, record: bool = True) -> str:
+        """Records ``domain`` as the store's if none is recorded yet (unless ``record`` is
+        False); returns the recorded one, "" for none. The digest HA1s are keyed by the
+        realm (the domain), so a store only works for the domain it was created with."""
 
     # -- change tracking: admin edits bump it; running workers poll it
     async def revision(self) -> int: ...

@@ -145,12 +145,15 @@ class PostgresStore:
         sql = "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value"
         return int(await self._fetchval(sql))
 
-    async def claim_domain(self, domain: str) -> str:
+    async def claim_domain(self, domain: str, *, record: bool = True) -> str:
         async with self._conn() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO store_info VALUES ('domain', $1) ON CONFLICT (key) DO NOTHING", domain
-            )
-            return str(await conn.fetchval("SELECT value FROM store_info WHERE key = 'domain'"))
+            if record:
+                await conn.execute(
+                    "INSERT INTO store_info VALUES ('domain', $1) ON CONFLICT (key) DO NOTHING",
+                    domain,
+                )
+            found = await conn.fetchval("SELECT value FROM store_info WHERE key = 'domain'")
+            return "" if found is None else str(found)
 
     # -- users
     async def get_user(self, uri: str) -> UserRecord | None:

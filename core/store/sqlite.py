@@ -100,8 +100,8 @@ class SqliteStore:
     async def bump_revision(self) -> int:
         return await self._call(SqliteDb.bump_revision)
 
-    async def claim_domain(self, domain: str) -> str:
-        return await self._call(SqliteDb.claim_domain, domain)
+    async def claim_domain(self, domain: str, *, record: bool = True) -> str:
+        return await self._call(SqliteDb.claim_domain, domain, record)
 
     # -- users
     async def get_user(self, uri: str) -> UserRecord | None:

@@ -159,10 +159,12 @@ class SqliteDb:
         with self.write() as c:
             return int(c.execute(sql).fetchone()[0])
 
-    def claim_domain(self, domain: str) -> str:
+    def claim_domain(self, domain: str, record: bool) -> str:
         with self.write() as c:
-            c.execute("INSERT OR IGNORE INTO store_info VALUES ('domain', ?)", (domain,))
-            return str(c.execute("SELECT value FROM store_info WHERE key = 'domain'").fetchone()[0])
+            if record:
+                c.execute("INSERT OR IGNORE INTO store_info VALUES ('domain', ?)", (domain,))
+            row = c.execute("SELECT value FROM store_info WHERE key = 'domain'").fetchone()
+            return "" if row is None else str(row[0])
 
     # -- users
     def get_user(self, uri: str) -> UserRecord | None:

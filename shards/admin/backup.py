@@ -106,6 +106,6 @@ async def restore(s: Settings, a: argparse.Namespace, out: Out) -> None:
         raise AdminError(f"restore into {store_file} failed: {exc}") from None
     finally:
         os.close(lock)
-    store = await open_store(s, create=False)  # migrates an older backup, records the domain
+    store = await open_store(s, create=False)  # migrates an older backup, checks the domain
     await store.close()
     out(f"chat store {store_file} restored from {source_path}")

@@ -21,13 +21,17 @@ from core.compliance.store.registry import make_compliance_store
 from core.config import Settings, redact_url
 from core.store.base import ChatStore
 from core.store.registry import sqlite_path
-from shards.admin.command import Action, AdminError, Out
-from shards.compliance import LEASE_KEY
+from shards.admin.command import Action, Out
 from shards.redis_clients import redis_client
 
 
 async def lease_holder(settings: Settings) -> str | None:
     """The active service's id ('' when none holds the lease); None: Redis does not answer."""
+    # Imported here: shards.compliance loads shards.metrics, which must not be imported by
+    # `pchat serve` before the supervisor sets PROMETHEUS_MULTIPROC_DIR (the parser imports
+    # this package), or the supervisor's counters never reach /metrics.
+    from shards.compliance import LEASE_KEY
+
     client = redis_client(settings, socket_timeout=1.0)
     try:
         with contextlib.suppress(OSError, aioredis.RedisError, asyncio.TimeoutError):
@@ -111,16 +115,17 @@ async def _compliance_run_now(
     store: ChatStore, s: Settings, a: argparse.Namespace, out: Out
 ) -> bool:
     holder = await lease_holder(s)
-    if holder == "":
-        raise AdminError(
-            "no compliance service runs (pchat serve --compliance runs it); nothing requested"
-        )
     async with _compliance_store(s) as archive:
-        await archive.request_run()
+        await archive.request_run()  # kept until a service takes it (one may be restarting)
     if holder is None:
         out("run requested; Redis does not answer, so whether a service runs is unknown")
-    else:
+    elif holder:
         out(f"run requested; the compliance service (process {holder.split('-')[0]}) starts it")
+    else:
+        out(
+            "run requested, but no compliance service runs now: it waits for one"
+            " (pchat serve --compliance)"
+        )
     return False
 
 

@@ -14,6 +14,11 @@ def parse_bool(value: str) -> bool | None:
     return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
 
 
+def _password_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--password", help="visible in `ps`: prefer --password-file or the prompt")
+    p.add_argument("--password-file", help="read the password from the first line of FILE")
+
+
 def _bool(value: str) -> bool:
     found = parse_bool(value)
     if found is None:
@@ -37,13 +42,13 @@ def add_parser(
     uops = user.add_subparsers(dest="op", required=True)
     p = leaf(uops, "add", "add a user (persistent chat enabled unless --disabled)")
     p.add_argument("uri")
-    p.add_argument("--password", required=True)
+    _password_flags(p)
     p.add_argument("--name", default="", help="display name")
     p.add_argument("--disabled", action="store_true", help="leave persistent chat off")
     p.add_argument("--admin", action="store_true", help="a pchat administrator")
     p = leaf(uops, "passwd", "set a new password")
     p.add_argument("uri")
-    p.add_argument("--password", required=True)
+    _password_flags(p)
     for op in ("enable", "disable"):
         p = leaf(
             uops, op, f"{op} persistent chat for the user (a running server applies it at once)"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -14,6 +16,32 @@ from core.store.base import ChatStore, UserRecord
 from shards.admin.command import Action, AdminError, Out, user_of
 from shards.admin.user_file import ImportLineError, read_users
 
+
+def password_of(a: argparse.Namespace, uri: str) -> str:
+    """--password, else the first line of --password-file, else asked twice on a terminal."""
+    if a.password:
+        return str(a.password)
+    if a.password_file:
+        try:
+            with open(a.password_file, encoding="utf-8") as f:
+                password = f.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise AdminError(f"cannot read --password-file: {exc.strerror or exc}") from None
+        if not password:
+            raise AdminError(f"--password-file {a.password_file} holds no password")
+        return password
+    if not sys.stdin.isatty():
+        raise AdminError("no password: give --password-file FILE (or --password) for scripts")
+    try:
+        first = getpass.getpass(f"new password for {uri}: ")
+        again = getpass.getpass("the same again: ")
+    except (EOFError, KeyboardInterrupt):
+        raise AdminError("no password given; nothing changed") from None
+    if not first or first != again:
+        raise AdminError("the two passwords differ (or are empty); nothing changed")
+    return first
+
+
 # Users written per transaction: one commit per thousand is what makes thousands per second
 # (one per user costs a commit each); 1000 records of about 1 KB bound the memory held.
 IMPORT_BATCH = 1000
@@ -23,7 +51,7 @@ async def _user_add(store: ChatStore, s: Settings, a: argparse.Namespace, out: O
     uri = principal(a.uri)
     if await store.get_user(uri) is not None:
         raise AdminError(f"user {uri} exists; use 'pchat admin user passwd' to change it")
-    ha1 = user_ha1s(uri, s.domain, a.password)
+    ha1 = user_ha1s(uri, s.domain, password_of(a, uri))
     await store.put_user(
         UserRecord(uri=uri, display_name=a.name, ha1=ha1, enabled=not a.disabled, admin=a.admin)
     )
@@ -34,7 +62,7 @@ async def _user_add(store: ChatStore, s: Settings, a: argparse.Namespace, out: O
 
 async def _user_passwd(store: ChatStore, s: Settings, a: argparse.Namespace, out: Out) -> bool:
     record = await user_of(store, a.uri)
-    record.ha1 = user_ha1s(record.uri, s.domain, a.password)
+    record.ha1 = user_ha1s(record.uri, s.domain, password_of(a, record.uri))
     await store.put_user(record)
     await store.bump_revision()  # every worker signs out the old password's sessions
     out(f"{record.uri}: password changed")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 
+from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 ACCESS_LOGGER = logging.getLogger("pchat.access")
-USER_KEY = "pchat.user"  # request[USER_KEY]: the signed-in user's URI, for this log only
+# request[USER_KEY]: the signed-in user's URI, for this log only
+USER_KEY = web.RequestKey("pchat_user", str)
 # Field bounds: a request line may be 8 KiB, a log line should stay one screen line or two.
 MAX_PATH_CHARS = 200
 MAX_FIELD_CHARS = 100

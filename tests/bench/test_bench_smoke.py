@@ -147,3 +147,12 @@ def test_mixed_websocket_and_sip_bench_smoke(tmp_path: Path) -> None:
     assert result["sip"]["deliveries"] + result["ws"]["deliveries"] == 3 * ok
     for kind in ("sip", "ws"):
         assert result[kind]["deliveries"] > 0 and result[kind]["p99"] > 0
+def test_user_import_bench_smoke(tmp_path: Path) -> None:
+    """bench/user_import.py on tiny numbers: one import run, two users added one by one."""
+    args = [sys.executable, "-m", "bench.user_import", "--users", "50", "--add-sample", "2"]
+    args += ["--runs", "1", "--out", str(tmp_path / "run")]
+    done = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["users"] == 50 and result["import_users_per_s"] > 0
+    assert result["add_s_per_user"] > 0 and result["speedup"] > 0

@@ -304,7 +304,7 @@ async def test_serve_and_admin_read_the_same_config_file(tmp_path: Path) -> None
     finally:
         proc.terminate()
         _, err_bytes = await asyncio.wait_for(proc.communicate(), 15)
-    assert f"configuration: {'pchat.toml'}" in err_bytes.decode()
+    assert ", config pchat.toml" in err_bytes.decode()  # the start line names the file
 
 
 async def test_another_domain_is_refused_by_admin_and_serve(tmp_path: Path) -> None:
@@ -351,3 +351,53 @@ async def test_compliance_status_and_run_now_see_the_running_service(tmp_path: P
         assert "a run is requested" not in out
     code, out, _ = await admin("compliance", "status", data_dir=data)
     assert code == 0 and out.splitlines()[0].startswith("compliance service: unknown (Redis")
+
+
+async def test_a_store_older_than_its_domain_record_is_claimed_by_serve_not_admin(
+    tmp_path: Path,
+) -> None:
+    """An upgraded store has no domain yet: admin, perhaps run without --domain, must not
+    record the wrong one; the first serve (or init) records the server's."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    assert (await admin("init", "--domain", "example.org", data_dir=data))[0] == 0
+    with sqlite3.connect(data / "chat.db") as conn:  # as a schema-1 store: no domain
+        conn.execute("DELETE FROM store_info")
+    code, _, err = await admin("user", "add", "a@example.org", "--password", "p", data_dir=data)
+    assert code == 0, err  # example.com (the default) was not recorded by this
+    # serve and init open the store the same way (open_store(create=True)): init records it
+    code, _, err = await admin("init", "--domain", "example.org", data_dir=data)
+    assert code == 0, err
+    code, _, err = await admin("user", "add", "b@example.com", "--password", "p", data_dir=data)
+    assert code == 2 and "belongs to domain example.org, not example.com" in one_line(err)
+
+
+async def test_a_password_need_not_be_on_the_command_line(tmp_path: Path) -> None:
+    """`ps` shows arguments: --password-file keeps the password out of them; without either
+    and without a terminal to ask on, one line says what to give."""
+    data = tmp_path / "data"
+    assert (await admin("init", data_dir=data))[0] == 0
+    secret = tmp_path / "pw"
+    secret.write_text("from-the-file\n")
+    code, _, err = await admin(
+        "user", "add", f"gil@{DOMAIN}", "--password-file", str(secret), data_dir=data
+    )
+    assert code == 0, err
+    code, _, err = await admin("user", "passwd", f"gil@{DOMAIN}", data_dir=data)
+    assert code == 2 and "give --password-file FILE" in one_line(err)
+    code, _, err = await admin(
+        "user", "passwd", f"gil@{DOMAIN}", "--password-file", str(tmp_path / "none"),
+        data_dir=data,
+    )  # fmt: skip
+    assert code == 2 and "cannot read --password-file" in one_line(err)
+    from core.sip.digest import user_ha1s
+
+    store = make_store(f"sqlite://{data / 'chat.db'}")
+    await store.open()
+    try:
+        user = await store.get_user(f"sip:gil@{DOMAIN}")
+        assert user is not None and user.ha1 == user_ha1s(user.uri, DOMAIN, "from-the-file")
+    finally:
+        await store.close()
+    assert "from-the-file" not in (data / "audit.log").read_text()

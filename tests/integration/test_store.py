@@ -265,9 +265,16 @@ async def test_the_first_domain_claimed_stays_the_stores(store: ChatStore, store
     await again.open(create=False)
     try:
         assert await again.claim_domain("example.org") == "example.com"
+        assert await again.claim_domain("example.org", record=False) == "example.com"
     finally:
         await again.close()
     await store.open()
+
+
+async def test_an_unrecorded_domain_is_recorded_only_when_asked(store: ChatStore) -> None:
+    assert await store.claim_domain("example.org", record=False) == ""
+    assert await store.claim_domain("example.net", record=False) == ""
+    assert await store.claim_domain("example.com") == "example.com"
 
 
 async def test_open_without_create_refuses_a_store_that_does_not_exist(
