@@ -39,12 +39,15 @@ class RoomFeeds:
         self.filled = 0  # posts recovered from the store (tests and metrics)
 
     def start(self, room_id: str, last_seq: int) -> None:
-        """The room's newest msgid when a local session joined it."""
+        """The room's newest msgid when a local session joined it (or was re-announced to
+        a new owner). A feed behind it reads what it missed from the store: after a
+        takeover that is what the dead owner committed but never published."""
         feed = self._feeds.get(room_id)
         if feed is None:
             self._feeds[room_id] = _Feed(last_seq)
         elif not feed.filling and last_seq > feed.last:
-            feed.last = last_seq
+            feed.filling = True
+            self._spawn_fill(room_id, feed, last_seq)
 
     def has(self, room_id: str) -> bool:
         return room_id in self._feeds
@@ -68,14 +71,20 @@ class RoomFeeds:
             return
         feed.filling = True
         feed.held.append(event)
-        task = asyncio.get_running_loop().create_task(self._fill(event.room_id, feed))
+        self._spawn_fill(event.room_id, feed, 0)
+
+    def _spawn_fill(self, room_id: str, feed: _Feed, upto: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._fill(room_id, feed, upto))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _fill(self, room_id: str, feed: _Feed) -> None:
+    async def _fill(self, room_id: str, feed: _Feed, upto: int) -> None:
+        """Reads from the store up to the first held post, or through ``upto``."""
         try:
-            while feed.held and feed.held[0].seq > feed.last + 1:
-                target = feed.held[0].seq
+            while True:
+                target = feed.held[0].seq if feed.held else upto + 1
+                if target <= feed.last + 1:
+                    break
                 missing = await self._store.history_after(
                     room_id, feed.last, min(FILL_BATCH, target - feed.last - 1)
                 )
