@@ -93,6 +93,7 @@ class ShardKeeper:
         self._renewed_at = -1e9  # when the last full round (heartbeat, renewals) began
         self._started = clock()
         self._live: set[int] = set()
+        self._placed: tuple[frozenset[tuple[int, int]], list[tuple[int, int] | None]] | None = None
         self._missing: dict[int, float] = {}  # workers seen alive, then not: since when
         self._hooks: OwnerHooks | None = None
         self._wake = asyncio.Event()
@@ -191,7 +192,7 @@ class ShardKeeper:
             kept = set(await self._table.renew(mine, self.holder, self._ttl_ms))
             self._lose([s for s in mine if s not in kept], "another worker holds its lease")
         self._renewed_at = now
-        take, give = self._plan(Placement(live), await self._table.holders(range(self._shards)))
+        take, give = self._plan(self._targets(live), await self._table.holders(range(self._shards)))
         if give:
             self._lose(give, "handed over to its preferred worker")
             await self._table.release(give, self.holder)
@@ -212,13 +213,24 @@ class ShardKeeper:
             self._hooks.gone(gone)
         return live
 
-    def _plan(self, placement: Placement, holders: list[str | None]) -> tuple[list[int], list[int]]:
+    def _targets(self, live: dict[int, int]) -> list[tuple[int, int] | None]:
+        """Every shard's target, computed again only when the live set changes (most
+        rounds it does not, and 1024 rendezvous choices are most of a round's CPU)."""
+        key = frozenset(live.items())
+        if self._placed is None or self._placed[0] != key:
+            placement = Placement(live)
+            self._placed = (key, [placement.target(shard) for shard in range(self._shards)])
+        return self._placed[1]
+
+    def _plan(
+        self, targets: list[tuple[int, int] | None], holders: list[str | None]
+    ) -> tuple[list[int], list[int]]:
         """(shards to take, shards to hand over, at most handover_batch)."""
         now = self._clock()
         take: list[int] = []
         give: list[int] = []
         for shard, holder in enumerate(holders):
-            target = placement.target(shard)
+            target = targets[shard]
             if target is None:
                 continue
             node, own = target
