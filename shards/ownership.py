@@ -90,9 +90,10 @@ class ShardKeeper:
         self.holder = f"{node}/{secrets.token_hex(4)}"
         self._member = f"{self.holder}/{workers}"
         self._owned: dict[int, int] = {}  # shard -> fencing epoch
-        self._valid_until = 0.0
+        self._renewed_at = -1e9  # when the last full round (heartbeat, renewals) began
         self._started = clock()
         self._live: set[int] = set()
+        self._placed: tuple[frozenset[tuple[int, int]], list[tuple[int, int] | None]] | None = None
         self._missing: dict[int, float] = {}  # workers seen alive, then not: since when
         self._hooks: OwnerHooks | None = None
         self._wake = asyncio.Event()
@@ -100,6 +101,11 @@ class ShardKeeper:
 
     def owns(self, shard: int) -> bool:
         return shard in self._owned and self._clock() < self._valid_until
+
+    @property
+    def _valid_until(self) -> float:
+        """Leases are trusted until then: their TTL started after the round began."""
+        return self._renewed_at + self._ttl_s * TRUST
 
     def epoch(self, shard: int) -> int | None:
         """The fencing token of a shard this worker serves now, else None."""
@@ -175,7 +181,9 @@ class ShardKeeper:
         now = self._clock()
         if self._owned and now >= self._valid_until:
             self._lose(self.owned, "its leases ran out before they were renewed")
-        was_stale = self._live and now >= self._valid_until + self._ttl_s - self._ttl_s * TRUST
+        # Its entry in the live set expired (it was paused or cut off): the others dropped
+        # its sessions from their rosters.
+        was_stale = bool(self._live) and now >= self._renewed_at + self._ttl_s
         live = self._read_live(await self._table.heartbeat(self._member, self._ttl_ms))
         if was_stale:
             await self._hooks.stale()
@@ -183,14 +191,14 @@ class ShardKeeper:
             mine = self.owned
             kept = set(await self._table.renew(mine, self.holder, self._ttl_ms))
             self._lose([s for s in mine if s not in kept], "another worker holds its lease")
-        self._valid_until = now + self._ttl_s * TRUST
-        take, give = self._plan(Placement(live), await self._table.holders(range(self._shards)))
+        self._renewed_at = now
+        take, give = self._plan(self._targets(live), await self._table.holders(range(self._shards)))
         if give:
             self._lose(give, "handed over to its preferred worker")
             await self._table.release(give, self.holder)
             await self._hooks.released(give)
         if take:
-            await self._take(take, now)
+            await self._take(take)
 
     def _read_live(self, members: list[str]) -> dict[int, int]:
         live = dict(m for m in map(_parse_member, members) if m is not None)
@@ -205,13 +213,24 @@ class ShardKeeper:
             self._hooks.gone(gone)
         return live
 
-    def _plan(self, placement: Placement, holders: list[str | None]) -> tuple[list[int], list[int]]:
+    def _targets(self, live: dict[int, int]) -> list[tuple[int, int] | None]:
+        """Every shard's target, computed again only when the live set changes (most
+        rounds it does not, and 1024 rendezvous choices are most of a round's CPU)."""
+        key = frozenset(live.items())
+        if self._placed is None or self._placed[0] != key:
+            placement = Placement(live)
+            self._placed = (key, [placement.target(shard) for shard in range(self._shards)])
+        return self._placed[1]
+
+    def _plan(
+        self, targets: list[tuple[int, int] | None], holders: list[str | None]
+    ) -> tuple[list[int], list[int]]:
         """(shards to take, shards to hand over, at most handover_batch)."""
         now = self._clock()
         take: list[int] = []
         give: list[int] = []
         for shard, holder in enumerate(holders):
-            target = placement.target(shard)
+            target = targets[shard]
             if target is None:
                 continue
             node, own = target
@@ -230,7 +249,7 @@ class ShardKeeper:
         comes back to its own shards, and at a cold start each worker takes only its own."""
         return now - self._missing.get(own, self._started) >= self._ttl_s
 
-    async def _take(self, shards: list[int], now: float) -> None:
+    async def _take(self, shards: list[int]) -> None:
         assert self._hooks is not None
         got = await self._table.acquire(shards, self.holder, self._prefix, self._ttl_ms)
         if not got:
@@ -240,7 +259,6 @@ class ShardKeeper:
         except PchatError:
             await self._table.release(got, self.holder)  # no token, no service
             raise
-        self._owned.update(epochs)
-        self._valid_until = min(self._valid_until, now + self._ttl_s * TRUST)
+        self._owned.update(epochs)  # their TTL began after ``now``, as the renewed ones'
         log.info("node %d took %d shard(s)", self.node, len(got))
         await self._hooks.acquired(got)

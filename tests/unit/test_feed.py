@@ -97,3 +97,20 @@ async def test_a_goal_past_a_hole_ends_instead_of_looping() -> None:
     await settle(feeds)
     assert got == []
     assert store.queries == 1
+
+
+async def test_a_feed_behind_a_rejoin_reads_what_it_missed() -> None:
+    """After a takeover the new owner says the room is at 5; the dead owner committed 4
+    and 5 but never published them: the feed reads them instead of skipping them."""
+    got: list[int] = []
+    store = Store([1, 2, 3, 4, 5, 6])
+    feeds = RoomFeeds(store, lambda e: got.append(e.seq))  # type: ignore[arg-type]
+    feeds.start("r", 2)
+    feeds.on_post(post(3))
+    feeds.start("r", 5)  # the re-announced join's answer
+    feeds.on_post(post(6))  # the new owner's first post, while the fill runs
+    await settle(feeds)
+    assert got == [3, 4, 5, 6]
+    feeds.start("r", 6)  # already there: nothing read
+    await settle(feeds)
+    assert store.queries == 1
