@@ -3,7 +3,9 @@
 Channels (ARCHITECTURE §6): ``pchat:room:<id>`` carries a room's events; a worker
 subscribes while it holds sessions in a room another worker owns. ``pchat:worker:<n>``
 carries requests to worker n's rooms, answered on ``pchat:reply:<asker>``.
-``pchat:control`` carries announcements of workers that (re)joined the bus.
+``pchat:control`` carries announcements of workers that (re)joined the bus, and the
+owners' answers that they forgot them. The link under it is one Redis, or a Redis Cluster
+where every one of these channels is a sharded channel (shards/links.py).
 """
 
 from __future__ import annotations
