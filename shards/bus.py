@@ -4,7 +4,9 @@ Channels (ARCHITECTURE §6): ``pchat:room:<id>`` carries a room's events; a work
 subscribes while it holds sessions in a room another worker owns. ``pchat:owner:<k>``
 carries requests to shard k's rooms (only its lease holder subscribes), answered on
 ``pchat:reply:<asker>``. ``pchat:control`` carries announcements of workers that
-(re)joined the bus, took shards or gave them up.
+(re)joined the bus, took shards or gave them up, and the owners' answers that they forgot
+them. The link under it is one Redis, or a Redis Cluster where every one of these
+channels is a sharded channel (shards/links.py).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def cluster_binaries() -> tuple[str, str]:
     return server, cli
 
 
-def _free_pair() -> int:
+def free_pair() -> int:
     """A port whose cluster-bus port (port + 10000) is free too. Node ports are below
     30000 and bus ports above, so one node's bus port is never another's port."""
     for _ in range(200):
@@ -94,7 +94,7 @@ class RedisClusterNodes:
         server, cli = cluster_binaries()
         self.folder.mkdir(parents=True, exist_ok=True)
         while len(self.ports) < self.count:
-            port = _free_pair()
+            port = free_pair()
             if port not in self.ports:
                 self.ports.append(port)
         for port in self.ports:
