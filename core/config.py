@@ -61,6 +61,13 @@ class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Browser origins (scheme://host[:port]) besides the listener's own and public_url's that
     # may change things; a request with any other Origin header gets 403 (CSRF). [] : none.
     allowed_origins: list[str] = msgspec.field(default_factory=list)
+    # A page sign-in (the session cookie) lasts this long, then the user signs in again: a
+    # working day. The cookie is signed, not stored, so this is also how long a copied
+    # cookie stays good after its owner signs out (a password change ends it at once).
+    session_ttl_s: Annotated[float, msgspec.Meta(gt=0)] = 8 * 3600.0
+    # The key that signs session cookies (created 0600 on first start). "": <data_dir>/
+    # web-session.key. The hosts of a pool must share one file (or copies of it).
+    session_key_file: str = ""
 
 
 class WebSocketSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -188,6 +195,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @property
     def files_dir(self) -> str:
         return self.files.dir or str(Path(self.data_dir).resolve() / "files")
+
+    @property
+    def session_key_path(self) -> str:
+        return self.http.session_key_file or str(Path(self.data_dir).resolve() / "web-session.key")
 
     @property
     def compliance_store_path(self) -> str:

@@ -105,6 +105,7 @@ def add_parser(
         p.add_argument("--privacy", choices=["open", "closed", "secret"])
         p.add_argument("--type", choices=["normal", "auditorium"])
         p.add_argument("--invitations", choices=["inherit", "off"])
+        p.add_argument("--files", choices=["inherit", "off"], help="the room's upload switch")
         p.add_argument("--description")
         p.add_argument("--topic")
         for role in ("members", "managers", "presenters"):
@@ -279,6 +280,7 @@ def _room_change(a: argparse.Namespace) -> RoomChange:
         privacy=a.privacy,
         type=a.type,
         invitations=a.invitations,
+        file_upload=a.files,
         members=a.members,
         managers=a.managers,
         presenters=a.presenters,
@@ -325,6 +327,7 @@ async def _room_show(store: ChatStore, s: Settings, a: argparse.Namespace, out: 
         "description",
         "topic",
         "invitations",
+        "file_upload",
         "members",
         "managers",
         "presenters",

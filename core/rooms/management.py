@@ -26,6 +26,7 @@ class Actor(msgspec.Struct, frozen=True):
 
 
 ADMIN = Actor("admin", admin=True)
+ROOM_TEXT_CHARS = 256  # the original's limit on a room's name and on its description
 
 
 class RoomChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -38,6 +39,7 @@ class RoomChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     privacy: Literal["open", "closed", "secret"] | None = None
     type: Literal["normal", "auditorium"] | None = None
     invitations: Literal["inherit", "off"] | None = None
+    file_upload: Literal["inherit", "off"] | None = None  # the room's filepost switch
     disabled: bool | None = None
     members: list[str] | None = None
     managers: list[str] | None = None
@@ -85,6 +87,19 @@ def invitations_on(room: RoomRecord, category: CategoryRecord) -> bool:
     return category.invitations and room.invitations != "off"
 
 
+# The room's plain properties a change may set (the role lists are applied apart).
+_ROOM_FIELDS = (
+    "name",
+    "description",
+    "topic",
+    "privacy",
+    "type",
+    "invitations",
+    "file_upload",
+    "disabled",
+)
+
+
 class Management:
     """Operations on rooms and categories, checked against the actor's rights."""
 
@@ -122,6 +137,11 @@ class Management:
             raise NotFound(f"no room {ref!r}")
         return room, category
 
+    async def managed_room(self, actor: Actor, ref: str) -> tuple[RoomRecord, CategoryRecord]:
+        """The room and its category if the actor may change it (Forbidden if they only
+        see it, NotFound if not even that)."""
+        return await self._visible_room(actor, ref)
+
     async def visible_room(self, actor: Actor, ref: str) -> RoomRecord:
         """The room if the actor may know it exists, else NotFound like a missing room."""
         return (await self._seen_room(actor, ref))[0]
@@ -150,10 +170,7 @@ class Management:
         self, actor: Actor, name: str, category_ref: str, change: RoomChange
     ) -> RoomRecord:
         category = await self.category(category_ref)
-        if not actor.admin and not (
-            rules.matches(category.creators, actor.uri)
-            and rules.category_allows(category, actor.uri)
-        ):
+        if not actor.admin and not rules.can_create(category, actor.uri):
             raise Forbidden(f"you may not create rooms in category {category.name!r}")
         if not name.strip():
             raise BadRequest("a room needs a name")
@@ -177,10 +194,7 @@ class Management:
         if change.category is not None:
             target = await self.category(change.category)
             if target.id != room.category_id:
-                if not actor.admin and not (
-                    rules.matches(target.creators, actor.uri)
-                    and rules.category_allows(target, actor.uri)
-                ):
+                if not actor.admin and not rules.can_create(target, actor.uri):
                     raise Forbidden("only creators in the target category may move a room there")
                 room.category_id, category = target.id, target
         await self._apply(room, category, change)
@@ -206,7 +220,7 @@ class Management:
         await self._store.bump_revision()
 
     async def _apply(self, room: RoomRecord, category: CategoryRecord, change: RoomChange) -> None:
-        for field in ("name", "description", "topic", "privacy", "type", "invitations", "disabled"):
+        for field in _ROOM_FIELDS:
             value = getattr(change, field)
             if value is not None:
                 setattr(
@@ -225,6 +239,10 @@ class Management:
             setattr(room, role, sorted(p for p in current if _allowed_principal(category, p)))
         if not room.name:
             raise BadRequest("a room needs a name")
+        if len(room.name) > ROOM_TEXT_CHARS or len(room.description) > ROOM_TEXT_CHARS:
+            raise BadRequest(
+                f"a room's name and description are at most {ROOM_TEXT_CHARS} characters"
+            )
 
     async def _save(
         self,
@@ -263,7 +281,7 @@ class Management:
     async def create_category(
         self, actor: Actor, name: str, change: CategoryChange
     ) -> CategoryRecord:
-        _need_admin(actor)
+        need_admin(actor)
         if await self._store.get_category_by_name(name) is not None:
             raise Conflict(f"category {name!r} exists")
         category = CategoryRecord(id=new_id(), name=name)
@@ -275,7 +293,7 @@ class Management:
     async def update_category(
         self, actor: Actor, ref: str, change: CategoryChange
     ) -> CategoryRecord:
-        _need_admin(actor)
+        need_admin(actor)
         category = await self.category(ref)
         await self._apply_category(category, change)
         await self._store.put_category(category)
@@ -288,7 +306,7 @@ class Management:
         return category
 
     async def delete_category(self, actor: Actor, ref: str) -> None:
-        _need_admin(actor)
+        need_admin(actor)
         category = await self.category(ref)
         if not await self._store.delete_category(category.id):
             raise Conflict(f"category {category.name!r} still has rooms")
@@ -317,6 +335,25 @@ class Management:
             raise NotFound(f"no user {uri}")
         return found
 
+    async def set_user(
+        self, actor: Actor, uri: str, *, enabled: bool | None = None, admin: bool | None = None
+    ) -> UserRecord:
+        """Turns a user's persistent chat on or off and grants or takes the administrator
+        role. An administrator cannot take their own role: the install keeps one."""
+        need_admin(actor, "users")
+        record = await self.user(uri)
+        if admin is False and record.uri == actor.uri:
+            raise Forbidden(
+                "you cannot take your own administrator role; ask another administrator"
+            )
+        if enabled is not None:
+            record.enabled = enabled
+        if admin is not None:
+            record.admin = admin
+        await self._store.put_user(record)
+        await self._store.bump_revision()  # workers re-check the user's sessions
+        return record
+
 
 def _allowed_principal(category: CategoryRecord, p: str) -> bool:
     if p.startswith("domain:"):
@@ -324,6 +361,7 @@ def _allowed_principal(category: CategoryRecord, p: str) -> bool:
     return rules.category_allows(category, p)
 
 
-def _need_admin(actor: Actor) -> None:
+def need_admin(actor: Actor, what: str = "categories") -> None:
+    """Forbidden unless the actor is an administrator (who alone manage ``what``)."""
     if not actor.admin:
-        raise Forbidden("only administrators manage categories")
+        raise Forbidden(f"only administrators manage {what}")

@@ -48,6 +48,11 @@ def can_manage(room: RoomRecord, category: CategoryRecord, user_uri: str) -> boo
     return category_allows(category, user_uri) and is_manager(room, user_uri)
 
 
+def can_create(category: CategoryRecord, user_uri: str) -> bool:
+    """May the user create rooms in the category (a creator the wall admits)?"""
+    return matches(category.creators, user_uri) and category_allows(category, user_uri)
+
+
 def can_see(room: RoomRecord, category: CategoryRecord, user_uri: str) -> bool:
     """May the user learn that the room exists (search, 403 rather than 404)?"""
     if room.disabled or not category_allows(category, user_uri):
@@ -70,6 +75,17 @@ def can_post(room: RoomRecord, category: CategoryRecord, user_uri: str) -> bool:
     if room.type == "auditorium":
         return matches(room.presenters, user_uri)
     return True
+
+
+def uploads_on(room: RoomRecord, category: CategoryRecord) -> bool:
+    """Both switches allow files: the category's EnableFileUpload and the room's
+    filepost property (XCCOS.md §3 ``urn:parlano:ma:prop:filepost`` shows this)."""
+    return category.file_upload and room.file_upload != "off"
+
+
+def can_upload(room: RoomRecord, category: CategoryRecord, user_uri: str) -> bool:
+    """May the user post a file: post in the room, with uploads on in room and category?"""
+    return uploads_on(room, category) and can_post(room, category, user_uri)
 
 
 def visibility(room: RoomRecord) -> str:

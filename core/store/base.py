@@ -13,7 +13,9 @@ import msgspec
 
 Privacy = Literal["open", "closed", "secret"]
 RoomType = Literal["normal", "auditorium"]
-RoomInvites = Literal["inherit", "off"]
+# A room's own switch under its category's: "off" turns the feature off in this room only.
+RoomSwitch = Literal["inherit", "off"]
+RoomInvites = RoomSwitch
 RoomRole = Literal["member", "manager", "presenter"]
 CategoryRole = Literal["allowed", "denied", "creator"]
 
@@ -53,6 +55,8 @@ class RoomRecord(msgspec.Struct, kw_only=True):
     privacy: Privacy = "closed"
     type: RoomType = "normal"
     invitations: RoomInvites = "inherit"
+    # urn:parlano:ma:prop:filepost: uploads need this and the category's file_upload
+    file_upload: RoomSwitch = "inherit"
     disabled: bool = False
     members: list[str] = []
     managers: list[str] = []
@@ -114,6 +118,7 @@ class FileRecord(msgspec.Struct, kw_only=True):
     sha256: str  # hex digest of the stored bytes
     uploader: str
     ts_ms: int
+    post_seq: int = 0  # the msgid of the post announcing it; 0: not posted (yet)
 
 
 class OutboxEvent(msgspec.Struct, kw_only=True, gc=False):
@@ -245,3 +250,11 @@ class ChatStore(Protocol):
         """Store the record with its compliance ``outbox`` rows in one transaction."""
 
     async def get_file(self, file_id: str) -> FileRecord | None: ...
+    async def room_files(self, room_id: str) -> list[FileRecord]:
+        """The room's file records, oldest first (its quota, its page, its deletion)."""
+
+    async def set_file_post(self, file_id: str, seq: int) -> None:
+        """Links the file to the post that announced it."""
+
+    async def delete_file(self, file_id: str) -> bool:
+        """Forgets the record (the caller removes the bytes after); False: none."""

@@ -218,15 +218,16 @@ class PostgresStore:
             try:
                 await conn.execute(
                     f"INSERT INTO rooms ({ROOM_COLS}, name_key) VALUES"
-                    " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                    " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
                     " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
                     " name_key = excluded.name_key, category_id = excluded.category_id,"
                     " description = excluded.description, topic = excluded.topic,"
                     " privacy = excluded.privacy, type = excluded.type,"
                     " invitations = excluded.invitations, disabled = excluded.disabled,"
-                    " created_by = excluded.created_by, created_ms = excluded.created_ms",
+                    " created_by = excluded.created_by, created_ms = excluded.created_ms,"
+                    " file_upload = excluded.file_upload",
                     *(r.id, r.name, r.category_id, r.description, r.topic, r.privacy, r.type),
-                    *(r.invitations, r.disabled, r.created_by, r.created_ms, key),
+                    *(r.invitations, r.disabled, r.created_by, r.created_ms, r.file_upload, key),
                 )
             except asyncpg.UniqueViolationError as exc:  # a concurrent put took the name
                 raise Conflict(f"another room is named {r.name!r}") from exc
@@ -466,7 +467,7 @@ class PostgresStore:
     async def add_file(self, record: FileRecord, outbox: list[OutboxEvent]) -> None:
         async with self._conn() as conn, conn.transaction():
             await conn.execute(
-                f"INSERT INTO files ({FILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                f"INSERT INTO files ({FILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 *file_row(record),
             )
             if outbox:
@@ -477,3 +478,13 @@ class PostgresStore:
     async def get_file(self, file_id: str) -> FileRecord | None:
         rows = await self._fetch(f"SELECT {FILE_COLS} FROM files WHERE id = $1", file_id)
         return file_from_row(rows[0]) if rows else None
+
+    async def room_files(self, room_id: str) -> list[FileRecord]:
+        sql = f"SELECT {FILE_COLS} FROM files WHERE room_id = $1 ORDER BY ts_ms, id"
+        return [file_from_row(row) for row in await self._fetch(sql, room_id)]
+
+    async def set_file_post(self, file_id: str, seq: int) -> None:
+        await self._execute("UPDATE files SET post_seq = $2 WHERE id = $1", file_id, seq)
+
+    async def delete_file(self, file_id: str) -> bool:
+        return await self._execute("DELETE FROM files WHERE id = $1", file_id) > 0

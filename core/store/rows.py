@@ -30,12 +30,12 @@ CATEGORY_COLS = "id, name, description, invitations, file_upload, history"
 CATEGORY_FIELDS = tuple(col.strip() for col in CATEGORY_COLS.split(","))
 ROOM_COLS = (
     "id, name, category_id, description, topic, privacy, type, invitations, disabled,"
-    " created_by, created_ms"
+    " created_by, created_ms, file_upload"
 )
 ROOM_FIELDS = tuple(col.strip() for col in ROOM_COLS.split(","))
 MESSAGE_COLS = "room_id, seq, author, ts_ms, text"
 INVITATION_COLS = "id, room_id, invitee, inviter, ts_ms, delivered"
-FILE_COLS = "id, room_id, name, size, sha256, uploader, ts_ms"
+FILE_COLS = "id, room_id, name, size, sha256, uploader, ts_ms, post_seq"
 
 # The stored role name -> the record's list field.
 CATEGORY_ROLES = {"allowed": "allowed", "denied": "denied", "creator": "creators"}
@@ -77,9 +77,9 @@ def invitation_from_row(row: Sequence[Any]) -> InvitationRecord:
     )
 
 
-def file_row(f: FileRecord) -> tuple[str, str, str, int, str, str, int]:
+def file_row(f: FileRecord) -> tuple[str, str, str, int, str, str, int, int]:
     """The values of ``FILE_COLS``, in order."""
-    return (f.id, f.room_id, f.name, f.size, f.sha256, f.uploader, f.ts_ms)
+    return (f.id, f.room_id, f.name, f.size, f.sha256, f.uploader, f.ts_ms, f.post_seq)
 
 
 def file_from_row(row: Sequence[Any]) -> FileRecord:
@@ -91,6 +91,7 @@ def file_from_row(row: Sequence[Any]) -> FileRecord:
         sha256=row[4],
         uploader=row[5],
         ts_ms=row[6],
+        post_seq=row[7],
     )
 
 

@@ -248,3 +248,12 @@ class SqliteStore:
 
     async def get_file(self, file_id: str) -> FileRecord | None:
         return await self._call(SqliteDb.get_file, file_id)
+
+    async def room_files(self, room_id: str) -> list[FileRecord]:
+        return await self._call(SqliteDb.room_files, room_id)
+
+    async def set_file_post(self, file_id: str, seq: int) -> None:
+        await self._call(SqliteDb.set_file_post, file_id, seq)
+
+    async def delete_file(self, file_id: str) -> bool:
+        return await self._call(SqliteDb.delete_file, file_id)

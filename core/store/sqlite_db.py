@@ -232,15 +232,16 @@ class SqliteDb:
                 raise NotFound(f"no category {room.category_id!r}")
             c.execute(
                 f"INSERT INTO rooms ({ROOM_COLS}, name_key)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
                 " name = excluded.name, name_key = excluded.name_key,"
                 " category_id = excluded.category_id, description = excluded.description,"
                 " topic = excluded.topic, privacy = excluded.privacy, type = excluded.type,"
                 " invitations = excluded.invitations, disabled = excluded.disabled,"
-                " created_by = excluded.created_by, created_ms = excluded.created_ms",
+                " created_by = excluded.created_by, created_ms = excluded.created_ms,"
+                " file_upload = excluded.file_upload",
                 (room.id, room.name, room.category_id, room.description, room.topic, room.privacy)
                 + (room.type, room.invitations, room.disabled, room.created_by, room.created_ms)
-                + (key,),
+                + (room.file_upload, key),
             )
             c.execute("DELETE FROM room_principals WHERE room_id = ?", (room.id,))
             c.executemany(
@@ -421,7 +422,7 @@ class SqliteDb:
     def add_file(self, record: FileRecord, outbox: list[OutboxEvent]) -> None:
         with self.write() as c:
             c.execute(
-                f"INSERT INTO files ({FILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)", file_row(record)
+                f"INSERT INTO files ({FILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", file_row(record)
             )
             c.executemany(_INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in outbox])
 
@@ -430,3 +431,13 @@ class SqliteDb:
             f"SELECT {FILE_COLS} FROM files WHERE id = ?", (file_id,)
         ).fetchone()
         return None if row is None else file_from_row(row)
+
+    def room_files(self, room_id: str) -> list[FileRecord]:
+        sql = f"SELECT {FILE_COLS} FROM files WHERE room_id = ? ORDER BY ts_ms, id"
+        return [file_from_row(row) for row in self.conn.execute(sql, (room_id,))]
+
+    def set_file_post(self, file_id: str, seq: int) -> None:
+        self.conn.execute("UPDATE files SET post_seq = ? WHERE id = ?", (seq, file_id))
+
+    def delete_file(self, file_id: str) -> bool:
+        return self.conn.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0

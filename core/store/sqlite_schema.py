@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS users (uri TEXT PRIMARY KEY, display_name TEXT NOT NULL,"
@@ -71,5 +71,12 @@ SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS compliance_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " kind TEXT NOT NULL, payload TEXT NOT NULL, ts_ms INTEGER NOT NULL)",
 )
+# Version 2: the room's own upload switch (filepost), and the post that announced a file
+# (0: not posted yet), so removing the post removes its file.
+FILES_V2: tuple[str, ...] = (
+    "ALTER TABLE rooms ADD COLUMN file_upload TEXT NOT NULL DEFAULT 'inherit'"
+    " CHECK (file_upload IN ('inherit', 'off'))",
+    "ALTER TABLE files ADD COLUMN post_seq INTEGER NOT NULL DEFAULT 0",
+)
 # MIGRATIONS[v] takes schema version v to v + 1; version 0 is an empty file.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA, FILES_V2)

@@ -225,7 +225,7 @@ class CommandHandler:
             category=f"ma-cat://{d}/{room.category_id}",
             ucnt=self._rooms.online_count(room.id) if ucnt is None else ucnt,
             visibility=rules.visibility(room),
-            filepost=category.file_upload,
+            filepost=rules.uploads_on(room, category),
             invite=invitations_on(room, category),
             logged=category.history,
             room_type=room.type,
@@ -255,7 +255,7 @@ class CommandHandler:
             f'searchLimit="{i.search_limit}" messageSizeLimit="{i.message_size_limit}" '
             f'storySizeLimit="{i.story_size_limit}" rootUri="{self._root_uri}" '
             f'dbVersion="{i.db_version}" '
-            f'roomManagementUrl="{build.esc(base + "/api/rooms" if base else "")}" '
+            f'roomManagementUrl="{build.esc(base + "/rooms" if base else "")}" '
             'fileServiceUrl=""/>'  # no file service yet
         )
 

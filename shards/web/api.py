@@ -7,10 +7,8 @@ Passwords are checked against the stored digest HA1, so no plain password is kep
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import hmac
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -19,13 +17,14 @@ from aiohttp import web
 from core.auth.throttle import Throttle
 from core.errors import BadRequest, PchatError
 from core.rooms.management import Actor, CategoryChange, Management, RoomChange
-from core.sip.digest import compute_ha1
 from core.store.base import CategoryRecord, ChatStore, RoomRecord
 from core.xccos.ids import room_uri
 from shards.web.csrf import SAFE_METHODS, CsrfGuard, from_browser, token_for, token_refusal
+from shards.web.signin import Credentials, Sessions, Throttled, ha1_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_JSON_BYTES = 64 * 1024  # a room with thousands of members still fits
+CSRF_KEY = web.RequestKey("pchat_csrf", str)  # the session's token ("" for HTTP Basic)
 
 
 class RoomBody(RoomChange, kw_only=True, forbid_unknown_fields=True):
@@ -77,13 +76,15 @@ class ManagementApi:
         guard: CsrfGuard | None = None,
         *,
         invitations_per_change: int = 1000,
+        sessions: Sessions | None = None,
     ) -> None:
         self._guard = guard or CsrfGuard([], "")
         self._store = store
         self._domain = domain
         self._mgmt = Management(store, invitations_per_change=invitations_per_change)
         self._changed = changed  # tells every worker at once (the revision poll is the backstop)
-        self._throttle = throttle  # the worker's, shared with the SIP sign-in
+        self._credentials = Credentials(store, domain, throttle)
+        self._sessions = sessions  # None: HTTP Basic only (no page sign-in)
 
     def routes(self, app: web.Application) -> None:
         r = app.router
@@ -123,30 +124,45 @@ class ManagementApi:
     ) -> Actor | web.Response:
         """The signed-in user of a request, or the response that refuses it: the type and
         origin checks first (before any password is looked at), then HTTP Basic through
-        the throttle, then a browser's CSRF token. Every web part signs in here; the file
+        the throttle or the pages' session cookie, then a browser's CSRF token (always,
+        for a cookie: only a browser holds one). Every web part signs in here; the file
         store passes ``json_only=False`` for its uploads' raw bodies."""
         refused = self._guard.refusal(request, json_only=json_only)
         if refused is not None:
             return refused
-        actor = await self._actor(request)
-        if actor is None:
+        signed = await self._actor(request)
+        if signed is None:
             return web.Response(
                 status=401,
-                text="sign in with your SIP address and password (HTTP Basic)\n",
-                headers={"WWW-Authenticate": f'Basic realm="{self._domain}", charset="UTF-8"'},
+                text="sign in with your SIP address and password (HTTP Basic, or /signin)\n",
+                headers={"WWW-Authenticate": self._challenge(request)},
             )
-        if isinstance(actor, Actor) and request.method not in SAFE_METHODS:
-            if from_browser(request):
-                token_refused = token_refusal(request, await self._token(actor))
-                if token_refused is not None:
-                    return token_refused
+        if isinstance(signed, web.Response):
+            return signed
+        actor, session_token = signed
+        request[CSRF_KEY] = session_token
+        if request.method not in SAFE_METHODS and (session_token or from_browser(request)):
+            token_refused = token_refusal(request, session_token or await self._token(actor))
+            if token_refused is not None:
+                return token_refused
         return actor
 
-    async def _actor(self, request: web.Request) -> Actor | web.Response | None:
-        """The signed-in user; None: no or wrong credentials; a 429 when the throttle
-        (core/auth/throttle.py) refuses the attempt unchecked."""
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Basic "):
+    def _challenge(self, request: web.Request) -> str:
+        """Basic, except to a page's script (a fetch: Sec-Fetch-Mode is not "navigate"),
+        which is told of the session scheme: a Basic challenge there makes the browser
+        stop the page with its own password box instead of letting the page sign in."""
+        if request.headers.get("Sec-Fetch-Mode", "navigate") != "navigate":
+            return f'Session realm="{self._domain}", signin="/signin"'
+        return f'Basic realm="{self._domain}", charset="UTF-8"'
+
+    async def _actor(self, request: web.Request) -> tuple[Actor, str] | web.Response | None:
+        """The signed-in user and, when by cookie, their session's token; None: no or
+        wrong credentials; a 429 when the throttle refuses the attempt unchecked."""
+        header = request.headers.get("Authorization")
+        if header is None and self._sessions is not None:
+            session = await self._sessions.session(request)
+            return (session.actor, session.csrf) if session is not None else None
+        if header is None or not header.startswith("Basic "):
             return None
         try:
             decoded = base64.b64decode(header[6:], validate=True).decode()
@@ -155,40 +171,23 @@ class ManagementApi:
         # "sip:bob@example.com:pw" names the user with its scheme: skip it before splitting.
         scheme = "sip:" if decoded[:4].lower() == "sip:" else ""
         username, _, password = decoded[len(scheme) :].partition(":")
-        address = username.lower()
-        if "@" not in address:
-            address = f"{address}@{self._domain}"
-        peer = request.remote or "?"
-        wait = self._throttle.admit(f"sip:{address}", peer)
-        if wait is None:
+        result = await self._credentials.check(username, password, request.remote or "?")
+        if isinstance(result, Throttled):
             return web.Response(
                 status=429,
                 text="too many sign-in attempts; try later\n",
-                headers={"Retry-After": str(self._throttle.retry_after_s())},
+                headers={"Retry-After": str(result.retry_after_s)},
             )
-        if wait > 0:
-            await asyncio.sleep(wait)
-        record = await self._store.get_user(f"sip:{address}")
-        stored = record.ha1.get(f"MD5:{address}") if record else None
-        if record is None or stored is None or not (record.enabled or record.admin):
-            self._throttle.failed(f"sip:{address}", peer)
-            return None  # unknown, or persistent chat is off for this user
-        given = compute_ha1("MD5", address, self._domain, password)
-        if not hmac.compare_digest(given, stored):
-            self._throttle.failed(f"sip:{address}", peer)
-            return None
-        self._throttle.succeeded(f"sip:{address}", peer)
-        return Actor(record.uri, admin=record.admin)
+        return (result, "") if result is not None else None
 
     async def _token(self, actor: Actor) -> str:
         record = await self._store.get_user(actor.uri)
-        ha1 = sorted(record.ha1.values())[0] if record and record.ha1 else ""
-        return token_for(ha1, actor.uri)
+        return token_for(ha1_of(record) if record else "", actor.uri)
 
     async def csrf_token(self, request: web.Request, actor: Actor) -> web.Response:
         """The token a web page sends back in X-CSRF-Token; other origins cannot read it
         (no CORS headers are ever sent)."""
-        return _json({"token": await self._token(actor)})
+        return _json({"token": request.get(CSRF_KEY) or await self._token(actor)})
 
     async def _body(self, request: web.Request, kind: type[msgspec.Struct]) -> msgspec.Struct:
         if request.content_length is not None and request.content_length > MAX_JSON_BYTES:

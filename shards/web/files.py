@@ -27,7 +27,7 @@ from core.compliance.events import Activity, Kind, to_outbox
 from core.config import Settings
 from core.errors import BadRequest, Forbidden, NotFound, PchatError, TooLarge
 from core.rooms.management import Actor
-from core.rooms.rules import can_post, can_read, can_see
+from core.rooms.rules import can_post, can_read, can_see, uploads_on
 from core.store.base import ChatStore, FileRecord, OutboxEvent, RoomRecord
 
 
@@ -91,8 +91,8 @@ class FileApi:
             raise NotFound("no such room")
         if post and not can_post(room, category, user):
             raise Forbidden("you may not post in this room")
-        if post and not category.file_upload:
-            raise Forbidden("file upload is off in this room's category")
+        if post and not uploads_on(room, category):
+            raise Forbidden("file upload is off in this room or its category")
         if not post and not can_read(room, category, user):
             raise Forbidden("you may not read this room")
         return room

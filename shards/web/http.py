@@ -1,24 +1,46 @@
-"""The worker's HTTP listener: health, metrics, the management API, files, the chat page."""
+"""The worker's HTTP listener: health, metrics, the management API, files, the pages and
+the browser chat client."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 
+from core.auth.throttle import Throttle
+from core.config import Settings
+from core.rooms.management import Management
+from core.store.base import ChatStore
 from shards import metrics
 from shards.web.api import ManagementApi
 from shards.web.chat import ChatSocket
+from shards.web.csrf import CsrfGuard
 from shards.web.files import FileApi
+from shards.web.html import static_routes
+from shards.web.pages_admin import AdminPages
+from shards.web.pages_rooms import RoomPages
+from shards.web.pages_signin import PageGate
+from shards.web.signin import Credentials, Sessions, load_key
+from shards.worker.gateway import Gateway
 
 HealthCheck = Callable[[], Awaitable[dict[str, object]]]
+Changed = Callable[[], Awaitable[None]]
+
+
+class Routes(Protocol):
+    """A web part that adds its routes to the app (the pages, the sign-in)."""
+
+    def routes(self, app: web.Application) -> None: ...
 
 
 def make_app(
     health: HealthCheck,
     api: ManagementApi | None = None,
     files: FileApi | None = None,
-    chat: ChatSocket | None = None,
+    pages: Sequence[Routes] = (),
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         status = await health()
@@ -35,6 +57,43 @@ def make_app(
         api.routes(app)
     if files is not None:
         files.routes(app)
-    if chat is not None:
-        chat.routes(app)
+    if pages:
+        static_routes(app)
+    for part in pages:
+        part.routes(app)
     return app
+
+
+async def web_app(
+    store: ChatStore,
+    settings: Settings,
+    throttle: Throttle,
+    changed: Changed,
+    health: HealthCheck,
+    gateway: Gateway | None = None,
+) -> web.Application:
+    """Every web part of a worker, wired to one sign-in: HTTP Basic and the session
+    cookie, through the worker's throttle (shared with SIP), with one CSRF guard. With
+    the worker's ``gateway``, the chat client too (its sessions are the gateway's)."""
+    http = settings.http
+    guard = CsrfGuard(http.allowed_origins, http.public_url)
+    key = await asyncio.to_thread(load_key, Path(settings.session_key_path))
+    sessions = Sessions(
+        store, key, http.session_ttl_s, always_secure=http.public_url.startswith("https:")
+    )
+    per_change = settings.limits.invitations_per_change
+    api = ManagementApi(
+        store, settings.domain, changed, throttle, guard,
+        invitations_per_change=per_change, sessions=sessions,
+    )  # fmt: skip
+    files = FileApi(store, settings, api.authenticate)
+    gate = PageGate(Credentials(store, settings.domain, throttle), sessions, guard)
+    mgmt = Management(store, invitations_per_change=per_change)
+    pages: list[Routes] = [
+        gate,
+        RoomPages(store, mgmt, gate, changed, max_upload_kb=settings.files.max_upload_kb),
+        AdminPages(store, mgmt, gate, changed),
+    ]
+    if gateway is not None and settings.websocket.enabled:
+        pages.append(ChatSocket(gateway, settings, guard, api.authenticate))
+    return make_app(health, api, files, pages)

@@ -33,11 +33,7 @@ from shards.logs import setup_logging
 from shards.metrics import Metrics
 from shards.resp import RespError, RespSubscriber
 from shards.routing import RoomRouter, ShardMap
-from shards.web.api import ManagementApi
-from shards.web.chat import ChatSocket
-from shards.web.csrf import CsrfGuard
-from shards.web.files import FileApi
-from shards.web.http import make_app
+from shards.web.http import web_app
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
 from shards.worker.looplag import watch_loop_lag
@@ -165,24 +161,17 @@ async def _serve_http(worker: RunningWorker, reuse: bool) -> tuple[web.AppRunner
     """The HTTP(S) listener. It is made here, not by aiohttp's SockSite, for the TLS
     handshake deadline SockSite cannot set."""
     http = worker.settings.http
-    guard = CsrfGuard(http.allowed_origins, http.public_url)
     gateway = worker.gateway
-    api = ManagementApi(
+    app = await web_app(
         worker.store,
-        worker.settings.domain,
-        worker.announce_change,
+        worker.settings,
         gateway.throttle,
-        guard,
-        invitations_per_change=worker.settings.limits.invitations_per_change,
-    )
-    files = FileApi(worker.store, worker.settings, api.authenticate)
-    chat = (
-        ChatSocket(gateway, worker.settings, guard, api.authenticate)
-        if worker.settings.websocket.enabled
-        else None
+        worker.announce_change,
+        worker.health,
+        gateway,
     )
     runner = web.AppRunner(
-        make_app(worker.health, api, files, chat),
+        app,
         access_log=None,
         keepalive_timeout=http.keepalive_timeout_s,
     )

@@ -15,7 +15,7 @@ from core.compliance.events import from_payload
 from core.config import ComplianceSettings, FileSettings, Settings
 from core.store.base import CategoryRecord, RoomRecord
 from shards.worker.runner import RunningWorker, run_worker
-from tests.conftest import DOMAIN, PASSWORD, add_room, add_user
+from tests.conftest import DOMAIN, PASSWORD, add_room, add_user, signed_in
 
 
 def auth(user: str) -> dict[str, str]:
@@ -211,3 +211,37 @@ async def test_zero_cap_turns_uploads_off(
         await add_room(worker.store, "Lobby")
         async with aiohttp.ClientSession(f"http://127.0.0.1:{worker.http_port}") as http:
             assert (await upload(http, "lobby", b"")).status == 403
+
+
+async def test_room_switch_gates_uploads_and_shows_as_filepost(
+    files_server: RunningWorker, http: aiohttp.ClientSession
+) -> None:
+    """The room's filepost (urn:parlano:ma:prop:filepost) beside the category's switch:
+    set through the management API (the one rule path), refused with 403, and what
+    chansrch shows follows both."""
+    room = await files_server.store.get_room("lobby")
+    assert room is not None and room.file_upload == "inherit"
+    await files_server.store.put_room(
+        msgspec.structs.replace(room, managers=[f"sip:alice@{DOMAIN}"])
+    )
+    async with http.patch(
+        "/api/rooms/lobby", json={"file_upload": "off"}, headers=auth("alice")
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    assert (await upload(http, "lobby", b"q")).status == 403
+    assert [f.id for f in await files_server.store.room_files("lobby")] == []
+    await files_server.refresh()  # what the revision poll does within a second
+    alice = await signed_in(files_server, "alice")
+    try:
+        reply = await alice.command("cmd:chansrch", '<qib qtype="BYNAME" criteria="lobby"/>')
+        assert reply.data is not None
+        [chan] = reply.data.findall("chanib")
+        props = {p.get("id"): p.text for p in chan.findall("prop")}
+        assert props["urn:parlano:ma:prop:filepost"] == "false"
+    finally:
+        await alice.close()
+    async with http.patch(
+        "/api/rooms/lobby", json={"file_upload": "inherit"}, headers=auth("alice")
+    ) as resp:
+        assert resp.status == 200
+    assert (await upload(http, "lobby", b"q")).status == 201

@@ -26,6 +26,7 @@ from core.store.base import (
 )
 from core.store.registry import make_store, sqlite_path
 from core.store.sqlite_db import fts_query
+from core.store.sqlite_schema import SCHEMA_VERSION
 from tests.integration.conftest import RawQuery
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,8 +111,28 @@ async def test_newer_schema_is_refused(
     newer = make_store(store_url)
     with pytest.raises(StoreError, match="newer"):
         await newer.open()
-    await raw_query("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+    await raw_query(f"UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'schema_version'")
     await store.open()
+
+
+async def test_version_1_store_gains_the_file_columns(
+    store: ChatStore, store_url: str, raw_query: RawQuery
+) -> None:
+    """Migration 1 -> 2 on both backends: a room's upload switch and a file's post."""
+    await with_rooms(store, room("r1", "Lobby"))
+    await store.close()
+    for sql in (
+        "ALTER TABLE rooms DROP COLUMN file_upload",
+        "ALTER TABLE files DROP COLUMN post_seq",
+        "UPDATE meta SET value = 1 WHERE key = 'schema_version'",
+    ):
+        await raw_query(sql)
+    await store.open()
+    got = await store.get_room("r1")
+    assert got is not None and got.file_upload == "inherit"
+    await store.put_room(msgspec.structs.replace(got, file_upload="off"))
+    assert (await store.get_room("r1")) == msgspec.structs.replace(got, file_upload="off")
+    assert await raw_query("SELECT value FROM meta WHERE key = 'schema_version'") == [(2,)]
 
 
 def test_registry_picks_backend_by_scheme() -> None:
@@ -716,3 +737,28 @@ async def test_delete_room_deletes_its_file_records(store: ChatStore) -> None:
     assert await store.delete_room("r1")
     assert await store.get_file("a" * 24) is None
     assert await store.get_file("b" * 24) is not None
+
+
+async def test_room_files_link_to_their_post_and_are_deleted_one_by_one(
+    store: ChatStore,
+) -> None:
+    def record(fid: str, rid: str, ts_ms: int) -> FileRecord:
+        return FileRecord(
+            id=fid,
+            room_id=rid,
+            name="n.txt",
+            size=ts_ms,
+            sha256="0" * 64,
+            uploader="u",
+            ts_ms=ts_ms,
+        )
+
+    for fid, rid, ts in (("b" * 24, "r1", 2), ("a" * 24, "r1", 1), ("c" * 24, "r2", 3)):
+        await store.add_file(record(fid, rid, ts), [])
+    assert [f.id for f in await store.room_files("r1")] == ["a" * 24, "b" * 24]
+    await store.set_file_post("b" * 24, 7)
+    assert [f.post_seq for f in await store.room_files("r1")] == [0, 7]
+    assert await store.delete_file("b" * 24) is True
+    assert await store.delete_file("b" * 24) is False
+    assert [f.id for f in await store.room_files("r1")] == ["a" * 24]
+    assert await store.room_files("nowhere") == []

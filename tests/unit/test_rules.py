@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 
+import msgspec
 import pytest
 
 from core.rooms import rules
@@ -253,3 +254,29 @@ def test_the_wall_beats_a_domain_manager() -> None:
     assert rules.can_manage(room, CATEGORY, OUTSIDER)
     assert rules.is_manager(room, DENIED_USER) and not rules.can_manage(room, CATEGORY, DENIED_USER)
     assert not rules.can_manage(room, CATEGORY, DENIED_DOMAIN)
+
+
+# -- file uploads: both switches, then the right to post
+
+
+@pytest.mark.parametrize(
+    ("category_on", "room_switch", "on"),
+    [
+        (True, "inherit", True),
+        (True, "off", False),
+        (False, "inherit", False),
+        (False, "off", False),
+    ],
+)
+def test_uploads_need_both_switches(category_on: bool, room_switch: str, on: bool) -> None:
+    category = msgspec.structs.replace(CATEGORY, file_upload=category_on)
+    room = msgspec.structs.replace(_room("open", "normal"), file_upload=room_switch)
+    assert rules.uploads_on(room, category) is on
+    assert rules.can_upload(room, category, MEMBER) is on
+
+
+def test_upload_needs_the_right_to_post() -> None:
+    auditorium = _room("open", "auditorium")
+    assert rules.can_upload(auditorium, CATEGORY, PRESENTER)
+    assert not rules.can_upload(auditorium, CATEGORY, MEMBER)  # reads, may not post
+    assert not rules.can_upload(_room("closed", "normal"), CATEGORY, OUTSIDER)

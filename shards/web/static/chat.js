@@ -486,5 +486,6 @@ document.addEventListener("DOMContentLoaded", async () => {
   wire();
   renderLists();
   state.csrf = await csrfToken().catch(() => "");
+  $("signout-csrf").value = state.csrf;
   connect();
 });
