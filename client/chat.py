@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import aiohttp
+
+from client import files
 from client.chat_input import Lines
-from client.chat_link import NETWORK_ERRORS, Connect, Link, when
+from client.chat_link import NETWORK_ERRORS, Connect, Link, shown_text, when
 from client.chat_outbox import Outbox
 from client.errors import SipError, XccosError
 from client.session import PchatClient
@@ -22,6 +26,7 @@ HELP = """commands:
   /part          leave the room         /history [N]     last N posts of the room
   /search TEXT   search the room's posts /who            who is online in the room
   /follow        follow the room        /quit            leave (so does Ctrl-D)
+  /upload PATH   post a file to the room /download ID [PATH]  save a posted file
   //TEXT         post TEXT starting with one /
 anything else is posted to the room you joined last"""
 MAX_HISTORY = 500  # bccontext's largest cnt (XCCOS.md §4)
@@ -39,7 +44,8 @@ class Chat:
         self.commands: dict[str, Callable[[str], Awaitable[None]]] = {
             "/help": self._help, "/rooms": self._rooms, "/join": self.join,
             "/part": self._part, "/follow": self._follow, "/history": self._history,
-            "/search": self._search, "/who": self._who,
+            "/search": self._search, "/who": self._who, "/upload": self._upload,
+            "/download": self._download,
         }  # fmt: skip
 
     @property
@@ -122,9 +128,31 @@ class Chat:
         room = self._need_room()
         found = await self.client.history(room, query=query)
         for m in found:
-            say(f"#{m.msgid} {when(m.ts)} {m.author.removeprefix('sip:')}: {m.text}")
+            say(f"#{m.msgid} {when(m.ts)} {m.author.removeprefix('sip:')}: {shown_text(m.text)}")
         if not found:
             say(none)
+
+    async def _upload(self, path: str) -> None:
+        if not path:
+            raise ValueError("/upload PATH")
+        room = self._need_room()
+        try:
+            record = await files.upload(self.client, room, Path(path).expanduser())
+        except aiohttp.ClientError as exc:
+            raise files.TransferError(f"upload failed: {exc}") from exc
+        posted = f"as #{record['msgid']}" if record.get("msgid") else "(not announced)"
+        say(f"* uploaded {record['name']} ({record['size']:,} bytes) {posted}: id {record['id']}")
+
+    async def _download(self, args: str) -> None:
+        file_id, _, target = args.partition(" ")
+        if not file_id:
+            raise ValueError("/download ID [PATH]")
+        dest = Path(target.strip()).expanduser() if target.strip() else None
+        try:
+            saved = await files.download(self.client, file_id, dest)
+        except aiohttp.ClientError as exc:
+            raise files.TransferError(f"download failed: {exc}") from exc
+        say(f"* saved {saved}")
 
     async def _who(self, _: str) -> None:
         room = self._need_room()

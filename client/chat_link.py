@@ -12,6 +12,7 @@ from datetime import datetime
 from client.errors import SipError, XccosError
 from client.inbox import ChatMessage
 from client.session import PchatClient
+from core.files.post import parse_file_post
 from core.xccos import build
 
 BACKOFF_FIRST = 0.5  # s: a worker killed and restarted by its supervisor is back within ~1 s
@@ -46,6 +47,14 @@ def refusal(exc: SipError) -> str:
     return ""
 
 
+def shown_text(text: str) -> str:
+    """A post as the chat prints it: a file post says how to fetch its file."""
+    post = parse_file_post(text)
+    if post is None:
+        return text
+    return f"[file] {post.name} ({post.size:,} bytes)  /download {post.file_id}"
+
+
 class Link:
     def __init__(self, connect: Connect, out: Callable[[str], None]) -> None:
         self._connect = connect
@@ -71,7 +80,7 @@ class Link:
         room = self.rooms.get(m.room, m.room)
         who = "you" if mine else m.author.removeprefix("sip:")
         tail = "  (sent)" if mine else ""
-        self.out(f"#{m.msgid} {when(m.ts)} [{room}] {who}: {m.text}{tail}")
+        self.out(f"#{m.msgid} {when(m.ts)} [{room}] {who}: {shown_text(m.text)}{tail}")
 
     def _stop(self, why: str) -> None:
         self.fatal = why

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from core.files.registry import BACKENDS as FILE_BACKENDS
 from core.sip.digest import ALGORITHMS as DIGEST_ALGORITHMS
 
 # A TCP port; out of range is refused at load time, not by a worker's bind (issue 11 point 2).
@@ -146,11 +147,24 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 class FileSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The room file store (HTTP upload and download; bytes on disk, metadata in the store)."""
 
-    dir: str = ""  # where the bytes live; "": <data_dir>/files
+    backend: str = "directory"  # core/files/registry.py: where the bytes live
+    # The directory backend's directory; "": <data_dir>/files. A pool's hosts point it at
+    # one shared directory, so a file uploaded through any host is served by every host.
+    dir: str = ""
     # Largest upload, in KB: the original's default of 20,000 KB; past it 413. 0: no uploads.
     max_upload_kb: int = 20_000
     # Bytes read from the socket and written to disk at once: bounds a transfer's memory.
     chunk_bytes: int = 64 * 1024
+    # Bytes all files of one room may hold, in KB; an upload past it gets 507 (the room is
+    # full, the file itself may be fine). 1,000,000 KB: fifty uploads at the size cap. 0: none.
+    room_quota_kb: int = 1_000_000
+    # How long a file-service token handed out in rpl:getservinfo signs its user in over
+    # HTTP: long enough for a client to start an upload, short enough that a leaked URL
+    # or log line is soon useless. The client asks again when it has expired.
+    token_ttl_s: int = 600
+    # The token's HMAC secret (created mode 0600 on first start); "": <data_dir>/file-token.key.
+    # A pool's hosts share one file here, so a token from one host is good on every host.
+    token_key_file: str = ""
 
 
 class ComplianceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -199,6 +213,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @property
     def session_key_path(self) -> str:
         return self.http.session_key_file or str(Path(self.data_dir).resolve() / "web-session.key")
+
+    @property
+    def file_token_key_path(self) -> str:
+        return self.files.token_key_file or str(Path(self.data_dir).resolve() / "file-token.key")
 
     @property
     def compliance_store_path(self) -> str:
@@ -253,6 +271,7 @@ NOT_SETTINGS = frozenset(
         "PCHAT_PASSWORD",
         "PCHAT_TEST_LOOP",
         "PCHAT_TEST_POSTGRES",
+        "PCHAT_TEST_ARTIFACTS",  # where tests/browser/ keeps its screenshots
         "PCHAT_FUZZ_SEED",
         "PCHAT_FUZZ_CASES",
     }
@@ -368,6 +387,13 @@ def load_settings(
         raise ConfigError("HTTPS needs both http.tls_cert and http.tls_key (PEM files)")
     if settings.files.max_upload_kb < 0 or not 4096 <= settings.files.chunk_bytes <= 1 << 20:
         raise ConfigError("files.max_upload_kb must be >= 0 and files.chunk_bytes 4 KiB to 1 MiB")
+    if settings.files.backend not in FILE_BACKENDS:
+        raise ConfigError(
+            f"files.backend must be one of {', '.join(sorted(FILE_BACKENDS))};"
+            f" got {settings.files.backend!r}"
+        )
+    if settings.files.room_quota_kb < 0 or settings.files.token_ttl_s < 1:
+        raise ConfigError("files.room_quota_kb must be >= 0 and files.token_ttl_s >= 1")
     interval = settings.compliance.run_interval_s
     if not 60 <= interval <= 30 * 86400:
         raise ConfigError(f"compliance.run_interval_s must be 60 s to 30 days; got {interval}")

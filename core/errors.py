@@ -65,6 +65,15 @@ class QuotaExceeded(PchatError):
     xccos_code = 403
 
 
+class StorageFull(PchatError):
+    """A room's file quota would be passed: 507 (RFC 4918 §11.5), not 413, because the
+    upload itself is within the size cap; the room must free space first."""
+
+    sip_status = 507
+    reason = "Insufficient Storage"
+    xccos_code = 413
+
+
 class Conflict(PchatError):
     sip_status = 409
     reason = "Conflict"

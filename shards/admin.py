@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from core.compliance.store import ComplianceStore
 from core.config import Settings
 from core.errors import NotFound, PchatError
+from core.files.registry import make_storage
 from core.rooms.management import ADMIN, CategoryChange, Management, RoomChange, principal
 from core.sip.digest import user_ha1s
 from core.store.base import ChatStore, RoomRecord, UserRecord
@@ -163,7 +164,11 @@ async def _notify(settings: Settings) -> None:
 
 
 def _management(store: ChatStore, s: Settings) -> Management:
-    return Management(store, invitations_per_change=s.limits.invitations_per_change)
+    return Management(
+        store,
+        invitations_per_change=s.limits.invitations_per_change,
+        files=make_storage(s.files.backend, s.files_dir),
+    )
 
 
 async def _user(store: ChatStore, uri: str) -> UserRecord:

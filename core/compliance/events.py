@@ -10,7 +10,8 @@ from typing import Literal
 
 import msgspec
 
-from core.store.base import ChatStore, NewMessage, OutboxEvent
+from core.files.names import stored_name
+from core.store.base import ChatStore, FileRecord, NewMessage, OutboxEvent
 
 Kind = Literal["JOIN", "PART", "CHAT", "BACKCHAT", "FILEUPLOAD", "FILEDOWNLOAD"]
 KINDS: tuple[Kind, ...] = ("JOIN", "PART", "CHAT", "BACKCHAT", "FILEUPLOAD", "FILEDOWNLOAD")
@@ -28,6 +29,11 @@ class Activity(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     # CHAT: the post; BACKCHAT: the history query; FILEUPLOAD/FILEDOWNLOAD: the stored file name
     text: str = ""
     room_name: str = ""
+    # FILEUPLOAD/FILEDOWNLOAD: the file (its id, the uploader's name for it, bytes, hex sha256)
+    file_id: str = ""
+    file_name: str = ""
+    file_size: int = 0
+    sha256: str = ""
 
 
 _encode = msgspec.json.Encoder().encode
@@ -53,6 +59,24 @@ def chat_event(message: NewMessage) -> OutboxEvent:
             session=message.session,
             msgid=message.seq,
             text=message.text,
+        )
+    )
+
+
+def file_event(kind: Kind, record: FileRecord, user: str, ts_ms: int) -> OutboxEvent:
+    """A FILEUPLOAD (with the file's record, one transaction) or FILEDOWNLOAD row (before
+    the first byte is sent); ``text`` is the stored name, as the original records it."""
+    return to_outbox(
+        Activity(
+            kind=kind,
+            user=user,
+            room_id=record.room_id,
+            ts_ms=ts_ms,
+            text=stored_name(record.id, record.name),
+            file_id=record.id,
+            file_name=record.name,
+            file_size=record.size,
+            sha256=record.sha256,
         )
     )
 

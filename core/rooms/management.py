@@ -14,8 +14,17 @@ from typing import Literal
 import msgspec
 
 from core.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
+from core.files.base import FileStorage
+from core.files.names import stored_name
 from core.rooms import rules
-from core.store.base import CategoryRecord, ChatStore, InvitationRecord, RoomRecord, UserRecord
+from core.store.base import (
+    CategoryRecord,
+    ChatStore,
+    FileRecord,
+    InvitationRecord,
+    RoomRecord,
+    UserRecord,
+)
 
 
 class Actor(msgspec.Struct, frozen=True):
@@ -103,9 +112,18 @@ _ROOM_FIELDS = (
 class Management:
     """Operations on rooms and categories, checked against the actor's rights."""
 
-    def __init__(self, store: ChatStore, *, invitations_per_change: int = 1000) -> None:
+    def __init__(
+        self,
+        store: ChatStore,
+        *,
+        invitations_per_change: int = 1000,
+        files: FileStorage | None = None,
+    ) -> None:
         self._store = store
         self._max_invitations = invitations_per_change  # limits.invitations_per_change; 0: none
+        # The file store's bytes: a deleted room's files and a removed post's file go with
+        # them. None: records only (the worker's sweep removes unrecorded bytes later).
+        self._files = files
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -181,10 +199,12 @@ class Management:
             created_by=actor.uri,
             created_ms=int(time.time() * 1000),
         )
-        if not actor.admin:
-            room.managers = [actor.uri]  # the creator manages the room
         change.category = None
         await self._apply(room, category, change)
+        if not actor.admin and actor.uri not in room.managers:
+            # The creator manages the room whatever the change's manager list says (a form
+            # listing others only must not leave the room without the one who made it).
+            room.managers = sorted([*room.managers, actor.uri])
         await self._save(room, category, actor, invite_all=True, before=None)
         return room
 
@@ -208,7 +228,9 @@ class Management:
         if not actor.admin:
             raise Forbidden("only administrators delete rooms; managers may disable them")
         room = await self.room(ref)
-        await self._store.delete_room(room.id)
+        files = await self._store.room_files(room.id)
+        await self._store.delete_room(room.id)  # the records first: never a record without bytes
+        await self._remove_bytes(files)
         await self._store.bump_revision()
 
     async def remove_message(self, actor: Actor, ref: str, seq: int) -> None:
@@ -217,7 +239,16 @@ class Management:
         room = await self.room(ref)
         if not await self._store.delete_message(room.id, seq):
             raise NotFound(f"no message {seq} in {room.name!r}")
+        # A file post takes its file with it (the record, then the bytes).
+        posted = [f for f in await self._store.room_files(room.id) if f.post_seq == seq]
+        for record in posted:
+            await self._store.delete_file(record.id)
+        await self._remove_bytes(posted)
         await self._store.bump_revision()
+
+    async def _remove_bytes(self, files: list[FileRecord]) -> None:
+        if self._files is not None:
+            await self._files.remove([stored_name(f.id, f.name) for f in files])
 
     async def _apply(self, room: RoomRecord, category: CategoryRecord, change: RoomChange) -> None:
         for field in _ROOM_FIELDS:

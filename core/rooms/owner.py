@@ -36,6 +36,10 @@ from core.store.batch import GroupCommitter
 
 log = logging.getLogger(__name__)
 
+# The session of a file post (shards/web/files.py): the file service posts for the
+# uploader, who need not have joined; the post is checked, ordered, stored and fanned out
+# like any other. Gateway session ids are "<worker>.<n>", so this never names one.
+FILE_POSTER = "files"
 RETRY_WINDOW_MS = 5 * 60 * 1000  # XCCOS.md §5: a re-sent envelope within 5 minutes is one post
 # Retry keys kept per room: 5 minutes of a 30 posts/s room fits; beyond it the oldest go
 # first, which only shortens the retry window of the busiest rooms.
@@ -253,7 +257,7 @@ class RoomOwner:
     ) -> asyncio.Future[PostResult]:
         if not rules.can_see(state.record, state.category, user):
             raise NotFound("no such room")
-        if session not in state.roster:
+        if session not in state.roster and session != FILE_POSTER:
             raise Forbidden("join the room before posting")
         if not rules.can_post(state.record, state.category, user):
             raise Forbidden("you may not post in this room")

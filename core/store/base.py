@@ -253,6 +253,9 @@ class ChatStore(Protocol):
     async def room_files(self, room_id: str) -> list[FileRecord]:
         """The room's file records, oldest first (its quota, its page, its deletion)."""
 
+    async def room_file_bytes(self, room_id: str) -> int:
+        """The bytes all the room's files hold (its quota), summed by the store."""
+
     async def set_file_post(self, file_id: str, seq: int) -> None:
         """Links the file to the post that announced it."""
 

@@ -483,6 +483,12 @@ class PostgresStore:
         sql = f"SELECT {FILE_COLS} FROM files WHERE room_id = $1 ORDER BY ts_ms, id"
         return [file_from_row(row) for row in await self._fetch(sql, room_id)]
 
+    async def room_file_bytes(self, room_id: str) -> int:
+        rows = await self._fetch(
+            "SELECT coalesce(sum(size), 0) FROM files WHERE room_id = $1", room_id
+        )
+        return int(rows[0][0])
+
     async def set_file_post(self, file_id: str, seq: int) -> None:
         await self._execute("UPDATE files SET post_seq = $2 WHERE id = $1", file_id, seq)
 

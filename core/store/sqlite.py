@@ -252,6 +252,9 @@ class SqliteStore:
     async def room_files(self, room_id: str) -> list[FileRecord]:
         return await self._call(SqliteDb.room_files, room_id)
 
+    async def room_file_bytes(self, room_id: str) -> int:
+        return await self._call(SqliteDb.room_file_bytes, room_id)
+
     async def set_file_post(self, file_id: str, seq: int) -> None:
         await self._call(SqliteDb.set_file_post, file_id, seq)
 

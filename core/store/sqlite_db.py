@@ -436,6 +436,10 @@ class SqliteDb:
         sql = f"SELECT {FILE_COLS} FROM files WHERE room_id = ? ORDER BY ts_ms, id"
         return [file_from_row(row) for row in self.conn.execute(sql, (room_id,))]
 
+    def room_file_bytes(self, room_id: str) -> int:
+        sql = "SELECT coalesce(sum(size), 0) FROM files WHERE room_id = ?"
+        return int(self.conn.execute(sql, (room_id,)).fetchone()[0])
+
     def set_file_post(self, file_id: str, seq: int) -> None:
         self.conn.execute("UPDATE files SET post_seq = ? WHERE id = ?", (seq, file_id))
 

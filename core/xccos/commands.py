@@ -19,6 +19,7 @@ from typing import Protocol
 
 import msgspec
 
+from core.auth.filetoken import FileTokens
 from core.errors import (
     BadRequest,
     Forbidden,
@@ -133,12 +134,19 @@ class CommandHandler:
     """One per worker; stateless between calls except for the category cache."""
 
     def __init__(
-        self, store: ChatStore, rooms: RoomAccess, directory: Directory, info: ServerInfo
+        self,
+        store: ChatStore,
+        rooms: RoomAccess,
+        directory: Directory,
+        info: ServerInfo,
+        *,
+        file_tokens: FileTokens | None = None,
     ) -> None:
         self._store = store
         self._rooms = rooms
         self.directory = directory
         self._info = info
+        self._file_tokens = file_tokens  # None: no file service (no HTTP listener)
         self._root_uri = f"ma-cat://{info.domain}/{uuid.uuid5(uuid.NAMESPACE_DNS, info.domain)}"
 
     @property
@@ -256,8 +264,16 @@ class CommandHandler:
             f'storySizeLimit="{i.story_size_limit}" rootUri="{self._root_uri}" '
             f'dbVersion="{i.db_version}" '
             f'roomManagementUrl="{build.esc(base + "/rooms" if base else "")}" '
-            'fileServiceUrl=""/>'  # no file service yet
+            f"{self._file_service(session.user)}/>"
         )
+
+    def _file_service(self, user: str) -> str:
+        """fileServiceUrl, and (pchat) the signed-in user's short-lived fileToken."""
+        base, tokens = self._info.http_base, self._file_tokens
+        if not base or tokens is None:
+            return 'fileServiceUrl=""'
+        token = tokens.issue(user, time.time())
+        return f'fileServiceUrl="{build.esc(base)}/api" fileToken="{token}"'
 
     async def _on_getassociations(self, session: SessionView, data: Element | None) -> str:
         assoc = data.find("assoc") if data is not None else None

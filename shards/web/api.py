@@ -16,6 +16,7 @@ from aiohttp import web
 
 from core.auth.throttle import Throttle
 from core.errors import BadRequest, PchatError
+from core.files.base import FileStorage
 from core.rooms.management import Actor, CategoryChange, Management, RoomChange
 from core.store.base import CategoryRecord, ChatStore, RoomRecord
 from core.xccos.ids import room_uri
@@ -76,12 +77,13 @@ class ManagementApi:
         guard: CsrfGuard | None = None,
         *,
         invitations_per_change: int = 1000,
+        files: FileStorage | None = None,
         sessions: Sessions | None = None,
     ) -> None:
         self._guard = guard or CsrfGuard([], "")
         self._store = store
         self._domain = domain
-        self._mgmt = Management(store, invitations_per_change=invitations_per_change)
+        self._mgmt = Management(store, invitations_per_change=invitations_per_change, files=files)
         self._changed = changed  # tells every worker at once (the revision poll is the backstop)
         self._credentials = Credentials(store, domain, throttle)
         self._sessions = sessions  # None: HTTP Basic only (no page sign-in)
@@ -142,7 +144,8 @@ class ManagementApi:
         actor, session_token = signed
         request[CSRF_KEY] = session_token
         if request.method not in SAFE_METHODS and (session_token or from_browser(request)):
-            token_refused = token_refusal(request, session_token or await self._token(actor))
+            expected = session_token or await self._token(actor)
+            token_refused = token_refusal(request, expected, always=bool(session_token))
             if token_refused is not None:
                 return token_refused
         return actor

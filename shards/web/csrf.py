@@ -75,9 +75,13 @@ class CsrfGuard:
         return given != "" and (given == own or given in self._allowed)
 
 
-def token_refusal(request: web.Request, expected: str) -> web.Response | None:
-    """403 unless a browser's changing request carries the user's token."""
-    if request.method in SAFE_METHODS or not from_browser(request):
+def token_refusal(
+    request: web.Request, expected: str, *, always: bool = False
+) -> web.Response | None:
+    """403 unless a browser's changing request carries the user's token; ``always``: any
+    request's (one signed in by the session cookie: only browsers hold it, and a browser
+    need not say so)."""
+    if request.method in SAFE_METHODS or not (always or from_browser(request)):
         return None
     given = request.headers.get(TOKEN_HEADER, "")
     if given and hmac.compare_digest(given, expected):

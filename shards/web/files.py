@@ -1,34 +1,44 @@
 """The room file store over HTTP: upload to a room, download by the file's random id.
 
 The room's rules decide (core/rooms/rules.py): uploading needs the right to post and
-the category's file_upload switch, downloading the right to read; a room one may not
-see answers 404, as if it did not exist. The body streams to disk in bounded chunks,
-hashed on the way, and every disk call runs off the event loop; the chat store keeps
-only the record (name, size, sha256), written with its compliance row.
+both upload switches (category and room), downloading the right to read; a room one may
+not see answers 404, as if it did not exist. The body streams to the storage backend
+(core/files/) in bounded chunks, hashed on the way, every disk call off the event loop.
+Order of an upload: bytes durable under their stored name, then the record (with its
+FILEUPLOAD compliance row, one transaction), then the file post through the room's
+owner, like any post. Sign-in: HTTP Basic (the SIP credentials) or the short-lived
+token a SIP client got in rpl:getservinfo (core/auth/filetoken.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import os
-import re
-import secrets
+import logging
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 from urllib.parse import quote
 
 import msgspec
 from aiohttp import web
 
-from core.compliance.events import Activity, Kind, to_outbox
+from core.auth.filetoken import FileTokens
+from core.compliance.events import Kind, file_event
 from core.config import Settings
-from core.errors import BadRequest, Forbidden, NotFound, PchatError, TooLarge
+from core.errors import Forbidden, NotFound, PchatError, StorageFull, TooLarge
+from core.files.base import FileStorage
+from core.files.names import FILE_ID, check_name, file_id_of, new_file_id, stored_name
+from core.files.post import file_post_text
 from core.rooms.management import Actor
+from core.rooms.owner import FILE_POSTER, PostResult
 from core.rooms.rules import can_post, can_read, can_see, uploads_on
 from core.store.base import ChatStore, FileRecord, OutboxEvent, RoomRecord
+
+log = logging.getLogger(__name__)
+
+# A cut-off upload's part file, or a stored file whose record was never written, is
+# removed once untouched this long: an upload in progress writes at least every few
+# seconds, so an hour never catches a live one, even on a slow link.
+STALE_S = 3600.0
 
 
 class Authenticate(Protocol):
@@ -39,16 +49,8 @@ class Authenticate(Protocol):
     ) -> Awaitable[Actor | web.Response]: ...
 
 
-MAX_NAME_CHARS = 255  # what common file systems accept for one name
-_ID = re.compile(r"[A-Za-z0-9_-]{24}")  # secrets.token_urlsafe(18): 144 random bits
-_BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
-
-
-def check_name(name: str) -> str:
-    """The uploader's file name, kept as given when it is a plain single name."""
-    if not name or len(name) > MAX_NAME_CHARS or _BAD_NAME.search(name) or name in {".", ".."}:
-        raise BadRequest(f"file name must be 1 to {MAX_NAME_CHARS} characters, no path or controls")
-    return name
+# RoomRouter.append_post: (room id, session, user, client key, text) -> the durable post.
+Poster = Callable[[str, str, str, str, str], Awaitable[PostResult]]
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -57,24 +59,43 @@ def _json(data: object, status: int = 200) -> web.Response:
     )
 
 
+def _unauthorized(why: str) -> web.Response:
+    return web.Response(status=401, text=why + "\n", headers={"WWW-Authenticate": "Bearer"})
+
+
 class FileApi:
-    def __init__(self, store: ChatStore, settings: Settings, authenticate: Authenticate) -> None:
+    def __init__(
+        self,
+        store: ChatStore,
+        settings: Settings,
+        authenticate: Authenticate,
+        storage: FileStorage,
+        *,
+        post: Poster,
+        base_url: str,
+        tokens: FileTokens | None = None,
+    ) -> None:
         self._store = store
-        self._dir = Path(settings.files_dir)
+        self._storage = storage
         self._max_bytes = settings.files.max_upload_kb * 1000
+        self._quota = settings.files.room_quota_kb * 1000  # 0: none
         self._chunk = settings.files.chunk_bytes
         self._record = settings.compliance.enabled
         self._authenticate = authenticate
+        self._post = post
+        self._base = base_url.rstrip("/")  # the download URLs in file posts
+        self._tokens = tokens
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/rooms/{room}/files", self._wrap(self.upload))
+        app.router.add_get("/api/rooms/{room}/files", self._wrap(self.list_files))
         app.router.add_get("/api/files/{file}", self._wrap(self.download))
 
     def _wrap(
         self, handler: Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
-            actor = await self._authenticate(request, json_only=False)
+            actor = await self._signed_in(request)
             if isinstance(actor, web.Response):
                 return actor
             try:
@@ -83,6 +104,17 @@ class FileApi:
                 return _json({"error": str(exc) or exc.reason}, exc.sip_status)
 
         return run
+
+    async def _signed_in(self, request: web.Request) -> Actor | web.Response:
+        """A Bearer file token, else what the management API accepts (HTTP Basic)."""
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return await self._authenticate(request, json_only=False)
+        user = self._tokens.user_of(header[7:].strip(), time.time()) if self._tokens else None
+        record = await self._store.get_user(user) if user else None
+        if record is None or not record.enabled:
+            return _unauthorized("the file token is not valid (expired?): ask getserverinfo again")
+        return Actor(record.uri, admin=record.admin)
 
     async def _room(self, room_id: str, user: str, *, post: bool) -> RoomRecord:
         room = await self._store.get_room(room_id)
@@ -100,26 +132,29 @@ class FileApi:
     def _events(self, kind: Kind, record: FileRecord, user: str) -> list[OutboxEvent]:
         if not self._record:
             return []
-        activity = Activity(
-            kind=kind,
-            user=user,
-            room_id=record.room_id,
-            ts_ms=int(time.time() * 1000),
-            text=record.name,
-        )
-        return [to_outbox(activity)]
+        return [file_event(kind, record, user, int(time.time() * 1000))]
+
+    def _check_size(self, size: int, used: int) -> None:
+        if size > self._max_bytes:
+            raise TooLarge(f"files are limited to {self._max_bytes // 1000} KB")
+        if self._quota and used + size > self._quota:
+            free = max(self._quota - used, 0) // 1000
+            raise StorageFull(
+                f"the room's files are limited to {self._quota // 1000} KB; {free} KB free"
+            )
 
     async def upload(self, request: web.Request, actor: Actor) -> web.StreamResponse:
         name = check_name(request.query.get("name", ""))
         room = await self._room(request.match_info["room"], actor.uri, post=True)
         if self._max_bytes == 0:
             raise Forbidden("file upload is off on this server (files.max_upload_kb = 0)")
-        if request.content_length is not None and request.content_length > self._max_bytes:
-            raise TooLarge(f"files are limited to {self._max_bytes // 1000} KB")
-        await asyncio.to_thread(self._dir.mkdir, parents=True, exist_ok=True)
-        file_id = secrets.token_urlsafe(18)
-        final = self._dir / file_id
-        size, digest = await self._receive(request, final.with_suffix(".part"))
+        # The quota is checked before and during the transfer; uploads racing into one
+        # room may pass it by at most what they carry together.
+        used = await self._store.room_file_bytes(room.id) if self._quota else 0
+        self._check_size(request.content_length or 0, used)
+        file_id = new_file_id()
+        stored = stored_name(file_id, name)
+        size, digest = await self._receive(request, stored, used)
         record = FileRecord(
             id=file_id,
             room_id=room.id,
@@ -129,35 +164,69 @@ class FileApi:
             uploader=actor.uri,
             ts_ms=int(time.time() * 1000),
         )
-        await asyncio.to_thread(os.replace, final.with_suffix(".part"), final)
         try:
             await self._store.add_file(record, self._events("FILEUPLOAD", record, actor.uri))
-        except BaseException:
-            await asyncio.to_thread(final.unlink, missing_ok=True)
+        except PchatError:
+            await self._forget(record)
             raise
-        return _json({"url": f"/api/files/{file_id}", **msgspec.structs.asdict(record)}, 201)
+        msgid, post_error = await self._announce(record, actor.uri)
+        body = {"url": self._url(file_id), "msgid": msgid, **msgspec.structs.asdict(record)}
+        if post_error:
+            body["post_error"] = post_error  # stored and listed, but not announced
+        body["post_seq"] = msgid
+        return _json(body, 201)
 
-    async def _receive(self, request: web.Request, part: Path) -> tuple[int, str]:
-        """Streams the body into ``part``; (size, sha256 hex). Past the cap: removed, 413."""
-        sha, size = hashlib.sha256(), 0
-        out: BinaryIO = await asyncio.to_thread(part.open, "wb")
+    async def _forget(self, record: FileRecord) -> None:
+        """The record failed: the bytes go unless the record is there after all (a commit
+        whose answer was lost); when that cannot be told, the sweep decides later."""
+        try:
+            if await self._store.get_file(record.id) is None:
+                await self._storage.remove([stored_name(record.id, record.name)])
+        except PchatError:
+            log.warning("file %s: record unknown; the sweep removes it if unrecorded", record.id)
+
+    def _url(self, file_id: str) -> str:
+        return f"{self._base}/api/files/{file_id}"
+
+    async def _announce(self, record: FileRecord, user: str) -> tuple[int, str]:
+        """The file post, through the room's owner (order, durability, fan-out, the CHAT
+        row); (its msgid, "") or (0, why it failed)."""
+        text = file_post_text(record.name, record.size, self._url(record.id))
+        try:
+            result = await self._post(record.room_id, FILE_POSTER, user, f"file:{record.id}", text)
+        except NotFound:
+            # The room was deleted while the file streamed in: the file goes with it.
+            await self._store.delete_file(record.id)
+            await self._storage.remove([stored_name(record.id, record.name)])
+            raise
+        except PchatError as exc:
+            return 0, str(exc) or exc.reason
+        await self._store.set_file_post(record.id, result.seq)
+        return result.seq, ""
+
+    async def _receive(self, request: web.Request, stored: str, used: int) -> tuple[int, str]:
+        """Streams the body to storage; (size, sha256 hex). Past a cap: nothing kept."""
+        size = 0
+        writer = await self._storage.create(stored)
         try:
             async for chunk in request.content.iter_chunked(self._chunk):
                 size += len(chunk)
-                if size > self._max_bytes:
-                    raise TooLarge(f"files are limited to {self._max_bytes // 1000} KB")
-                sha.update(chunk)
-                await asyncio.to_thread(out.write, chunk)
+                self._check_size(size, used)
+                await writer.write(chunk)
+            digest = await writer.commit()
         except BaseException:
-            await asyncio.to_thread(out.close)
-            await asyncio.to_thread(part.unlink, missing_ok=True)
+            await writer.abort()
             raise
-        await asyncio.to_thread(out.close)
-        return size, sha.hexdigest()
+        return size, digest
+
+    async def list_files(self, request: web.Request, actor: Actor) -> web.StreamResponse:
+        room = await self._room(request.match_info["room"], actor.uri, post=False)
+        files = await self._store.room_files(room.id)
+        return _json([{"url": self._url(f.id), **msgspec.structs.asdict(f)} for f in files])
 
     async def download(self, request: web.Request, actor: Actor) -> web.StreamResponse:
         file_id = request.match_info["file"]
-        record = await self._store.get_file(file_id) if _ID.fullmatch(file_id) else None
+        record = await self._store.get_file(file_id) if FILE_ID.fullmatch(file_id) else None
         if record is None:
             raise NotFound("no such file")
         await self._room(record.room_id, actor.uri, post=False)
@@ -169,5 +238,18 @@ class FileApi:
             "Content-Disposition": f"attachment; filename*=UTF-8''{quote(record.name, safe='')}",
             "X-Content-Type-Options": "nosniff",
         }
+        path = self._storage.local_path(stored_name(record.id, record.name))
         # FileResponse opens and stats in an executor and sends with sendfile.
-        return web.FileResponse(self._dir / file_id, chunk_size=self._chunk, headers=headers)
+        return web.FileResponse(path, chunk_size=self._chunk, headers=headers)
+
+    async def sweep(self) -> int:
+        """Removes what crashes left behind (see ``FileStorage.sweep``)."""
+
+        async def recorded(name: str) -> bool:
+            file_id = file_id_of(name)
+            return file_id is not None and await self._store.get_file(file_id) is not None
+
+        removed = await self._storage.sweep(recorded, STALE_S)
+        if removed:
+            log.info("file store: removed %d files left by interrupted uploads", removed)
+        return removed

@@ -12,13 +12,14 @@ from aiohttp import web
 
 from core.auth.throttle import Throttle
 from core.config import Settings
+from core.files.base import FileStorage
 from core.rooms.management import Management
 from core.store.base import ChatStore
 from shards import metrics
 from shards.web.api import ManagementApi
 from shards.web.chat import ChatSocket
 from shards.web.csrf import CsrfGuard
-from shards.web.files import FileApi
+from shards.web.files import Authenticate, FileApi
 from shards.web.html import static_routes
 from shards.web.pages_admin import AdminPages
 from shards.web.pages_rooms import RoomPages
@@ -70,11 +71,15 @@ async def web_app(
     throttle: Throttle,
     changed: Changed,
     health: HealthCheck,
+    *,
+    storage: FileStorage,
+    file_api: Callable[[Authenticate], FileApi],
     gateway: Gateway | None = None,
-) -> web.Application:
+) -> tuple[web.Application, FileApi]:
     """Every web part of a worker, wired to one sign-in: HTTP Basic and the session
-    cookie, through the worker's throttle (shared with SIP), with one CSRF guard. With
-    the worker's ``gateway``, the chat client too (its sessions are the gateway's)."""
+    cookie, through the worker's throttle (shared with SIP), with one CSRF guard.
+    ``file_api`` builds the file service around that sign-in. With the worker's
+    ``gateway``, the chat client too (its sessions are the gateway's)."""
     http = settings.http
     guard = CsrfGuard(http.allowed_origins, http.public_url)
     key = await asyncio.to_thread(load_key, Path(settings.session_key_path))
@@ -84,11 +89,11 @@ async def web_app(
     per_change = settings.limits.invitations_per_change
     api = ManagementApi(
         store, settings.domain, changed, throttle, guard,
-        invitations_per_change=per_change, sessions=sessions,
+        invitations_per_change=per_change, files=storage, sessions=sessions,
     )  # fmt: skip
-    files = FileApi(store, settings, api.authenticate)
+    files = file_api(api.authenticate)
     gate = PageGate(Credentials(store, settings.domain, throttle), sessions, guard)
-    mgmt = Management(store, invitations_per_change=per_change)
+    mgmt = Management(store, invitations_per_change=per_change, files=storage)
     pages: list[Routes] = [
         gate,
         RoomPages(store, mgmt, gate, changed, max_upload_kb=settings.files.max_upload_kb),
@@ -96,4 +101,4 @@ async def web_app(
     ]
     if gateway is not None and settings.websocket.enabled:
         pages.append(ChatSocket(gateway, settings, guard, api.authenticate))
-    return make_app(health, api, files, pages)
+    return make_app(health, api, files, pages), files

@@ -7,6 +7,7 @@ a non-administrator gets the same 403 here as from the API or `pchat admin`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -68,6 +69,7 @@ _USER_ROW = """<tr><td>$who</td>
 
 _USER_FORM = """<form method="post" action="/admin/users" class="inline">
 <input type="hidden" name="csrf" value="$csrf"><input type="hidden" name="uri" value="$uri">
+<input type="hidden" name="q" value="$q">
 <button type="submit" name="op" value="$op" class="secondary"
  aria-label="$label $who">$label</button></form>"""
 
@@ -233,7 +235,7 @@ class AdminPages:
         found = [u for u in await self._store.list_users() if query in u.uri.lower()
                  or query in u.display_name.lower()]  # fmt: skip
         found.sort(key=lambda u: u.uri)
-        rows = join(self._user_row(session, u) for u in found[:MAX_LISTED_USERS])
+        rows = join(self._user_row(session, u, query) for u in found[:MAX_LISTED_USERS])
         caption = f"{len(found)} user(s)" + (
             f", the first {MAX_LISTED_USERS} shown: narrow the search"
             if len(found) > MAX_LISTED_USERS
@@ -244,11 +246,13 @@ class AdminPages:
         return page("Users", body, self._gate.viewer(session), notice=notice)
 
     @staticmethod
-    def _user_row(session: Session, u: UserRecord) -> Markup:
+    def _user_row(session: Session, u: UserRecord, query: str) -> Markup:
         who = f"{address(u.uri)} ({u.display_name})" if u.display_name else address(u.uri)
 
         def button(op: str, label: str) -> Markup:
-            return render(_USER_FORM, csrf=session.csrf, uri=u.uri, op=op, label=label, who=who)
+            return render(
+                _USER_FORM, csrf=session.csrf, uri=u.uri, op=op, label=label, who=who, q=query
+            )
 
         return render(
             _USER_ROW, who=who, state="on" if u.enabled else "off", role="yes" if u.admin else "no",
@@ -263,6 +267,6 @@ class AdminPages:
             if op is None:
                 raise BadRequest("op must be enable, disable, grant or revoke")
             await self._mgmt.set_user(session.actor, data.get("uri", ""), **op)
-            return "/admin/users?done=user"
+            return "/admin/users?" + urlencode({"done": "user", "q": data.get("q", "")})
 
         return await self._changing(request, work)

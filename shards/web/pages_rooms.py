@@ -8,6 +8,7 @@ the user may not see answers 404, one they see but do not manage 403, as the API
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from aiohttp import web
 
@@ -51,15 +52,19 @@ $category_field
 <fieldset><legend>Privacy</legend>$privacy</fieldset>
 $type_field
 <p><input type="checkbox" id="invitations" name="invitations" value="on"$inv_checked$inv_off>
+$inv_shown
 <label class="choice" for="invitations">Send invitations to new members</label></p>
 $inv_hint
 <p><input type="checkbox" id="file_upload" name="file_upload" value="on"$up_checked$up_off>
+$up_shown
 <label class="choice" for="file_upload">Allow file uploads</label></p>
 $up_hint
 $pickers
 <p><button type="submit" name="action" value="save">$submit</button></p>
 </form>"""
 
+# Says that a switch's box was there to be changed (see `_switch`).
+_SHOWN = '<input type="hidden" name="{}_shown" value="1">'
 _TYPE = """<p><label for="type">Type</label><select id="type" name="type">$choices</select></p>
 <p class="hint">In an auditorium only presenters post.</p>"""
 
@@ -316,9 +321,11 @@ class RoomPages:
             privacy=radios, type_field=type_field, pickers=pickers, submit=submit,
             inv_checked=Markup(" checked" if invitations_on(room, category) else ""),
             inv_off=Markup("" if category.invitations else " disabled"),
+            inv_shown=Markup(_SHOWN.format("invitations") if category.invitations else ""),
             inv_hint=render('<p class="hint">$h</p>', h=hint) if hint else Markup(""),
             up_checked=Markup(" checked" if rules.uploads_on(room, category) else ""),
             up_off=Markup("" if category.file_upload else " disabled"),
+            up_shown=Markup(_SHOWN.format("file_upload") if category.file_upload else ""),
             up_hint=render('<p class="hint">$h</p>', h=up_hint) if up_hint else Markup(""),
         )  # fmt: skip
 
@@ -332,12 +339,20 @@ def _change(data: Form, *, roles: tuple[str, ...]) -> RoomChange:
         description=text(data, "description"),
         privacy=privacy if privacy in ("open", "closed", "secret") else None,  # type: ignore[arg-type]
         type=kind if kind in ("normal", "auditorium") else None,  # type: ignore[arg-type]
-        invitations="inherit" if text(data, "invitations") == "on" else "off",
-        file_upload="inherit" if text(data, "file_upload") == "on" else "off",
+        invitations=_switch(data, "invitations"),
+        file_upload=_switch(data, "file_upload"),
     )
     for role in roles:
         setattr(change, role, chosen(data, role))
     return change
+
+
+def _switch(data: Form, field: str) -> Literal["inherit", "off"] | None:
+    """A room switch's box; None (kept as it is) when the category's switch is off and
+    the box was shown disabled: a browser sends nothing for it either way."""
+    if not text(data, f"{field}_shown"):
+        return None
+    return "inherit" if text(data, field) == "on" else "off"
 
 
 def _draw(room: RoomRecord, change: RoomChange) -> None:

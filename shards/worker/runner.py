@@ -17,8 +17,11 @@ import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from core.auth.filetoken import FileTokens
 from core.compliance.events import PostWriter
 from core.config import Settings
+from core.files.base import FileStorage
+from core.files.registry import make_storage
 from core.rooms.owner import OwnerSettings, RoomOwner
 from core.store.base import ChatStore, NewMessage, OutboxEvent
 from core.store.batch import GroupCommitter
@@ -33,7 +36,9 @@ from shards.logs import setup_logging
 from shards.metrics import Metrics
 from shards.resp import RespError, RespSubscriber
 from shards.routing import RoomRouter, ShardMap
+from shards.web.files import Authenticate, FileApi
 from shards.web.http import web_app
+from shards.web.token_key import load_token_secret
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
 from shards.worker.looplag import watch_loop_lag
@@ -70,6 +75,8 @@ class RunningWorker:
         self.redis: aioredis.Redis | None = None
         self.last_invitation = 0  # invitations up to this id were looked at
         self.directory: Directory | None = None
+        self.files: FileApi | None = None  # the HTTP file service, when HTTP listens
+        self.sweeper: asyncio.Task[None] | None = None
 
     async def health(self) -> dict[str, object]:
         redis_ok = False
@@ -157,18 +164,34 @@ def _server_tls(cert: str, key: str) -> ssl.SSLContext:
     return tls
 
 
-async def _serve_http(worker: RunningWorker, reuse: bool) -> tuple[web.AppRunner, asyncio.Server]:
+async def _serve_http(
+    worker: RunningWorker, reuse: bool, files: FileStorage, tokens: FileTokens | None
+) -> tuple[web.AppRunner, asyncio.Server]:
     """The HTTP(S) listener. It is made here, not by aiohttp's SockSite, for the TLS
     handshake deadline SockSite cannot set."""
     http = worker.settings.http
     gateway = worker.gateway
-    app = await web_app(
+
+    def file_api(authenticate: Authenticate) -> FileApi:
+        return FileApi(
+            worker.store,
+            worker.settings,
+            authenticate,
+            files,
+            post=gateway.router.append_post,
+            base_url=http_base(worker.settings),
+            tokens=tokens,
+        )
+
+    app, worker.files = await web_app(
         worker.store,
         worker.settings,
         gateway.throttle,
         worker.announce_change,
         worker.health,
-        gateway,
+        storage=files,
+        file_api=file_api,
+        gateway=gateway,
     )
     runner = web.AppRunner(
         app,
@@ -190,19 +213,24 @@ async def _serve_http(worker: RunningWorker, reuse: bool) -> tuple[web.AppRunner
     return runner, server
 
 
-def _server_info(settings: Settings) -> ServerInfo:
-    http_base = settings.http.public_url.rstrip("/")
-    if not http_base and settings.http.port > 0:
+def http_base(settings: Settings) -> str:
+    """What clients are told the HTTP services' base URL is; "": none known."""
+    base = settings.http.public_url.rstrip("/")
+    if not base and settings.http.port > 0:
         host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
         scheme = "https" if settings.http.tls_cert else "http"
-        http_base = f"{scheme}://{host}:{settings.http.port}"
+        base = f"{scheme}://{host}:{settings.http.port}"
+    return base
+
+
+def _server_info(settings: Settings) -> ServerInfo:
     return ServerInfo(
         domain=settings.domain,
         search_limit=settings.limits.search_limit,
         message_size_limit=settings.limits.message_size_limit,
         story_size_limit=settings.limits.story_size_limit,
         history_max=settings.limits.history_max,
-        http_base=http_base,
+        http_base=http_base(settings),
         # Half the output cap: a reply never cuts off the reader it answers.
         reply_budget_bytes=max(settings.sip.max_output_bytes // 2, 16 * 1024),
         joins_per_session=settings.limits.joins_per_session,
@@ -249,7 +277,9 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     )
     router = RoomRouter(shard_map, worker_id, owner, remote=bus)
     directory = Directory(store)
-    handler = CommandHandler(store, router, directory, _server_info(settings))
+    files = make_storage(settings.files.backend, settings.files_dir)
+    tokens = _file_tokens(settings)
+    handler = CommandHandler(store, router, directory, _server_info(settings), file_tokens=tokens)
     gateway = Gateway(settings, worker_id, store, handler, router, local, metrics)
     if bus is not None:
         await bus.start(owner, local)
@@ -275,8 +305,10 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         worker.sip_tls_port = tls_sock.getsockname()[1]
     runner: web.AppRunner | None = None
     if settings.http.port >= 0:
-        runner, http_server = await _serve_http(worker, reuse)
+        runner, http_server = await _serve_http(worker, reuse, files, tokens)
         servers.append(http_server)
+    if worker.files is not None and worker_id == 0:  # one sweeper per host is enough
+        worker.sweeper = loop.create_task(_sweep_files(worker.files))
     worker.redis = aioredis.Redis.from_url(settings.effective_redis_url, socket_timeout=2)
     while batch := await store.invitations_after(worker.last_invitation, INVITATION_PAGE):
         worker.last_invitation = batch[-1].id  # older ones wait for cmd:getinv
@@ -292,9 +324,10 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         for conn in list(gateway.connections):
             conn.abort()
         await gateway.finish_leaving(timeout_s=2.0)  # owners elsewhere hear of the parts
-        for task in (watcher, gauges, lag):
+        tasks = [watcher, gauges, lag] + ([worker.sweeper] if worker.sweeper else [])
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(watcher, gauges, lag, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await committer.stop()
         if recorder is not None:
             await recorder.stop()
@@ -304,6 +337,26 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
             await runner.cleanup()
         await worker.redis.aclose()
         await store.close()
+
+
+def _file_tokens(settings: Settings) -> FileTokens | None:
+    """The file-service tokens, with the install's secret; None without an HTTP listener."""
+    if settings.http.port < 0:
+        return None
+    try:
+        secret = load_token_secret(settings.file_token_key_path)
+    except (OSError, ValueError) as exc:
+        raise CannotStart(f"file token secret: {exc}") from exc
+    return FileTokens(secret, settings.files.token_ttl_s)
+
+
+async def _sweep_files(files: FileApi) -> None:
+    try:
+        await files.sweep()
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # the sweep is housekeeping: a failure is logged, serving goes on
+        log.exception("file store sweep failed")
 
 
 async def _watch_revision(worker: RunningWorker) -> None:

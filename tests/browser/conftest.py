@@ -3,7 +3,8 @@
 * `pchat_web`: a running server (`pchat serve`, its own redis and data dir, free ports)
   whose store was seeded before it started: users alice, bob, carol, erin (enabled),
   dave (persistent chat off) and root (an administrator), all with `PASSWORD`; a
-  category "General" (everyone) whose creators are alice and bob.
+  category "General" (everyone) whose creators are alice and bob; uploads capped at
+  `MAX_UPLOAD_KB`.
 * `browser`: one chromium per test (``executable_path=/usr/bin/chromium``: no browser can
   be downloaded here); `page`: a fresh context and page in it.
 * Screenshots go to ``$PCHAT_TEST_ARTIFACTS`` or ``tests/artifacts/`` (gitignored), a
@@ -32,7 +33,7 @@ from core.store.registry import make_store
 from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster
 
 try:
-    from playwright.async_api import Browser, Page, async_playwright
+    from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 except ImportError:  # pragma: no cover - scripts/setup installs it
     async_playwright = None  # type: ignore[assignment]
 
@@ -41,6 +42,7 @@ ARTIFACTS = Path(
     os.environ.get("PCHAT_TEST_ARTIFACTS") or Path(__file__).parent.parent / "artifacts"
 )
 USERS = ("alice", "bob", "carol", "erin")
+MAX_UPLOAD_KB = 100  # files.max_upload_kb of the test server: an oversize file stays small
 ACTION_TIMEOUT_MS = 10_000  # a click or a load on a busy 2-core machine; far above normal
 
 
@@ -105,7 +107,7 @@ async def pchat_web(tmp_path: Path) -> AsyncIterator[WebServer]:
     data_dir = tmp_path / "data"
     data_dir.mkdir(mode=0o700)
     await seed(data_dir)
-    cluster = Cluster(data_dir, 1)
+    cluster = Cluster(data_dir, 1, env={"PCHAT_FILES__MAX_UPLOAD_KB": str(MAX_UPLOAD_KB)})
     try:
         await cluster.start()
         yield WebServer(cluster)
@@ -130,31 +132,57 @@ def artifact_dir(node: pytest.Item) -> Path:
     return folder
 
 
-_FOLDERS: weakref.WeakKeyDictionary[Page, Path] = weakref.WeakKeyDictionary()
+_FOLDERS: weakref.WeakKeyDictionary[Page, tuple[Path, str]] = weakref.WeakKeyDictionary()
 
 
 async def shot(page: Page, name: str) -> Path:
     """A full-page screenshot kept as a test artefact (in the test's folder)."""
-    path = _FOLDERS[page] / f"{name}.png"
+    folder, prefix = _FOLDERS[page]
+    path = folder / f"{prefix}{name}.png"
     await page.screenshot(path=str(path), full_page=True)
     return path
 
 
+class Pages:
+    """Pages in separate browser contexts (each its own cookies: one per person)."""
+
+    def __init__(self, browser: Browser, folder: Path) -> None:
+        self._browser = browser
+        self._folder = folder
+        self._open: list[tuple[BrowserContext, Page]] = []
+
+    async def new(self, label: str = "") -> Page:
+        context = await self._browser.new_context()
+        context.set_default_timeout(ACTION_TIMEOUT_MS)
+        opened = await context.new_page()
+        _FOLDERS[opened] = (self._folder, f"{label}-" if label else "")
+        self._open.append((context, opened))
+        return opened
+
+    async def close(self, outcome: str) -> None:
+        """A last screenshot of each page (the failure's picture, if it failed), then closes."""
+        for context, opened in self._open:
+            try:
+                await shot(opened, f"final-{outcome}")
+            finally:
+                await context.close()
+
+
 @pytest.fixture
-async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
-    context = await browser.new_context()
-    context.set_default_timeout(ACTION_TIMEOUT_MS)
-    opened = await context.new_page()
-    _FOLDERS[opened] = artifact_dir(request.node)
+async def pages(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Pages]:
+    """`await pages.new("bob")`: another person's page, screenshots in this test's folder."""
+    opened = Pages(browser, artifact_dir(request.node))
     try:
         yield opened
     finally:
         report = getattr(request.node, "report_call", None)
-        outcome = report.outcome if report is not None else "setup-failed"
-        try:
-            await shot(opened, f"final-{outcome}")
-        finally:
-            await context.close()
+        await opened.close(report.outcome if report is not None else "setup-failed")
+
+
+@pytest.fixture
+async def page(pages: Pages) -> Page:
+    """The test's main page (its screenshots have no prefix)."""
+    return await pages.new()
 
 
 async def sign_in(page: Page, server: WebServer, user: str, password: str = PASSWORD) -> None:

@@ -94,3 +94,7 @@ def raw_query(store_url: str) -> RawQuery:
             await pg.close()
 
     return run
+
+
+# The file store's fixtures, shared by its test modules (tests/integration/files_fixtures.py).
+from tests.integration.files_fixtures import files_server, http  # noqa: E402, F401

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,56 +11,11 @@ import msgspec
 import pytest
 
 from core.compliance.events import from_payload
-from core.config import ComplianceSettings, FileSettings, Settings
+from core.config import FileSettings, Settings
 from core.store.base import CategoryRecord, RoomRecord
 from shards.worker.runner import RunningWorker, run_worker
-from tests.conftest import DOMAIN, PASSWORD, add_room, add_user, signed_in
-
-
-def auth(user: str) -> dict[str, str]:
-    token = base64.b64encode(f"{user}@{DOMAIN}:{PASSWORD}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-@pytest.fixture
-async def files_server(
-    settings: Settings, loop_errors: list[dict[str, object]]
-) -> AsyncIterator[RunningWorker]:
-    """A worker with compliance on and a 10 KB upload cap (small transfers, tiny load)."""
-    settings = msgspec.structs.replace(
-        settings,
-        compliance=ComplianceSettings(enabled=True),
-        files=FileSettings(max_upload_kb=10, chunk_bytes=4096),
-    )
-    async with run_worker(settings) as worker:
-        for name in ("alice", "bob", "carol"):
-            await add_user(worker.store, name)
-        await add_room(worker.store, "Lobby")
-        await add_room(worker.store, "Team", privacy="closed", members=[f"sip:alice@{DOMAIN}"])
-        await add_room(worker.store, "Hidden", privacy="secret", members=[f"sip:alice@{DOMAIN}"])
-        yield worker
-
-
-@pytest.fixture
-async def http(files_server: RunningWorker) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{files_server.http_port}") as session:
-        yield session
-
-
-async def upload(
-    http: aiohttp.ClientSession, room: str, data: bytes, *, user: str = "alice", name: str = "a.txt"
-) -> aiohttp.ClientResponse:
-    url = f"/api/rooms/{room}/files"
-    async with http.post(url, params={"name": name}, data=data, headers=auth(user)) as resp:
-        await resp.read()
-        return resp
-
-
-async def outbox_kinds(server: RunningWorker) -> list[tuple[str, str, str]]:
-    # A lone worker runs no compliance service, so the outbox keeps every row.
-    rows = await server.store.outbox_head(100)
-    events = [from_payload(r.payload) for r in rows if r.kind.startswith("FILE")]
-    return [(e.kind, e.user, e.text) for e in events]
+from tests.conftest import DOMAIN, add_room, add_user, signed_in
+from tests.integration.files_fixtures import auth, outbox_kinds, stored_path, upload
 
 
 async def test_upload_then_download_streams_back_the_bytes(
@@ -78,7 +32,8 @@ async def test_upload_then_download_streams_back_the_bytes(
     stored = await files_server.store.get_file(body["id"])
     assert stored is not None and stored.name == "report ü.bin" and stored.room_id == "lobby"
     assert stored.uploader == f"sip:alice@{DOMAIN}"
-    on_disk = Path(files_server.settings.files_dir) / body["id"]
+    on_disk = stored_path(files_server, body["id"], "report ü.bin")
+    assert on_disk.name == body["id"] + ".bin"  # the random id plus the original's extension
     assert on_disk.read_bytes() == data
     assert not list(on_disk.parent.glob("*.part"))
 
@@ -107,8 +62,22 @@ async def test_download_honours_range_requests(http: aiohttp.ClientSession) -> N
 async def test_upload_is_recorded_with_the_stored_file_name(
     files_server: RunningWorker, http: aiohttp.ClientSession
 ) -> None:
-    assert (await upload(http, "lobby", b"hello", name="notes.txt")).status == 201
-    assert await outbox_kinds(files_server) == [("FILEUPLOAD", f"sip:alice@{DOMAIN}", "notes.txt")]
+    """FILEUPLOAD: who, room, when, file id, name, size, sha256; the stored name in text."""
+    async with http.post(
+        "/api/rooms/lobby/files", params={"name": "Notes.TXT"}, data=b"hello", headers=auth("alice")
+    ) as resp:
+        assert resp.status == 201
+        body = await resp.json()
+    rows = [r for r in await files_server.store.outbox_head(100) if r.kind == "FILEUPLOAD"]
+    [event] = [from_payload(r.payload) for r in rows]
+    assert (event.user, event.room_id, event.text) == (
+        f"sip:alice@{DOMAIN}",
+        "lobby",
+        body["id"] + ".txt",
+    )
+    assert (event.file_id, event.file_name, event.file_size) == (body["id"], "Notes.TXT", 5)
+    assert event.sha256 == hashlib.sha256(b"hello").hexdigest()
+    assert abs(event.ts_ms - body["ts_ms"]) < 60_000
 
 
 async def test_download_records_filedownload(
@@ -120,7 +89,11 @@ async def test_download_records_filedownload(
         url = (await resp.json())["url"]
     async with http.get(url, headers=auth("bob")) as resp:
         assert resp.status == 200
-    assert (("FILEDOWNLOAD", f"sip:bob@{DOMAIN}", "x.txt")) in await outbox_kinds(files_server)
+    stored = url.rpartition("/")[2] + ".txt"
+    assert await outbox_kinds(files_server) == [
+        ("FILEUPLOAD", f"sip:alice@{DOMAIN}", stored),
+        ("FILEDOWNLOAD", f"sip:bob@{DOMAIN}", stored),
+    ]
 
 
 async def test_too_large_is_413_and_leaves_nothing(

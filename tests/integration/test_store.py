@@ -756,6 +756,8 @@ async def test_room_files_link_to_their_post_and_are_deleted_one_by_one(
     for fid, rid, ts in (("b" * 24, "r1", 2), ("a" * 24, "r1", 1), ("c" * 24, "r2", 3)):
         await store.add_file(record(fid, rid, ts), [])
     assert [f.id for f in await store.room_files("r1")] == ["a" * 24, "b" * 24]
+    assert await store.room_file_bytes("r1") == 3  # sizes 1 and 2
+    assert await store.room_file_bytes("nowhere") == 0
     await store.set_file_post("b" * 24, 7)
     assert [f.post_seq for f in await store.room_files("r1")] == [0, 7]
     assert await store.delete_file("b" * 24) is True

@@ -280,3 +280,17 @@ def test_upload_needs_the_right_to_post() -> None:
     assert rules.can_upload(auditorium, CATEGORY, PRESENTER)
     assert not rules.can_upload(auditorium, CATEGORY, MEMBER)  # reads, may not post
     assert not rules.can_upload(_room("closed", "normal"), CATEGORY, OUTSIDER)
+
+
+def test_can_create_needs_a_creator_the_wall_admits() -> None:
+    category = CategoryRecord(
+        id="c",
+        name="C",
+        allowed=["domain:example.com"],
+        denied=[DENIED_USER],
+        creators=[MEMBER, DENIED_USER, "domain:other.example"],
+    )
+    assert rules.can_create(category, MEMBER)
+    assert not rules.can_create(category, OUTSIDER)  # allowed, but not a creator
+    assert not rules.can_create(category, DENIED_USER)  # a creator behind the wall
+    assert not rules.can_create(category, OTHER_DOMAIN)  # a creator by domain, not allowed
