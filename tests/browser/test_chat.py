@@ -246,7 +246,10 @@ async def test_a_dropped_file_is_uploaded_and_linked_for_download(
         await alice.evaluate(DROP_JS)
         link = bob.locator("#messages a[download]")
         await link.wait_for()
-        assert "notes.txt" in await bob.locator("#messages li").last.inner_text()
+        assert await link.inner_text() == "notes.txt"  # the server's file post, shown as a file
+        await alice.locator("#messages a[download]").wait_for()
+        for page_ in (alice, bob):  # announced once, by the server: no second post
+            assert await page_.locator("#messages li", has_text="notes.txt").count() == 1
         href = await link.get_attribute("href")
         assert await bob.evaluate("h => fetch(h).then(r => r.text())", href) == "hello, file"
         await shot(bob, "file-link")
