@@ -1,37 +1,34 @@
 """The browser chat client: the page (GET /chat) and its WebSocket (GET /ws), shards layer.
 
 The upgrade is refused before any session exists: a foreign Origin gets 403 (the CSRF
-guard's check, for a GET), a request without valid credentials 401, a user whose
-persistent chat is off 403, one over the sessions-per-user quota 403.
+guard's check, for a GET), a request without valid credentials 401, one signed in by the
+pages' cookie without its session's token (``?csrf=``) 403, a user whose persistent chat
+is off 403, one over the sessions-per-user quota 403.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import socket
 from importlib import resources
 from typing import cast
+from urllib.parse import quote
 
 from aiohttp import web
 
 from core.browser.translate import Encoder
 from core.config import Settings
+from shards.web.api import CSRF_KEY
 from shards.web.csrf import CsrfGuard
 from shards.web.files import Authenticate
+from shards.web.html import SECURITY_HEADERS
+from shards.web.pages_signin import redirect
 from shards.web.ws_connection import WsConnection
 from shards.worker.gateway import Gateway
 from shards.worker.unauth import CappedProtocol
 
-# The page's files, package data beside this module (no external assets: works offline).
-ASSETS = {
-    "chat.html": "text/html",
-    "chat.js": "text/javascript",
-    "chat.css": "text/css",
-}
-
-
-def _asset(name: str) -> bytes:
-    return (resources.files("shards.web") / "static" / name).read_bytes()
+CSRF_PARAM = "csrf"  # the upgrade's query parameter: the session's token (docs/websocket.md)
 
 
 class ChatSocket:
@@ -46,36 +43,23 @@ class ChatSocket:
         # One per worker: a fan-out's envelope is translated once for all its browsers.
         # Envelopes up to the output cap: nothing larger could be sent anyway.
         self._encoder = Encoder(max(settings.websocket.max_output_bytes, 64 * 1024))
-        self._assets = {name: _asset(name) for name in ASSETS}
+        # Package data (a few KB), read once; its script and stylesheet are /static/'s.
+        self._page = (resources.files("shards.web") / "static" / "chat.html").read_bytes()
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/ws", self.upgrade)
         app.router.add_get("/chat", self.page)
-        app.router.add_get("/chat/{asset}", self.asset)
 
     async def page(self, request: web.Request) -> web.StreamResponse:
-        return self._serve("chat.html")
-
-    async def asset(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["asset"]
-        if name not in ASSETS or name == "chat.html":
-            raise web.HTTPNotFound()
-        return self._serve(name)
-
-    def _serve(self, name: str) -> web.Response:
+        """The page (its script and stylesheet are /static/'s), for a signed-in user;
+        anyone else goes to the sign-in page, which comes back here."""
+        actor = await self._authenticate(request)
+        if isinstance(actor, web.Response):
+            if actor.status != 401:
+                return actor
+            return redirect(f"/signin?next={quote(request.path_qs, safe='')}")
         return web.Response(
-            body=self._assets[name],
-            content_type=ASSETS[name],
-            charset="utf-8",
-            headers={
-                "X-Content-Type-Options": "nosniff",
-                # Only this server's own scripts, styles and socket: no external asset.
-                "Content-Security-Policy": (
-                    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
-                    "frame-ancestors 'none'"
-                ),
-                "Cache-Control": "no-cache",
-            },
+            body=self._page, content_type="text/html", charset="utf-8", headers=SECURITY_HEADERS
         )
 
     async def upgrade(self, request: web.Request) -> web.StreamResponse:
@@ -85,6 +69,10 @@ class ChatSocket:
         actor = await self._authenticate(request)
         if isinstance(actor, web.Response):
             return actor
+        token = request.get(CSRF_KEY, "")
+        if token and not hmac.compare_digest(request.query.get(CSRF_PARAM, ""), token):
+            # Signed in by the pages' cookie: the page proves it read the session's token.
+            raise web.HTTPForbidden(text="the upgrade needs the session's csrf token\n")
         record = await self._gw.store.get_user(actor.uri)
         if record is None or not record.enabled:
             raise web.HTTPForbidden(text="persistent chat is not enabled for this user\n")

@@ -17,7 +17,12 @@ from pathlib import Path
 from aiohttp import web
 
 STATIC_DIR = Path(__file__).with_name("static")
-STATIC_FILES = {"pages.css": "text/css", "pages.js": "text/javascript"}
+STATIC_FILES = {
+    "pages.css": "text/css",
+    "pages.js": "text/javascript",
+    "chat.css": "text/css",  # the chat client (GET /chat, shards/web/chat.py)
+    "chat.js": "text/javascript",
+}
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "

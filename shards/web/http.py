@@ -1,5 +1,5 @@
 """The worker's HTTP listener: health, metrics, the management API, files, the pages and
-the browser chat (its page and WebSocket)."""
+the browser chat client."""
 
 from __future__ import annotations
 
@@ -44,7 +44,6 @@ def make_app(
     api: ManagementApi | None = None,
     files: FileApi | None = None,
     pages: Sequence[Routes] = (),
-    chat: ChatSocket | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         status = await health()
@@ -65,8 +64,6 @@ def make_app(
         static_routes(app)
     for part in pages:
         part.routes(app)
-    if chat is not None:
-        chat.routes(app)
     return app
 
 
@@ -109,9 +106,6 @@ async def web_app(
         RoomPages(store, mgmt, gate, changed, max_upload_kb=settings.files.max_upload_kb),
         AdminPages(store, mgmt, gate, changed),
     ]
-    chat = (
-        ChatSocket(gateway, settings, guard, api.authenticate)
-        if gateway is not None and settings.websocket.enabled
-        else None
-    )
-    return make_app(health, api, files, pages, chat), files
+    if gateway is not None and settings.websocket.enabled:
+        pages.append(ChatSocket(gateway, settings, guard, api.authenticate))
+    return make_app(health, api, files, pages), files

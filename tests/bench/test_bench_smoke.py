@@ -147,6 +147,8 @@ def test_mixed_websocket_and_sip_bench_smoke(tmp_path: Path) -> None:
     assert result["sip"]["deliveries"] + result["ws"]["deliveries"] == 3 * ok
     for kind in ("sip", "ws"):
         assert result[kind]["deliveries"] > 0 and result[kind]["p99"] > 0
+
+
 def test_user_import_bench_smoke(tmp_path: Path) -> None:
     """bench/user_import.py on tiny numbers: one import run, two users added one by one."""
     args = [sys.executable, "-m", "bench.user_import", "--users", "50", "--add-sample", "2"]

@@ -357,20 +357,41 @@ async def test_a_browser_that_stops_reading_is_cut_off(tight: RunningWorker) -> 
 
 async def test_the_page_is_served_with_its_assets_and_no_external_ones(web: RunningWorker) -> None:
     async with aiohttp.ClientSession(f"http://127.0.0.1:{web.http_port}") as http:
-        for path, kind in (
-            ("/chat", "text/html"),
-            ("/chat/chat.js", "text/javascript"),
-            ("/chat/chat.css", "text/css"),
+        async with http.get("/chat", allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/signin?next=%2Fchat"
+        for path, kind, headers in (
+            ("/chat", "text/html", basic("alice")),
+            ("/static/chat.js", "text/javascript", {}),
+            ("/static/chat.css", "text/css", {}),
         ):
-            async with http.get(path) as resp:
+            async with http.get(path, headers=headers) as resp:
                 assert resp.status == 200 and resp.content_type == kind
-                assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
                 text = await resp.text()
                 assert "http://" not in text and "https://" not in text  # works offline
-        async with http.get("/chat/../api/csrf") as resp:
-            assert resp.status in (401, 404)
-        async with http.get("/chat/other.js") as resp:
-            assert resp.status == 404
+                if kind == "text/html":
+                    assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+                    assert 'src="/static/chat.js"' in text
+
+
+async def test_a_cookie_signed_in_upgrade_needs_the_sessions_token(web: RunningWorker) -> None:
+    base = f"http://127.0.0.1:{web.http_port}"
+    jar = aiohttp.CookieJar(unsafe=True)  # cookies for an IP address host
+    async with aiohttp.ClientSession(base, cookie_jar=jar) as http:
+        form = {"user": f"alice@{DOMAIN}", "password": PASSWORD, "next": "/chat"}
+        async with http.post(
+            "/signin", data=form, headers={"Origin": base}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 303, await resp.text()
+        async with http.get("/api/csrf") as resp:
+            token = (await resp.json())["token"]
+        for query in ("", "?csrf=wrong"):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(f"/ws{query}", headers={"Origin": base})
+            assert refused.value.status == 403
+        ws = await http.ws_connect(f"/ws?csrf={token}", headers={"Origin": base})
+        hello = (await ws.receive_json())[0]
+        assert hello["type"] == "hello" and hello["user"] == f"sip:alice@{DOMAIN}"
+        await ws.close()
 
 
 async def test_a_browser_and_pchat_chat_see_each_others_posts(

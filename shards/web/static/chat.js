@@ -6,6 +6,8 @@ const BACKOFF_MIN_MS = 500;   // first reconnect delay; doubled per failure
 const BACKOFF_MAX_MS = 10000; // a restarted worker is back within seconds
 const PING_MS = 25000;        // below the server's idle timeout (90 s by default)
 const FILE_LINK = /\/api\/files\/[A-Za-z0-9_-]{24}/;
+// The server's announcement of an upload (docs/protocol.md "File posts").
+const FILE_POST = /^\[file\] ([^\r\n]+) \((\d+) bytes\) \S*(\/api\/files\/[A-Za-z0-9_-]{24})$/;
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -278,18 +280,26 @@ function onPresence(msg) {
 
 // ---- messages -----------------------------------------------------------------------------
 
+function downloadLink(path, label) {
+  const a = document.createElement("a");
+  a.href = path;  // this server's own route, whatever host the announcement names
+  a.textContent = label;
+  a.setAttribute("download", "");
+  return a;
+}
+
 function renderText(parent, text) {
-  // Plain text; a file link of this server's file routes becomes a download link.
+  const file = FILE_POST.exec(text);
+  if (file) {
+    parent.append("File: ", downloadLink(file[3], file[1]), ` (${Number(file[2]).toLocaleString()} bytes)`);
+    return;
+  }
+  // Plain text; a link to this server's file routes becomes a download link.
   let rest = text;
   for (;;) {
     const m = FILE_LINK.exec(rest);
     if (!m) break;
-    parent.append(rest.slice(0, m.index));
-    const a = document.createElement("a");
-    a.href = m[0];
-    a.textContent = "download";
-    a.setAttribute("download", "");
-    parent.append(a);
+    parent.append(rest.slice(0, m.index), downloadLink(m[0], "download"));
     rest = rest.slice(m.index + m[0].length);
   }
   parent.append(rest);
@@ -440,7 +450,8 @@ async function upload(file) {
     });
     const body = await res.json().catch(() => ({}));
     if (!res.ok) throw new Error(body.error || res.statusText);
-    sendPost(state.current, `${file.name} (${body.size} bytes) ${body.url}`, newKey());
+    // The server announces the file in the room itself; it arrives as a live post.
+    $("composer-status").textContent = body.post_error ? "Uploaded, not announced: " + body.post_error : "";
   } catch (e) { $("composer-status").textContent = "Upload failed: " + e.message; }
 }
 
@@ -486,5 +497,6 @@ document.addEventListener("DOMContentLoaded", async () => {
   wire();
   renderLists();
   state.csrf = await csrfToken().catch(() => "");
+  $("signout-csrf").value = state.csrf;
   connect();
 });
