@@ -32,12 +32,15 @@ import uvloop
 
 from bench.load import report, stats
 from bench.load.agent import STAMP_DIGITS, post_text
-from bench.load.population import PASSWORD, populate, seat, user_address
+from bench.load.population import new_password, populate, seat, user_address
 from bench.load.profiles import Profile, RoomClass
 from bench.load.server import BenchServer, MachineProbe, ProcessProbe
 from bench.load.ws_client import WsLoadClient
 from client.client import LeanClient
 from core.xccos import build
+
+# This run's own server's accounts: a password made up per run, never a published one.
+PASSWORD = new_password()
 
 DOMAIN = "example.com"
 SIGNIN_CONCURRENCY = 32  # sign-ins in flight: the server's sign-in is CPU-bound
@@ -263,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(item.split("=", 1) for item in args.server_set)
     server = BenchServer(data, args.workers, DOMAIN, source=args.server_src, settings=env)
     data.mkdir(parents=True, exist_ok=True)
-    uvloop.run(populate(server.store_url, DOMAIN, profile, seat(profile)))
+    uvloop.run(populate(server.store_url, DOMAIN, profile, seat(profile), PASSWORD))
     server.start()
     try:
         result = uvloop.run(_run(args, server, room_ids))
