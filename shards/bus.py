@@ -154,6 +154,12 @@ class RedisBus:
         # and each re-join's answer fills what its rooms missed while the link was down
         # (RoomFeeds.start).
         await link.publish(wire.CONTROL_CHANNEL, wire.encoder.encode(wire.Announce(self._me)))
+        if self._serving_shards:
+            # Shards taken while the link was down were announced to nobody (nor to this
+            # worker's own gateway), and others that were down missed an Acquired: say again
+            # what this worker serves, so every gateway re-announces its sessions here.
+            acquired = wire.Acquired(self._me, sorted(self._serving_shards))
+            await link.publish(wire.CONTROL_CHANNEL, wire.encoder.encode(acquired))
         log.info("worker %d on the Redis bus", self._me)
 
     def _down(self) -> None:

@@ -3,7 +3,8 @@
 The small interface ``LeaseTable`` is all the shard keeper (shards/ownership.py) needs.
 ``RedisLeases`` implements it on redis-py's asyncio client; every command and script
 touches one key, so a ``redis.asyncio.RedisCluster`` client works as well as a single
-Redis (pipelines are split by slot there).
+Redis. On a cluster the per-shard scripts go in one pipeline per master, each bounded in
+time: a dead master costs the leases it holds, never those on the masters that are up.
 
 Why Redis and not PostgreSQL: a lease is transient, must expire by itself when its
 holder dies (``PX``), and is renewed every second by every worker; that load belongs in
@@ -19,10 +20,20 @@ scored by expiry (Redis's own clock, so hosts' clocks need not agree).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+import asyncio
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import Protocol, TypeVar
+
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from shards.redis_clients import AnyRedis
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NODES_KEY = "pchat:nodes"
 
@@ -57,6 +68,14 @@ def lease_key(shard: int) -> str:
     return f"pchat:lease:{shard}"
 
 
+def no_retry() -> Retry:
+    """The lease client's retry policy: none. A failed call fails its part of the round and
+    the keeper tries again next tick; redis-py's own retries on a cluster would close every
+    connection of the client (aborting the pipelines to the masters that are up) and
+    outlast the round's time bound."""
+    return Retry(NoBackoff(), 0)
+
+
 class LeaseTable(Protocol):
     """Leases with expiry; holders are opaque strings."""
 
@@ -82,34 +101,87 @@ def _text(value: object) -> str:
 
 
 class RedisLeases:
-    """``LeaseTable`` on redis-py (single Redis or ``RedisCluster``)."""
+    """``LeaseTable`` on redis-py (single Redis or ``RedisCluster``); every call gives up
+    after ``timeout_s`` (TimeoutError), so a keeper's round never hangs on a dead node."""
 
-    def __init__(self, redis: AnyRedis) -> None:
+    def __init__(self, redis: AnyRedis, timeout_s: float = 1.0) -> None:
         self._redis = redis
+        self._timeout_s = timeout_s
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        async with asyncio.timeout(self._timeout_s):
+            return await call
 
     async def heartbeat(self, member: str, ttl_ms: int) -> list[str]:
-        live = await self._redis.eval(_HEARTBEAT, 1, NODES_KEY, member, ttl_ms)
+        live = await self._bounded(self._redis.eval(_HEARTBEAT, 1, NODES_KEY, member, ttl_ms))
         return [_text(m) for m in live]
 
     async def leave(self, member: str) -> None:
-        await self._redis.zrem(NODES_KEY, member)
+        await self._bounded(self._redis.zrem(NODES_KEY, member))
 
     async def holders(self, shards: Sequence[int]) -> list[str | None]:
         keys = [lease_key(shard) for shard in shards]
         # One MGET on a single Redis; a cluster client splits it by slot (not atomic,
         # which a view that is refreshed every tick does not need).
         mget = getattr(self._redis, "mget_nonatomic", self._redis.mget)
-        values = await mget(keys)
+        values = await self._bounded(mget(keys))
         return [None if v is None else _text(v) for v in values]
 
-    async def _each(self, script: str, shards: Sequence[int], *args: object) -> list[int]:
-        if not shards:
-            return []
+    async def _groups(self, shards: Sequence[int]) -> list[list[int]]:
+        """The shards by the master that holds their keys (one group on a single Redis)."""
+        cluster = self._redis
+        if not isinstance(cluster, RedisCluster):
+            return [list(shards)]
+        await self._bounded(cluster.initialize())  # the slot map (a no-op once known)
+        groups: dict[str, list[int]] = {}
+        for shard in shards:
+            node = cluster.get_node_from_key(lease_key(shard))
+            groups.setdefault(node.name if node else "", []).append(shard)
+        return list(groups.values())
+
+    async def _pipeline(
+        self, script: str, shards: list[int], args: tuple[object, ...]
+    ) -> list[int]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for shard in shards:
                 pipe.eval(script, 1, lease_key(shard), *args)  # type: ignore[arg-type]
-            results = await pipe.execute()
+            results = await self._bounded(pipe.execute())
         return [shard for shard, ok in zip(shards, results, strict=True) if int(ok)]
+
+    async def _each(self, script: str, shards: Sequence[int], *args: object) -> list[int]:
+        """The shards where ``script`` returned 1. A master that fails or does not answer in
+        time counts as 0 for its shards; if every master failed, its error is raised."""
+        if not shards:
+            return []
+        groups = await self._groups(shards)
+        results = await asyncio.gather(
+            *(self._pipeline(script, group, args) for group in groups), return_exceptions=True
+        )
+        done: list[int] = []
+        errors: list[Exception] = []
+        for result in results:
+            if isinstance(result, Exception):
+                errors.append(result)
+            elif isinstance(result, BaseException):
+                raise result  # cancelled: the keeper's round was given up
+            else:
+                done += result
+        if errors:
+            await self._refresh()
+        if errors and len(errors) == len(groups):
+            raise errors[0]
+        if errors:
+            log.warning("leases on %d Redis node(s) not reached: %r", len(errors), errors[0])
+        return sorted(done)
+
+    async def _refresh(self) -> None:
+        """A master failed: the cluster client reads the slot map again (a replica may
+        serve its slots now); next round's pipelines go where the map says."""
+        if isinstance(self._redis, RedisCluster):
+            try:
+                await self._bounded(self._redis.nodes_manager.initialize())
+            except (TimeoutError, OSError, RedisError) as exc:
+                log.warning("the Redis Cluster's slot map could not be read: %r", exc)
 
     async def acquire(
         self, shards: Sequence[int], holder: str, predecessor: str, ttl_ms: int

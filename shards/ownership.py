@@ -162,9 +162,15 @@ class ShardKeeper:
 
     async def _tick_logged(self) -> None:
         try:
-            await self.tick()
+            # Bounded: a round that hangs (a dead cluster node, its client's retries) is
+            # given up and tried again next tick; the trust window steps this worker down
+            # meanwhile if its leases could not be renewed.
+            async with asyncio.timeout(self._ttl_s * TRUST):
+                await self.tick()
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            log.warning("shard leases not renewed this round: Redis did not answer in time")
         except (OSError, aioredis.RedisError, PchatError) as exc:
             log.warning("shard leases not renewed this round: %s", exc)
         except Exception:
@@ -184,14 +190,16 @@ class ShardKeeper:
         # Its entry in the live set expired (it was paused or cut off): the others dropped
         # its sessions from their rosters.
         was_stale = bool(self._live) and now >= self._renewed_at + self._ttl_s
-        live = self._read_live(await self._table.heartbeat(self._member, self._ttl_ms))
-        if was_stale:
-            await self._hooks.stale()
+        # Leases first: a failed heartbeat (its key's cluster node down) must not cost the
+        # leases on the nodes that are up; those that could not be renewed are given up.
         if self._owned:
             mine = self.owned
             kept = set(await self._table.renew(mine, self.holder, self._ttl_ms))
-            self._lose([s for s in mine if s not in kept], "another worker holds its lease")
+            self._lose([s for s in mine if s not in kept], "its lease was not renewed")
         self._renewed_at = now
+        live = self._read_live(await self._table.heartbeat(self._member, self._ttl_ms))
+        if was_stale:
+            await self._hooks.stale()
         take, give = self._plan(self._targets(live), await self._table.holders(range(self._shards)))
         if give:
             self._lose(give, "handed over to its preferred worker")

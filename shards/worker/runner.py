@@ -33,11 +33,11 @@ from shards import wire
 from shards.audit import AuditLog
 from shards.bus import Fanout, RedisBus
 from shards.claim import EXIT_CANNOT_START, CannotStart
-from shards.leases import RedisLeases
+from shards.leases import RedisLeases, no_retry
 from shards.lifetime import die_with_parent
 from shards.logs import setup_logging
 from shards.metrics import Metrics
-from shards.ownership import ShardKeeper
+from shards.ownership import TRUST, ShardKeeper
 from shards.placement import node_id
 from shards.redis_clients import AnyRedis, bus_connect, redis_client
 from shards.resp import RespError, RespSubscriber
@@ -258,10 +258,12 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     await store.open()
     node = node_id(settings.leases.host_id, worker_id)  # this worker's id in the pool
     shard_map = ShardMap(shards=settings.shards, workers=settings.workers, domain=settings.domain)
-    lease_redis = redis_client(settings, socket_timeout=settings.leases.ttl_s / 2)
+    lease_redis = redis_client(settings, socket_timeout=settings.leases.ttl_s / 2, retry=no_retry())
     keeper = (
         ShardKeeper(
-            RedisLeases(lease_redis),
+            # each of a round's Redis calls (renew, heartbeat, holders) within a third of
+            # the trust window, so a round ends before this worker stops trusting its leases
+            RedisLeases(lease_redis, timeout_s=settings.leases.ttl_s * TRUST / 3),
             store,
             settings.leases,
             node=node,

@@ -1,6 +1,6 @@
 """A pool of three hosts on one machine as a test fixture: three `pchat serve` supervisors
-bound to 127.0.0.2, .3 and .4, one private redis-server on a free TCP port, one fresh
-PostgreSQL database (issue 14: shard leases, fencing, takeover)."""
+bound to 127.0.0.2, .3 and .4, one private redis-server on a free TCP port (or a given
+Redis Cluster), one fresh PostgreSQL database (issue 14: shard leases, fencing, takeover)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from shards.redis_server import redis_binary
 from shards.routing import ShardMap
 from tests.e2e.cluster import DOMAIN, PASSWORD, free_port, http_get
 from tests.integration.conftest import _pg_admin
+from tests.redis_cluster import RedisClusterNodes
 
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 SHARDS = 1024
@@ -84,7 +85,7 @@ class Host:
                 "--sip-host", self.addr, "--sip-port", str(self.pool.sip),
                 "--http-host", self.addr, "--http-port", str(self.pool.http),
                 "--workers", str(self.pool.workers), "--domain", DOMAIN,
-                "--redis-url", self.pool.redis.url,
+                *self.pool.redis_args,
                 env=env, stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
 
@@ -122,9 +123,12 @@ class Host:
 
 
 class Pool:
-    def __init__(self, folder: Path, workers: int = 1) -> None:
+    def __init__(
+        self, folder: Path, workers: int = 1, cluster: RedisClusterNodes | None = None
+    ) -> None:
         self.folder = folder
         self.workers = workers
+        self.cluster = cluster  # the pool's Redis is this Redis Cluster, not its own server
         self.sip = free_port()
         self.http = free_port()
         self.redis = TcpRedis(folder)
@@ -141,7 +145,15 @@ class Pool:
         finally:
             await admin.close()
         self.store_url = urlsplit(dsn)._replace(path=f"/{self._db}").geturl()
-        await self.redis.start()
+        if self.cluster is None:
+            await self.redis.start()
+
+    @property
+    def redis_args(self) -> list[str]:
+        """The `pchat serve`/`admin` flags that name the pool's Redis."""
+        if self.cluster is not None:
+            return ["--redis-url", self.cluster.url, "--redis-cluster"]
+        return ["--redis-url", self.redis.url]
 
     async def close(self) -> None:
         await asyncio.gather(*(h.stop() for h in self.hosts))
@@ -184,7 +196,7 @@ class Pool:
         env["PCHAT_STORE"] = self.store_url
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shards.cli", "admin", *args,
-            "--data-dir", str(self.hosts[0].data_dir), "--redis-url", self.redis.url,
+            "--data-dir", str(self.hosts[0].data_dir), *self.redis_args,
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, err = await asyncio.wait_for(proc.communicate(), 30)

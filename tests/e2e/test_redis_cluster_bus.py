@@ -23,6 +23,8 @@ USERS = [f"u{i}" for i in range(8)]
 # A master's death is seen after the node timeout (2 s) and its replica elected then;
 # the bus must be whole again well within this on a loaded 2-core box.
 RECOVERY_BOUND_S = 20.0
+# The whole failover test: 10 s of posting, then each member's drain (RECOVERY_BOUND_S).
+TEST_BOUND_S = 240.0
 
 
 class Acked(NamedTuple):
@@ -41,12 +43,18 @@ async def start_pool(nodes: RedisClusterNodes, data_dir: Path, rooms: int) -> Cl
     for user in USERS:
         await cluster.admin("user", "add", f"{user}@{DOMAIN}", "--password", PASSWORD)
     await cluster.admin("category", "add", "General")
-    cluster.rooms = [  # type: ignore[attr-defined]
-        await cluster.admin(
-            "room", "add", f"Room {i}", "--category", "General", "--privacy", "open"
+    made: list[str] = []
+    # Room ids are random: more rooms until both workers own one (1 in 8 times all of
+    # 4 rooms would fall on one worker), then the first of each owner come first.
+    while len(made) < rooms or len({owner_of(r) for r in made}) < WORKERS:
+        assert len(made) < 4 * rooms, "room ids never fell on both workers"
+        made.append(
+            await cluster.admin(
+                "room", "add", f"Room {len(made)}", "--category", "General", "--privacy", "open"
+            )
         )
-        for i in range(rooms)
-    ]
+    firsts = [next(r for r in made if owner_of(r) == w) for w in range(WORKERS)]
+    cluster.rooms = (firsts + [r for r in made if r not in firsts])[:rooms]  # type: ignore[attr-defined]
     return cluster
 
 
@@ -108,16 +116,21 @@ async def test_members_on_two_workers_get_every_post_in_order_over_the_cluster(
 
 async def post_until(c: PchatClient, rooms: list[str], stop_at: float, acked: list[Acked]) -> None:
     """Posts round the rooms until ``stop_at``; a 503 (bus down) is retried under the same
-    envid, which the server stores once."""
+    envid, which the server stores once. A post still refused ``RECOVERY_BOUND_S`` after it
+    was first tried fails the test (an unbounded retry would hang it instead)."""
     n = 0
     while time.monotonic() < stop_at:
         room, envid = rooms[n % len(rooms)], 50_000 + n
+        given_up_at, last = time.monotonic() + RECOVERY_BOUND_S, "no answer"
         while True:
+            assert time.monotonic() < given_up_at, f"{c.address}'s post refused: {last}"
             try:
                 reply = await c.post_envelope(room, f"{c.address}-{n}", envid=envid, timeout=5)
-            except (SipError, TimeoutError):
+            except (SipError, TimeoutError) as exc:
+                last = repr(exc)
                 await asyncio.sleep(0.2)
                 continue
+            last = f"code {reply.code}"
             if reply.code == 200:
                 el = reply.data.find("grpchat") if reply.data is not None else None
                 assert el is not None
@@ -152,7 +165,13 @@ async def test_a_master_killed_during_posting_loses_no_acknowledged_post(
     failover (lost sharded messages are filled from the store). Posts across workers
     resume within a bound, which needs the owners' rosters re-announced: a post from a
     session the owner forgot would be refused."""
-    cluster, nodes = pool
+    try:  # on uvloop pytest-timeout cannot interrupt a test: a hang must fail it here
+        await asyncio.wait_for(post_through_a_failover(*pool), TEST_BOUND_S)
+    except TimeoutError:
+        pytest.fail(f"the failover test did not end within {TEST_BOUND_S:.0f} s")
+
+
+async def post_through_a_failover(cluster: Cluster, nodes: RedisClusterNodes) -> None:
     rooms: list[str] = cluster.rooms  # type: ignore[attr-defined]
     clients = await members(cluster, rooms)
     victim = nodes.master_of(wire.room_channel(room_id(rooms[0])))

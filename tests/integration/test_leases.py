@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from core.config import LeaseSettings
 from core.errors import Fenced
 from core.store.base import ChatStore, NewMessage
-from shards.leases import NODES_KEY, RedisLeases
-from shards.ownership import ShardKeeper
+from core.store.registry import make_store
+from shards.leases import NODES_KEY, RedisLeases, lease_key, no_retry
+from shards.ownership import TRUST, ShardKeeper
 from tests.integration.test_store import category, room
+from tests.redis_cluster import RedisClusterNodes
 
 SHARDS = 64
 FAST = LeaseSettings(ttl_s=0.6, renew_s=0.1, handover_batch=8)
+FAILOVER_BOUND_S = 20.0  # node timeout 2 s + election; generous for a loaded 2-core box
 
 
 @pytest.fixture
@@ -133,3 +138,35 @@ async def test_a_paused_worker_loses_its_shards_and_its_writes(
     assert 1 in a.gone_nodes  # a saw b go, so b's sessions left a's rosters
     await a.keeper.stop()
     await b.keeper.stop()
+
+
+async def test_a_killed_cluster_master_costs_only_the_leases_it_held(
+    fresh_redis_cluster: RedisClusterNodes, tmp_path: Path
+) -> None:
+    """On a Redis Cluster the keeper's rounds stay bounded while a master is dead: the
+    leases on the masters that are up are renewed through the failover, only those the dead
+    one held are given up, and they are taken again once its replica serves them. The
+    master killed holds the live set too, so every heartbeat fails until the failover."""
+    nodes = fresh_redis_cluster
+    client = RedisCluster.from_url(nodes.url, socket_timeout=1.5, retry=no_retry())
+    store = make_store(f"sqlite://{tmp_path / 'chat.db'}")
+    await store.open()
+    settings = LeaseSettings()  # the defaults: 3 s TTL, renewed every 0.5 s
+    leases = RedisLeases(client, timeout_s=settings.ttl_s * TRUST / 3)
+    a = Hooked(ShardKeeper(leases, store, settings, node=0, workers=1, shards=SHARDS))
+    try:
+        await a.keeper.start(a)
+        assert a.keeper.owned == list(range(SHARDS))
+        victim = nodes.master_of(NODES_KEY.encode())
+        on_victim = {k for k in range(SHARDS) if nodes.master_of(lease_key(k).encode()) == victim}
+        assert 0 < len(on_victim) < SHARDS
+        nodes.kill(victim)
+        await until(lambda: bool(a.dropped), timeout_s=FAILOVER_BOUND_S)
+        assert set(a.dropped) == on_victim, "a dead master cost leases held elsewhere"
+        await until(lambda: a.keeper.owned == list(range(SHARDS)), timeout_s=FAILOVER_BOUND_S)
+        assert set(a.dropped) == on_victim
+        assert a.keeper._task is not None and not a.keeper._task.done()
+    finally:
+        await a.keeper.stop()
+        await client.aclose()
+        await store.close()
