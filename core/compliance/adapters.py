@@ -18,7 +18,7 @@ from typing import Protocol
 import msgspec
 
 from core.compliance.events import Activity, from_payload
-from core.compliance.file_store import fsync_folder
+from core.files.directory import fsync_folder
 from core.store.base import OutboxRecord
 
 

@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+from core.files.directory import fsync_folder
 from core.files.names import file_id_of
 
 
@@ -23,14 +24,6 @@ def check_stored_name(name: str) -> str:
     if file_id_of(name) is None:
         raise ValueError(f"not a stored file name: {name[:80]!r}")
     return name
-
-
-def fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def copy_durably(source: Path, target: Path) -> None:

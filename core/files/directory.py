@@ -21,7 +21,8 @@ from typing import BinaryIO
 from core.files.names import PART_SUFFIX, file_id_of
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_folder(path: Path) -> None:
+    """Make a rename in ``path`` durable (the compliance store's copies use it too)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)  # the rename itself is durable only once the directory is
@@ -50,7 +51,7 @@ class DirectoryWriter:
         os.fsync(self._out.fileno())
         self._out.close()
         os.replace(self._part, self._final)
-        _fsync_dir(self._final.parent)
+        fsync_folder(self._final.parent)
 
     async def commit(self) -> str:
         await asyncio.to_thread(self._commit)

@@ -5,12 +5,14 @@ Backends are imported only when chosen, so an SQLite deployment never loads asyn
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from core.store.base import ChatStore
 
 # (min, max) PostgreSQL connections per process; SQLite has one connection and ignores it.
 PoolSize = tuple[int, int]
+T = TypeVar("T")
 
 
 def _sqlite(url: str, pool: PoolSize) -> ChatStore:
@@ -48,12 +50,20 @@ def sqlite_path(url: str) -> str:
     return rest
 
 
+def from_scheme(
+    kind: str, backends: Mapping[str, Callable[[str, PoolSize], T]], url: str, pool: PoolSize
+) -> T:
+    """``backends[scheme of url](url, pool)``; ``ValueError`` names ``kind`` and the known
+    schemes. The chat and the compliance store registries both look up through it."""
+    scheme, sep, _ = url.partition(":")
+    factory = backends.get(scheme.lower()) if sep else None
+    if factory is None:
+        known = ", ".join(f"{name}:" for name in backends)
+        # Only the scheme is echoed: the rest of a URL may hold a password.
+        raise ValueError(f"unknown {kind} store scheme {scheme!r}: the schemes are {known}")
+    return factory(url, pool)
+
+
 def make_store(url: str, pool: PoolSize = (1, 4)) -> ChatStore:
     """The store for ``url``, not yet opened; ``ValueError`` names the known schemes."""
-    scheme, sep, _ = url.partition(":")
-    factory = BACKENDS.get(scheme.lower()) if sep else None
-    if factory is None:
-        known = ", ".join(f"{name}:" for name in BACKENDS)
-        # Only the scheme is echoed: the rest of a URL may hold a password.
-        raise ValueError(f"unknown chat store scheme {scheme!r}: the schemes are {known}")
-    return factory(url, pool)
+    return from_scheme("chat", BACKENDS, url, pool)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from core.compliance.store.base import ComplianceStore
-from core.store.registry import PoolSize, sqlite_path
+from core.store.registry import PoolSize, from_scheme, sqlite_path
 
 
 def _sqlite(url: str, pool: PoolSize) -> ComplianceStore:
@@ -33,10 +33,4 @@ BACKENDS: dict[str, Callable[[str, PoolSize], ComplianceStore]] = {
 
 def make_compliance_store(url: str, pool: PoolSize = (1, 2)) -> ComplianceStore:
     """The store for ``url``, not yet opened; ``ValueError`` names the known schemes."""
-    scheme, sep, _ = url.partition(":")
-    factory = BACKENDS.get(scheme.lower()) if sep else None
-    if factory is None:
-        known = ", ".join(f"{name}:" for name in BACKENDS)
-        # Only the scheme is echoed: the rest of a URL may hold a password.
-        raise ValueError(f"unknown compliance store scheme {scheme!r}: the schemes are {known}")
-    return factory(url, pool)
+    return from_scheme("compliance", BACKENDS, url, pool)
