@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -31,6 +32,22 @@ async def general(server: RunningWorker) -> Management:
     return mgmt
 
 
+@pytest.fixture
+async def open_room(general: Management) -> str:
+    """The URI of an open room in General (created before any client signs in)."""
+    room = await general.create_room(Actor(ALICE), "Open", "General", RoomChange(privacy="open"))
+    return uri(room.id)
+
+
+@pytest.fixture
+async def alice(server: RunningWorker) -> AsyncIterator[PchatClient]:
+    client = await signed_in(server, "alice")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 async def info(client: PchatClient, inner: str) -> tuple[SipMessage, list[Reply]]:
     """One INFO with ``inner``: its SIP response and the rpls that answer it."""
     envid = next(_envids)
@@ -53,31 +70,19 @@ async def refused(client: PchatClient, room: str, text: str = "hi") -> tuple[int
     return response.status, reply.code, response.get("Warning") or ""
 
 
-async def test_an_accepted_post_and_a_command_get_200(
-    server: RunningWorker, general: Management
-) -> None:
-    room = await general.create_room(Actor(ALICE), "Open", "General", RoomChange(privacy="open"))
-    alice = await signed_in(server, "alice")
-    try:
-        response, [reply] = await info(alice, build.cmd("cmd:join", 1, build.chanib(uri(room.id))))
-        assert (response.status, reply.code) == (200, 200)
-        assert await refused(alice, uri(room.id)) == (200, 200, "")
-    finally:
-        await alice.close()
+async def test_an_accepted_post_and_a_command_get_200(open_room: str, alice: PchatClient) -> None:
+    response, [reply] = await info(alice, build.cmd("cmd:join", 1, build.chanib(open_room)))
+    assert (response.status, reply.code) == (200, 200)
+    assert await refused(alice, open_room) == (200, 200, "")
 
 
 async def test_a_post_before_joining_fails_its_info_with_403(
-    server: RunningWorker, general: Management
+    open_room: str, alice: PchatClient
 ) -> None:
-    room = await general.create_room(Actor(ALICE), "Open", "General", RoomChange(privacy="open"))
-    alice = await signed_in(server, "alice")
-    try:
-        status, code, warning = await refused(alice, uri(room.id))
-        assert (status, code) == (403, 403) and "join the room" in warning
-        await alice.join(uri(room.id))
-        assert await alice.history(uri(room.id)) == []  # nothing was stored
-    finally:
-        await alice.close()
+    status, code, warning = await refused(alice, open_room)
+    assert (status, code) == (403, 403) and "join the room" in warning
+    await alice.join(open_room)
+    assert await alice.history(open_room) == []  # nothing was stored
 
 
 async def test_a_post_to_a_hidden_or_missing_room_fails_with_404(
@@ -114,78 +119,51 @@ async def test_a_post_by_a_non_presenter_in_an_auditorium_fails_with_403(
 
 
 async def test_a_post_over_the_size_limit_fails_with_413(
-    server: RunningWorker, general: Management
+    server: RunningWorker, open_room: str, alice: PchatClient
 ) -> None:
-    room = await general.create_room(Actor(ALICE), "Open", "General", RoomChange(privacy="open"))
-    alice = await signed_in(server, "alice")
-    try:
-        await alice.join(uri(room.id))
-        limit = server.settings.limits.message_size_limit
-        assert (await refused(alice, uri(room.id), "x" * (limit + 1)))[:2] == (413, 413)
-    finally:
-        await alice.close()
+    await alice.join(open_room)
+    limit = server.settings.limits.message_size_limit
+    assert (await refused(alice, open_room, "x" * (limit + 1)))[:2] == (413, 413)
 
 
 async def test_a_post_to_a_room_disabled_since_the_join_fails_with_404(
-    server: RunningWorker, general: Management
+    server: RunningWorker, general: Management, open_room: str, alice: PchatClient
 ) -> None:
-    room = await general.create_room(Actor(ALICE), "Doomed", "General", RoomChange(privacy="open"))
-    alice = await signed_in(server, "alice")
-    try:
-        await alice.join(uri(room.id))
-        await general.set_disabled(ADMIN, room.id, True)
-        await server.refresh()
-        assert (await alice.next_notice()).name == "ntc:part"
-        assert (await refused(alice, uri(room.id)))[:2] == (404, 404)
-    finally:
-        await alice.close()
+    await alice.join(open_room)
+    await general.set_disabled(ADMIN, open_room.rsplit("/", 1)[1], True)
+    await server.refresh()
+    assert (await alice.next_notice()).name == "ntc:part"
+    assert (await refused(alice, open_room))[:2] == (404, 404)
 
 
 async def test_a_post_signed_as_someone_else_fails_with_403(
-    server: RunningWorker, general: Management
+    open_room: str, alice: PchatClient
 ) -> None:
-    room = await general.create_room(Actor(ALICE), "Open", "General", RoomChange(privacy="open"))
-    alice = await signed_in(server, "alice")
-    try:
-        await alice.join(uri(room.id))
-        response, [reply] = await info(alice, build.post(uri(room.id), BOB, "as bob"))
-        assert (response.status, reply.code) == (403, 403)
-    finally:
-        await alice.close()
+    await alice.join(open_room)
+    response, [reply] = await info(alice, build.post(open_room, BOB, "as bob"))
+    assert (response.status, reply.code) == (403, 403)
 
 
-async def test_the_client_reads_a_refusal_from_its_rpl(
-    server: RunningWorker, general: Management
-) -> None:
+async def test_the_client_reads_a_refusal_from_its_rpl(open_room: str, alice: PchatClient) -> None:
     """The rpl of a refused post comes before the failed INFO, so post_envelope returns it."""
-    room = await general.create_room(Actor(ALICE), "Open", "General", RoomChange(privacy="open"))
-    alice = await signed_in(server, "alice")
-    try:
-        assert (await alice.post_envelope(uri(room.id), "not joined")).code == 403
-        await alice.join(uri(room.id))
-        assert (await alice.post_envelope(uri(room.id), "joined")).code == 200
-    finally:
-        await alice.close()
+    assert (await alice.post_envelope(open_room, "not joined")).code == 403
+    await alice.join(open_room)
+    assert (await alice.post_envelope(open_room, "joined")).code == 200
 
 
 async def test_one_refused_post_fails_an_info_of_several(
-    server: RunningWorker, general: Management
+    general: Management, open_room: str, alice: PchatClient
 ) -> None:
-    room = await general.create_room(Actor(ALICE), "Open", "General", RoomChange(privacy="open"))
     other = await general.create_room(Actor(ALICE), "Other", "General", RoomChange(privacy="open"))
-    alice = await signed_in(server, "alice")
-    try:
-        await alice.join(uri(room.id))
-        envid = next(_envids)
-        body = build.post(uri(room.id), ALICE, "kept", seqid=1) + build.post(
-            uri(other.id), ALICE, "refused", seqid=2
-        )
-        response = await alice.request(
-            "INFO", alice._remote_target, in_dialog=True,
-            extra=[("Content-Type", "text/plain")], body=build.envelope(envid, body),
-        )  # fmt: skip
-        assert response.status == 403
-        stored = await alice.history(uri(room.id))
-        assert [m.text for m in stored] == ["kept"]
-    finally:
-        await alice.close()
+    await alice.join(open_room)
+    envid = next(_envids)
+    body = build.post(open_room, ALICE, "kept", seqid=1) + build.post(
+        uri(other.id), ALICE, "refused", seqid=2
+    )
+    response = await alice.request(
+        "INFO", alice._remote_target, in_dialog=True,
+        extra=[("Content-Type", "text/plain")], body=build.envelope(envid, body),
+    )  # fmt: skip
+    assert response.status == 403
+    stored = await alice.history(open_room)
+    assert [m.text for m in stored] == ["kept"]
