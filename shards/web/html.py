@@ -16,6 +16,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from core.errors import PchatError
+
 STATIC_DIR = Path(__file__).with_name("static")
 STATIC_FILES = {
     "pages.css": "text/css",
@@ -141,6 +143,13 @@ def page(
         charset="utf-8",
         headers={**SECURITY_HEADERS, **(headers or {})},
     )
+
+
+def refusal(title: str, viewer: Viewer | None, exc: PchatError) -> web.Response:
+    """The page of a refused request: the error's status, its words (or its reason) as an
+    alert. The room and the admin pages answer every refusal with it."""
+    return page(title, Markup(""), viewer, status=exc.sip_status,
+                notice=str(exc) or exc.reason, error=True)  # fmt: skip
 
 
 def static_routes(app: web.Application) -> None:

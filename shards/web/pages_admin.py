@@ -14,7 +14,7 @@ from aiohttp import web
 from core.errors import BadRequest, PchatError
 from core.rooms.management import CategoryChange, Management, need_admin
 from core.store.base import CategoryRecord, ChatStore, UserRecord
-from shards.web.html import Markup, Viewer, join, page, render
+from shards.web.html import Markup, Viewer, join, page, refusal, render
 from shards.web.pages_signin import PageGate, redirect
 from shards.web.pickers import address, chosen, picker, text
 from shards.web.signin import Session
@@ -108,13 +108,8 @@ class AdminPages:
         try:
             need_admin(session.actor, "this")
         except PchatError as exc:
-            return self._error(self._gate.viewer(session), exc)
+            return refusal("Refused", self._gate.viewer(session), exc)
         return session
-
-    @staticmethod
-    def _error(viewer: Viewer, exc: PchatError) -> web.Response:
-        return page("Refused", Markup(""), viewer, status=exc.sip_status,
-                    notice=str(exc) or exc.reason, error=True)  # fmt: skip
 
     async def _changing(
         self, request: web.Request, work: Callable[[Session, dict[str, str]], Awaitable[str]]
@@ -128,7 +123,7 @@ class AdminPages:
         try:
             target = await work(session, fields)
         except PchatError as exc:
-            return self._error(self._gate.viewer(session), exc)
+            return refusal("Refused", self._gate.viewer(session), exc)
         await self._changed()
         return redirect(target)
 
@@ -172,7 +167,7 @@ class AdminPages:
         try:
             found = await self._mgmt.category(request.match_info["category"])
         except PchatError as exc:
-            return self._error(viewer, exc)
+            return refusal("Refused", viewer, exc)
         body = self._category_form(viewer, found, await self._store.list_users())
         notice = DONE.get(request.query.get("done", ""), "")
         return page(f"Category {found.name}", body, viewer, notice=notice)

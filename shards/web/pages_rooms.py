@@ -16,7 +16,7 @@ from core.errors import PchatError
 from core.rooms import rules
 from core.rooms.management import ROOM_TEXT_CHARS, Actor, Management, RoomChange, invitations_on
 from core.store.base import CategoryRecord, ChatStore, RoomRecord
-from shards.web.html import Markup, Viewer, join, options, page, render
+from shards.web.html import Markup, Viewer, join, options, page, refusal, render
 from shards.web.pages_signin import Form, PageGate, redirect
 from shards.web.pickers import chosen, picker, pool, text
 from shards.web.room_files import files_section
@@ -221,8 +221,7 @@ class RoomPages:
                 session.actor, request.match_info["room"]
             )
         except PchatError as exc:
-            return page("Room", Markup(""), viewer, status=exc.sip_status,
-                        notice=str(exc) or exc.reason, error=True)  # fmt: skip
+            return refusal("Room", viewer, exc)
         notice = DONE.get(request.query.get("done", ""), "")
         return await self._edit_page(viewer, room, category, notice)
 
@@ -261,8 +260,7 @@ class RoomPages:
                 return await self._edit_page(viewer, room, category, notice)
             await self._mgmt.update_room(session.actor, ref, change)
         except PchatError as exc:
-            return page("Room", Markup(""), viewer, status=exc.sip_status,
-                        notice=str(exc) or exc.reason, error=True)  # fmt: skip
+            return refusal("Room", viewer, exc)
         await self._changed()
         return redirect(f"/rooms/{room.id}?done=saved")
 
@@ -282,8 +280,7 @@ class RoomPages:
                 session.actor, request.match_info["room"], disabled
             )
         except PchatError as exc:
-            return page("Room", Markup(""), self._gate.viewer(session), status=exc.sip_status,
-                        notice=str(exc) or exc.reason, error=True)  # fmt: skip
+            return refusal("Room", self._gate.viewer(session), exc)
         await self._changed()
         return redirect(f"/rooms/{room.id}?done={'disabled' if disabled else 'enabled'}")
 
