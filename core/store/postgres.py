@@ -56,6 +56,22 @@ CONNECT_TIMEOUT_S = 10.0
 # write holds FOR SHARE on its shard's epoch row, which would block the claim of the
 # worker taking over. The server ends such a transaction after this long instead.
 IDLE_IN_TRANSACTION_MS = 5000
+# What the driver raises for a failed connection or statement: surfaced as StoreError.
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+async def connect_pool(
+    dsn: str, size: tuple[int, int], what: str, server_settings: dict[str, str] | None = None
+) -> Any:
+    """A pool of ``size`` (min, max) connections; ``StoreError`` names ``what`` and the
+    cause. The chat and the compliance stores both connect through it."""
+    try:
+        return await asyncpg.create_pool(
+            dsn, min_size=size[0], max_size=size[1], timeout=CONNECT_TIMEOUT_S,
+            server_settings=server_settings,
+        )  # fmt: skip
+    except DRIVER_ERRORS as exc:
+        raise StoreError(f"{what}cannot connect: {exc}") from exc
 
 
 _INSERT_OUTBOX = "INSERT INTO compliance_outbox (kind, payload, ts_ms) VALUES ($1, $2, $3)"
@@ -90,24 +106,16 @@ class PostgresStore:
         try:
             async with self._pool.acquire() as conn:
                 yield conn
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except DRIVER_ERRORS as exc:
             raise StoreError(f"postgres: {exc}") from exc
 
     async def open(self, *, create: bool = True) -> None:
         if self._pool is not None:
             return
-        try:
-            pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=self._pool_size[0],
-                max_size=self._pool_size[1],
-                timeout=CONNECT_TIMEOUT_S,
-                server_settings={
-                    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)
-                },
-            )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            raise StoreError(f"postgres: cannot connect: {exc}") from exc
+        pool = await connect_pool(
+            self._dsn, self._pool_size, "postgres: ",
+            {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)},
+        )  # fmt: skip
         self._pool = pool
         try:
             async with self._conn() as conn:

@@ -13,7 +13,7 @@ The invariants every backend keeps, each inside one transaction:
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -41,6 +41,22 @@ class Status(msgspec.Struct, frozen=True):
     last_success_ms: int
     run_requested: bool
     files_to_remove: int = 0  # compliance file store copies archived, not yet removed
+
+    @classmethod
+    def of(cls, pending: Any, oldest: Any, open_row: Any, last: Any, requested: Any,
+           gc: Any) -> Status:  # fmt: skip
+        """From a backend's raw answers: the counts, the oldest ts, the open batch's (id,
+        attempts, last_error) row, the last success, the run_now flag's row, the gc count."""
+        return cls(
+            pending_events=int(pending),
+            oldest_ms=int(oldest or 0),
+            open_batch=int(open_row[0]) if open_row else 0,
+            attempts=int(open_row[1]) if open_row else 0,
+            last_error=str(open_row[2]) if open_row else "",
+            last_success_ms=int(last or 0),
+            run_requested=requested is not None,
+            files_to_remove=int(gc),
+        )
 
 
 class ComplianceStore(Protocol):

@@ -13,19 +13,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import asyncpg
-
 from core.compliance.store.base import Batch, Fenced, Status
 from core.compliance.store.sqlite import ERROR_CHARS, now_ms
 from core.errors import StoreError
 from core.store.base import OutboxRecord
-from core.store.postgres import CONNECT_TIMEOUT_S
+from core.store.postgres import DRIVER_ERRORS, connect_pool
 
 _T = TypeVar("_T")
 SCHEMA_VERSION = 1
 # Any constant (differs from the chat store's migration lock): serialises every change.
 _LOCK_KEY = 0x70636F6D
-_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS compliance_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -54,15 +51,7 @@ class PostgresComplianceStore:
     async def open(self) -> None:
         if self._pool is not None:
             return
-        try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=self._pool_size[0],
-                max_size=self._pool_size[1],
-                timeout=CONNECT_TIMEOUT_S,
-            )
-        except _ERRORS as exc:
-            raise StoreError(f"compliance store: postgres: cannot connect: {exc}") from exc
+        self._pool = await connect_pool(self._dsn, self._pool_size, "compliance store: postgres: ")
         try:
             await self._tx(_migrate)
         except BaseException:
@@ -82,7 +71,7 @@ class PostgresComplianceStore:
         try:
             async with self._pool.acquire() as conn:
                 yield conn
-        except _ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise StoreError(f"compliance store: postgres: {exc}") from exc
 
     async def _tx(self, fn: Callable[[Any], Awaitable[_T]], *, fenced: bool = False) -> _T:
@@ -189,16 +178,7 @@ class PostgresComplianceStore:
             last = await conn.fetchval("SELECT max(done_ms) FROM compliance_batches")
             requested = await conn.fetchval("SELECT 1 FROM compliance_meta WHERE key = 'run_now'")
             gc = await conn.fetchval("SELECT count(*) FROM compliance_file_gc")
-        return Status(
-            pending_events=int(pending),
-            oldest_ms=int(oldest or 0),
-            open_batch=int(open_row[0]) if open_row else 0,
-            attempts=int(open_row[1]) if open_row else 0,
-            last_error=str(open_row[2]) if open_row else "",
-            last_success_ms=int(last or 0),
-            run_requested=requested is not None,
-            files_to_remove=int(gc),
-        )
+        return Status.of(pending, oldest, open_row, last, requested, gc)
 
 
 async def _migrate(conn: Any) -> None:

@@ -205,13 +205,4 @@ def _status(c: sqlite3.Connection) -> Status:
     last = c.execute("SELECT max(done_ms) FROM batches").fetchone()[0]
     requested = c.execute("SELECT 1 FROM control WHERE key = 'run_now'").fetchone()
     gc = c.execute("SELECT count(*) FROM file_gc").fetchone()[0]
-    return Status(
-        pending_events=int(pending),
-        oldest_ms=int(oldest or 0),
-        open_batch=int(open_row[0]) if open_row else 0,
-        attempts=int(open_row[1]) if open_row else 0,
-        last_error=str(open_row[2]) if open_row else "",
-        last_success_ms=int(last or 0),
-        run_requested=requested is not None,
-        files_to_remove=int(gc),
-    )
+    return Status.of(pending, oldest, open_row, last, requested, gc)
