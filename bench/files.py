@@ -202,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parallel", type=int, default=2, help="transfer loops at once")
     p.add_argument("--workers", type=int, default=2, help="server worker processes")
     p.add_argument("--server-src", type=Path, help="run the server from this source tree")
-    p.add_argument("--name", default="", help="suffix of the results folder")
-    p.add_argument("--out", type=Path, default=Path("bench/results"), help="results go here")
+    report.add_result_args(p)
     args = p.parse_args(argv)
     data = Path(tempfile.mkdtemp(prefix="pchat-files-"))
     server = BenchServer(
@@ -217,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
     result["server_src"] = str(args.server_src or "this checkout")
     result["host_cpus"] = os.cpu_count()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    report.write_small(args.out / f"{stamp}-files{'-' + args.name if args.name else ''}", result)
+    report.write_named(args, "files", result)
     return 0
 
 

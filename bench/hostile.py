@@ -180,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=15.0, help="how long the attack lasts")
     p.add_argument("--history", type=int, default=2000, help="posts of 1 KB in the room")
     p.add_argument("--server-src", type=Path, help="run the server from this source tree")
-    p.add_argument("--name", default="", help="suffix of the results folder")
-    p.add_argument("--out", type=Path, default=Path("bench/results"), help="results go here")
+    report.add_result_args(p)
     args = p.parse_args(argv)
     data = Path(tempfile.mkdtemp(prefix="pchat-hostile-"))
     server = BenchServer(data, 1, DOMAIN, source=args.server_src)
@@ -191,8 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     result["server_src"] = str(args.server_src or "this checkout")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    report.write_small(args.out / f"{stamp}-hostile{'-' + args.name if args.name else ''}", result)
+    report.write_named(args, "hostile", result)
     return 0
 
 

@@ -256,8 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "--server-set", action="append", default=[], metavar="PCHAT_KEY=VALUE",
         help="environment for the server, e.g. PCHAT_WEBSOCKET__HEARTBEAT_S=0",
     )  # fmt: skip
-    p.add_argument("--name", default="", help="suffix of the results folder")
-    p.add_argument("--out", type=Path, default=Path("bench/results"), help="results go here")
+    report.add_result_args(p)
     args = p.parse_args(argv)
     if args.room_size < 2 or args.room_size % 2 or (2 * args.sessions) % args.room_size:
         p.error("--room-size must be even and divide 2 x --sessions")
@@ -272,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         result = uvloop.run(_run(args, server, room_ids))
     finally:
         server.stop()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    report.write_small(args.out / f"{stamp}-mixed{'-' + args.name if args.name else ''}", result)
+    report.write_named(args, "mixed", result)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -9,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,18 @@ def write_small(out: Path, result: dict[str, Any]) -> None:
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"results in {out}")
+
+
+def add_result_args(p: argparse.ArgumentParser) -> None:
+    """--name and --out of a one-shot bench (bench/files.py, hostile.py, mixed.py)."""
+    p.add_argument("--name", default="", help="suffix of the results folder")
+    p.add_argument("--out", type=Path, default=Path("bench/results"), help="results go here")
+
+
+def write_named(args: argparse.Namespace, bench: str, result: dict[str, Any]) -> None:
+    """`write_small` into ``<--out>/<stamp>-<bench>[-<--name>]``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    write_small(args.out / f"{stamp}-{bench}{'-' + args.name if args.name else ''}", result)
 
 
 def write(
