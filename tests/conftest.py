@@ -64,21 +64,19 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
     """One Redis Cluster (3 masters, 3 replicas) for the tests that leave it as it was."""
-    nodes = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster"))
-    try:
-        nodes.start()
-    except NoRedis7 as exc:
-        pytest.skip(str(exc))
-    try:
-        yield nodes
-    finally:
-        nodes.stop()
+    yield from _running_cluster(tmp_path_factory.mktemp("redis-cluster"))
 
 
 @pytest.fixture
 def fresh_redis_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
     """A Redis Cluster of this test's own, for tests that kill its nodes."""
-    nodes = RedisClusterNodes(tmp_path / "redis-cluster")
+    yield from _running_cluster(tmp_path / "redis-cluster")
+
+
+def _running_cluster(folder: Path) -> Iterator[RedisClusterNodes]:
+    """A started cluster in ``folder``, stopped afterwards; the test is skipped where no
+    Redis 7 is installed."""
+    nodes = RedisClusterNodes(folder)
     try:
         nodes.start()
     except NoRedis7 as exc:
