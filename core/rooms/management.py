@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterable
 from typing import Literal
 
 import msgspec
@@ -84,8 +85,21 @@ def principal(value: str) -> str:
     return f"sip:{value}"
 
 
+def listed(values: list[str]) -> list[str]:
+    """The entries of ``values``, each of which may list several with commas."""
+    return [v for value in values for v in value.split(",") if v.strip()]
+
+
 def principals(values: list[str]) -> list[str]:
-    return sorted({principal(v) for value in values for v in value.split(",") if v.strip()})
+    return sorted({principal(v) for v in listed(values)})
+
+
+def copy_given(target: object, change: object, fields: Iterable[str]) -> None:
+    """Sets on ``target`` each of ``fields`` that ``change`` gives (None: kept as it is)."""
+    for field in fields:
+        value = getattr(change, field)
+        if value is not None:
+            setattr(target, field, value)
 
 
 def new_id() -> str:
@@ -349,10 +363,7 @@ class Management:
             if other is not None and other.id != category.id:
                 raise Conflict(f"category {change.name!r} exists")
             category.name = change.name
-        for field in ("description", "invitations", "file_upload", "history"):
-            value = getattr(change, field)
-            if value is not None:
-                setattr(category, field, value)
+        copy_given(category, change, ("description", "invitations", "file_upload", "history"))
         for field in ("allowed", "denied", "creators"):
             value = getattr(change, field)
             if value is not None:

@@ -14,7 +14,15 @@ from aiohttp import web
 
 from core.errors import PchatError
 from core.rooms import rules
-from core.rooms.management import ROOM_TEXT_CHARS, Actor, Management, RoomChange, invitations_on
+from core.rooms.management import (
+    ROOM_TEXT_CHARS,
+    Actor,
+    Management,
+    RoomChange,
+    copy_given,
+    invitations_on,
+    listed,
+)  # fmt: skip
 from core.store.base import CategoryRecord, ChatStore, RoomRecord
 from shards.web.html import Markup, Viewer, join, options, page, refusal, render
 from shards.web.pages_signin import Form, PageGate, redirect
@@ -354,11 +362,10 @@ def _switch(data: Form, field: str) -> Literal["inherit", "off"] | None:
 
 def _draw(room: RoomRecord, change: RoomChange) -> None:
     """Shows a form's values again (after "check name" or an error) without saving."""
-    for field in ("name", "description", "privacy", "type", "invitations", "file_upload"):
-        value = getattr(change, field)
-        if value is not None:
-            setattr(room, field, value)
+    copy_given(
+        room, change, ("name", "description", "privacy", "type", "invitations", "file_upload")
+    )
     for role in ("members", "managers", "presenters"):
         value = getattr(change, role)
         if value is not None:
-            setattr(room, role, [v for raw in value for v in raw.split(",") if v.strip()])
+            setattr(room, role, listed(value))
