@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import random
 import signal
@@ -23,6 +22,7 @@ from core.compliance.xml_adapter import SCHEMA
 from core.files.names import stored_name
 from core.store.registry import make_store
 from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster
+from tests.e2e.compliance import archived_events, wait_drained
 from tests.e2e.test_compliance_kill import pid_of, store_urls
 
 RUN_S = 4.0  # of steady uploads and downloads
@@ -104,24 +104,16 @@ async def drained(cluster: Cluster, chat_url: str, compliance_url: str) -> None:
     await chat.open()
     await archive.open()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            await cluster.admin("compliance", "run-now")
-            await asyncio.sleep(1.0)
-            outbox, _ = await chat.outbox_stats()
-            status = await archive.status()
-            if outbox == 0 and status.pending_events == 0 and status.files_to_remove == 0:
-                return
-            assert time.monotonic() < deadline, f"backlog not drained: {outbox}, {status}"
+        await wait_drained(
+            chat, archive, lambda: cluster.admin("compliance", "run-now"), files=True
+        )
     finally:
         await archive.close()
         await chat.close()
 
 
 def check_archive(out: Path, sent: dict[str, tuple[str, bytes]], downloads: Counter[str]) -> None:
-    events = [
-        json.loads(line) for f in sorted(out.glob("*.jsonl")) for line in f.read_text().splitlines()
-    ]
+    events = archived_events(out)
     assert len({e["id"] for e in events}) == len(events), "an event was archived twice"
     uploads = Counter(e["text"] for e in events if e["kind"] == "FILEUPLOAD")
     assert uploads == Counter(sent.keys()), "an upload was lost or archived twice"

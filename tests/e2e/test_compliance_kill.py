@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -17,6 +16,7 @@ from client.client import PchatClient, SipError, XccosError
 from core.compliance.store.registry import make_compliance_store
 from core.store.registry import make_store
 from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster
+from tests.e2e.compliance import archived_events, wait_drained
 from tests.integration.conftest import fresh_pg_database
 
 USERS = ["a0", "a1", "a2", "a3"]
@@ -114,20 +114,9 @@ async def kill_compliance_and_a_worker(tmp_path: Path, chat_url: str, compliance
         await chat.open()
         archive = make_compliance_store(compliance_url)
         await archive.open()
-        deadline = time.monotonic() + 30
-        while True:  # the restarted service drains everything
-            await cluster.admin("compliance", "run-now")
-            await asyncio.sleep(1.0)
-            outbox, _ = await chat.outbox_stats()
-            status = await archive.status()
-            if outbox == 0 and status.pending_events == 0:
-                break
-            assert time.monotonic() < deadline, f"backlog not drained: {outbox}, {status}"
-        events = [
-            json.loads(line)
-            for f in sorted((tmp_path / "compliance").glob("*.jsonl"))
-            for line in f.read_text().splitlines()
-        ]
+        # the restarted service drains everything
+        await wait_drained(chat, archive, lambda: cluster.admin("compliance", "run-now"))
+        events = archived_events(tmp_path / "compliance")
         ids = [e["id"] for e in events]
         assert len(ids) == len(set(ids)), "an event was archived twice"
         chats = [(e["room_id"], e["msgid"]) for e in events if e["kind"] == "CHAT"]

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import IO
 
@@ -25,6 +23,7 @@ from core.config import load_settings
 from core.store.registry import make_store
 from shards.compliance import LEASE_KEY
 from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster
+from tests.e2e.compliance import archived_events, wait_drained
 from tests.e2e.test_compliance_kill import pid_of
 from tests.integration.conftest import fresh_pg_database
 
@@ -134,24 +133,14 @@ async def drained(url: str) -> None:
     await chat.open()
     await archive.open()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            await archive.request_run()
-            await asyncio.sleep(1.0)
-            outbox, _ = await chat.outbox_stats()
-            status = await archive.status()
-            if outbox == 0 and status.pending_events == 0:
-                return
-            assert time.monotonic() < deadline, f"backlog not drained: {outbox}, {status}"
+        await wait_drained(chat, archive, archive.request_run)
     finally:
         await archive.close()
         await chat.close()
 
 
 def check_archive(out: Path, acked: set[tuple[str, int]]) -> None:
-    events = [
-        json.loads(line) for f in sorted(out.glob("*.jsonl")) for line in f.read_text().splitlines()
-    ]
+    events = archived_events(out)
     ids = [e["id"] for e in events]
     assert len(ids) == len(set(ids)), "an event was archived twice"
     chats = [(e["room_id"], e["msgid"]) for e in events if e["kind"] == "CHAT"]
