@@ -3,21 +3,15 @@ both sizes move both ways, and the chat round trip is measured in all three phas
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.bench.test_bench_smoke import REPO, _env
+from tests.bench.test_bench_smoke import bench_result
 
 
 def test_files_bench_smoke(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "bench.files", "--seconds", "3", "--calm-seconds", "1"]
+    args = ["bench.files", "--seconds", "3", "--calm-seconds", "1"]
     args += ["--sizes-mb", "0.1,0.5", "--parallel", "1", "--out", str(tmp_path)]
-    done = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    [result_file] = tmp_path.glob("*-files/result.json")
-    result = json.loads(result_file.read_text())
+    result = bench_result(tmp_path, "*-files/result.json", args, 120)
     assert result["errors"] == []
     assert set(result["transfers"]) == {
         "upload_0.1MB", "download_0.1MB", "upload_0.5MB", "download_0.5MB",

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -28,6 +29,19 @@ HAS_LOCUST = importlib.util.find_spec("locust") is not None
 
 def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
+
+
+def bench_result(out: Path, pattern: str, args: list[str], timeout: float) -> dict[str, Any]:
+    """Runs ``python -m <args>`` (which writes into ``out``) and reads the one
+    ``result.json`` found by the glob ``pattern`` under ``out``."""
+    done = subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, env=_env(), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    [result_file] = out.glob(pattern)
+    result: dict[str, Any] = json.loads(result_file.read_text())
+    return result
 
 
 def test_load_generator_smoke(tmp_path: Path) -> None:
@@ -109,12 +123,9 @@ def test_profiles_are_bounded() -> None:
 def test_hostile_envelope_bench_smoke(tmp_path: Path) -> None:
     """bench/hostile.py end to end on tiny numbers: over-cap envelopes get 413, the probe
     keeps posting, the worker's memory is measured."""
-    args = [sys.executable, "-m", "bench.hostile", "--seconds", "3", "--history", "40"]
+    args = ["bench.hostile", "--seconds", "3", "--history", "40"]
     args += ["--attackers", "1", "--out", str(tmp_path)]
-    done = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=90)
-    assert done.returncode == 0, done.stderr[-2000:]
-    [result_file] = tmp_path.glob("*-hostile/result.json")
-    result = json.loads(result_file.read_text())
+    result = bench_result(tmp_path, "*-hostile/result.json", args, 90)
     assert set(result["envelope_answers"]) == {"413"}  # 300 items: over the envelope cap
     assert result["probe_posts"] > 0 and result["calm_p50_ms"] > 0
     assert result["rss_peak_mb"] >= result["rss_before_mb"] > 0
@@ -123,12 +134,9 @@ def test_hostile_envelope_bench_smoke(tmp_path: Path) -> None:
 def test_answer_cost_bench_smoke(tmp_path: Path) -> None:
     """bench/answer_cost.py on tiny numbers: every post answered 200, its SIP answer no later
     than its rpl (the answer goes out first)."""
-    args = [sys.executable, "-m", "bench.answer_cost", "--posts", "40", "--in-flight", "4"]
+    args = ["bench.answer_cost", "--posts", "40", "--in-flight", "4"]
     args += ["--out", str(tmp_path), "--label", "smoke"]
-    done = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=90)
-    assert done.returncode == 0, done.stderr[-2000:]
-    [result_file] = tmp_path.glob("answer-cost-smoke-*/result.json")
-    result = json.loads(result_file.read_text())
+    result = bench_result(tmp_path, "answer-cost-smoke-*/result.json", args, 90)
     assert result["statuses"] == [200] and result["posts"] == 40
     assert result["answer_ms"]["p50"] <= result["rpl_ms"]["p50"]
 
@@ -136,12 +144,9 @@ def test_answer_cost_bench_smoke(tmp_path: Path) -> None:
 def test_mixed_websocket_and_sip_bench_smoke(tmp_path: Path) -> None:
     """bench/mixed.py end to end on tiny numbers: every post reaches the other 3 people of
     its room, 2 SIP and 1 browser or the reverse, and each kind has its figures."""
-    args = [sys.executable, "-m", "bench.mixed", "--sessions", "4", "--room-size", "4"]
+    args = ["bench.mixed", "--sessions", "4", "--room-size", "4"]
     args += ["--rate", "10", "--seconds", "2", "--out", str(tmp_path)]
-    done = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=90)
-    assert done.returncode == 0, done.stderr[-2000:]
-    [result_file] = tmp_path.glob("*-mixed/result.json")
-    result = json.loads(result_file.read_text())
+    result = bench_result(tmp_path, "*-mixed/result.json", args, 90)
     ok = result["posts"]["ok"]
     assert ok > 0 and result["posts"]["failed"] == 0
     assert result["sip"]["deliveries"] + result["ws"]["deliveries"] == 3 * ok
