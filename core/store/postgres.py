@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -74,6 +74,19 @@ async def connect_pool(
         raise StoreError(f"{what}cannot connect: {exc}") from exc
 
 
+@asynccontextmanager
+async def pooled(pool: Any, not_open: str, what: str) -> AsyncIterator[Any]:
+    """A connection of ``pool``: ``StoreError(not_open)`` while there is no pool, driver
+    and network failures as ``StoreError`` naming ``what``."""
+    if pool is None:
+        raise StoreError(not_open)
+    try:
+        async with pool.acquire() as conn:
+            yield conn
+    except DRIVER_ERRORS as exc:
+        raise StoreError(f"{what}{exc}") from exc
+
+
 _INSERT_OUTBOX = "INSERT INTO compliance_outbox (kind, payload, ts_ms) VALUES ($1, $2, $3)"
 # COLLATE "C" orders by code point, as SQLite does, whatever the database locale.
 _BY_NAME = 'ORDER BY name_key COLLATE "C", id COLLATE "C"'
@@ -98,16 +111,9 @@ class PostgresStore:
         self._pool_size = pool  # (min, max) connections of this process
         self._pool: Any = None  # asyncpg.Pool once open
 
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Any]:
+    def _conn(self) -> AbstractAsyncContextManager[Any]:
         """A pooled connection; driver and network failures leave as ``StoreError``."""
-        if self._pool is None:
-            raise StoreError("the PostgreSQL store is not open")
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except DRIVER_ERRORS as exc:
-            raise StoreError(f"postgres: {exc}") from exc
+        return pooled(self._pool, "the PostgreSQL store is not open", "postgres: ")
 
     async def open(self, *, create: bool = True) -> None:
         if self._pool is not None:

@@ -9,15 +9,15 @@ the caller's epoch under that lock (base.py lists the invariants).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from core.compliance.store.base import Batch, Fenced, Status
 from core.compliance.store.sqlite import ERROR_CHARS, now_ms
 from core.errors import StoreError
 from core.store.base import OutboxRecord
-from core.store.postgres import DRIVER_ERRORS, connect_pool
+from core.store.postgres import connect_pool, pooled
 
 _T = TypeVar("_T")
 SCHEMA_VERSION = 1
@@ -64,15 +64,10 @@ class PostgresComplianceStore:
         if pool is not None:
             await pool.close()
 
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Any]:
-        if self._pool is None:
-            raise StoreError("the compliance store is not open")
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except DRIVER_ERRORS as exc:
-            raise StoreError(f"compliance store: postgres: {exc}") from exc
+    def _conn(self) -> AbstractAsyncContextManager[Any]:
+        return pooled(
+            self._pool, "the compliance store is not open", "compliance store: postgres: "
+        )
 
     async def _tx(self, fn: Callable[[Any], Awaitable[_T]], *, fenced: bool = False) -> _T:
         """``fn(conn)`` in one transaction, serialised with every other change."""
