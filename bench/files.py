@@ -201,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes-mb", default="1,20", help="file sizes, comma-separated MB (10^6)")
     p.add_argument("--parallel", type=int, default=2, help="transfer loops at once")
     p.add_argument("--workers", type=int, default=2, help="server worker processes")
-    p.add_argument("--server-src", type=Path, help="run the server from this source tree")
-    report.add_result_args(p)
+    report.add_run_args(p)
     args = p.parse_args(argv)
     data = Path(tempfile.mkdtemp(prefix="pchat-files-"))
     server = BenchServer(

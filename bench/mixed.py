@@ -251,12 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="of the measured phase")
     p.add_argument("--text-bytes", type=int, default=120, help="characters per post")
     p.add_argument("--workers", type=int, default=1, help="server workers")
-    p.add_argument("--server-src", type=Path, help="run the server from this source tree")
     p.add_argument(
         "--server-set", action="append", default=[], metavar="PCHAT_KEY=VALUE",
         help="environment for the server, e.g. PCHAT_WEBSOCKET__HEARTBEAT_S=0",
     )  # fmt: skip
-    report.add_result_args(p)
+    report.add_run_args(p)
     args = p.parse_args(argv)
     if args.room_size < 2 or args.room_size % 2 or (2 * args.sessions) % args.room_size:
         p.error("--room-size must be even and divide 2 x --sessions")

@@ -84,8 +84,10 @@ def write_small(out: Path, result: dict[str, Any]) -> None:
     print(f"results in {out}")
 
 
-def add_result_args(p: argparse.ArgumentParser) -> None:
-    """--name and --out of a one-shot bench (bench/files.py, hostile.py, mixed.py)."""
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """--server-src, --name and --out of a one-shot bench (bench/files.py, hostile.py,
+    mixed.py)."""
+    p.add_argument("--server-src", type=Path, help="run the server from this source tree")
     p.add_argument("--name", default="", help="suffix of the results folder")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="results go here")
 
