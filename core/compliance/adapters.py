@@ -11,14 +11,13 @@ callable taking ``AdapterOptions`` and returning an object with ``name`` and
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Protocol
 
 import msgspec
 
 from core.compliance.events import Activity, from_payload
-from core.files.directory import fsync_folder
+from core.compliance.file_store import replace_durably
 from core.store.base import OutboxRecord
 
 
@@ -69,14 +68,8 @@ def conversations(rows: list[OutboxRecord]) -> list[Conversation]:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync of the folder: a reader sees all of it or nothing."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_folder(path.parent)
+    """``data`` as ``path``, all of it or nothing (`replace_durably`)."""
+    replace_durably(path, lambda f: f.write(data))
 
 
 class JsonLinesAdapter:

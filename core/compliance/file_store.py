@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from core.files.directory import fsync_folder
 from core.files.names import file_id_of
@@ -26,15 +28,23 @@ def check_stored_name(name: str) -> str:
     return name
 
 
-def copy_durably(source: Path, target: Path) -> None:
-    """Temp file, fsync, rename, fsync of the folder: ``target`` is whole or absent."""
+def replace_durably(target: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """Temp file (``fill`` writes it), fsync, rename, fsync of the folder: ``target`` is
+    whole or absent, and a reader sees all of it or nothing."""
     tmp = target.with_name(f".{target.name}.tmp")
-    with open(source, "rb") as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)  # 1 MiB at a time: bounded memory
+    with open(tmp, "wb") as dst:
+        fill(dst)
         dst.flush()
         os.fsync(dst.fileno())
     os.replace(tmp, target)
     fsync_folder(target.parent)
+
+
+def copy_durably(source: Path, target: Path) -> None:
+    """``source`` copied to ``target``, which is whole or absent (`replace_durably`)."""
+    with open(source, "rb") as src:
+        # 1 MiB at a time: bounded memory
+        replace_durably(target, lambda dst: shutil.copyfileobj(src, dst, 1 << 20))
 
 
 class ComplianceFileStore:
