@@ -86,13 +86,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
     async def connect() -> PchatClient:
-        client = await pool.connect(args.user, password, domain=settings.domain, tls=tls)
-        try:
-            await client.sign_in()
-        except BaseException:
-            await client.close()
-            raise
-        return client
+        return await pool.signed_in(args.user, password, domain=settings.domain, tls=tls)
 
     try:
         return asyncio.run(run_chat(connect, args.room))

@@ -73,3 +73,16 @@ class PoolAddresses:
             self.current = (host, port)
             return client
         raise ConnectionError("no host of the pool answers: " + "; ".join(errors))
+
+    async def signed_in(
+        self, user: str, password: str, *, domain: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> PchatClient:  # fmt: skip
+        """`connect`, then the whole sign-in; a client whose sign-in fails is closed."""
+        client = await self.connect(user, password, domain=domain, tls=tls)
+        try:
+            await client.sign_in()
+        except BaseException:
+            await client.close()
+            raise
+        return client

@@ -209,13 +209,7 @@ class Pool:
         return PoolAddresses([(a, self.sip) for a in order], shuffle=False)
 
     async def client(self, user: str, addresses: PoolAddresses) -> PchatClient:
-        client = await addresses.connect(f"{user}@{DOMAIN}", PASSWORD)
-        try:
-            await client.sign_in()
-        except BaseException:
-            await client.close()
-            raise
-        return client
+        return await addresses.signed_in(f"{user}@{DOMAIN}", PASSWORD)
 
     async def owner_host(self, room_uri: str) -> int | None:
         """Index of the host whose worker holds the room's shard lease now."""
