@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from client.client import PoolAddresses, parse_addresses
+from client.client import PoolAddresses, SipError, parse_addresses
 from shards.worker.runner import RunningWorker
-from tests.conftest import DOMAIN, PASSWORD
+from tests.conftest import DOMAIN, PASSWORD, add_user
 
 
 def closed_port() -> int:
@@ -47,3 +47,17 @@ async def test_a_dead_host_is_skipped_and_a_reconnect_moves_on(server: RunningWo
     await again.close()
     with pytest.raises(ConnectionError, match="no host of the pool answers"):
         await PoolAddresses([dead, dead]).connect(f"alice@{DOMAIN}", PASSWORD)
+
+
+async def test_signed_in_gives_a_signed_in_client_or_the_sign_in_error(
+    server: RunningWorker,
+) -> None:
+    pool = PoolAddresses([("127.0.0.1", closed_port()), ("127.0.0.1", server.sip_port)])
+    client = await pool.signed_in(f"alice@{DOMAIN}", PASSWORD)
+    try:
+        assert client.server_info  # the sign-in's getserverinfo was answered
+    finally:
+        await client.close()
+    await add_user(server.store, "dora", enabled=False)
+    with pytest.raises(SipError, match="403"):  # connected, then refused in the sign-in
+        await pool.signed_in(f"dora@{DOMAIN}", PASSWORD)
