@@ -109,8 +109,12 @@ class RedisLeases:
         self._timeout_s = timeout_s
 
     async def _bounded(self, call: Awaitable[T]) -> T:
-        async with asyncio.timeout(self._timeout_s):
-            return await call
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await call
+        except (TimeoutError, OSError, RedisError):
+            await self._refresh()
+            raise
 
     async def heartbeat(self, member: str, ttl_ms: int) -> list[str]:
         live = await self._bounded(self._redis.eval(_HEARTBEAT, 1, NODES_KEY, member, ttl_ms))
@@ -166,8 +170,6 @@ class RedisLeases:
                 raise result  # cancelled: the keeper's round was given up
             else:
                 done += result
-        if errors:
-            await self._refresh()
         if errors and len(errors) == len(groups):
             raise errors[0]
         if errors:
@@ -175,11 +177,14 @@ class RedisLeases:
         return sorted(done)
 
     async def _refresh(self) -> None:
-        """A master failed: the cluster client reads the slot map again (a replica may
-        serve its slots now); next round's pipelines go where the map says."""
+        """A call failed: a cluster client reads the slot map again (a replica may serve a
+        dead master's slots now), so the next round's calls go where the map says. Without
+        this a pipeline (which never refreshes the map by itself) would try the dead master
+        for ever."""
         if isinstance(self._redis, RedisCluster):
             try:
-                await self._bounded(self._redis.nodes_manager.initialize())
+                async with asyncio.timeout(self._timeout_s):
+                    await self._redis.nodes_manager.initialize()
             except (TimeoutError, OSError, RedisError) as exc:
                 log.warning("the Redis Cluster's slot map could not be read: %r", exc)
 

@@ -92,6 +92,7 @@ class ShardKeeper:
         self._owned: dict[int, int] = {}  # shard -> fencing epoch
         self._renewed_at = -1e9  # when the last full round (heartbeat, renewals) began
         self._started = clock()
+        self._beat_at = 0.0  # when the last heartbeat that got through was sent
         self._live: set[int] = set()
         self._placed: tuple[frozenset[tuple[int, int]], list[tuple[int, int] | None]] | None = None
         self._missing: dict[int, float] = {}  # workers seen alive, then not: since when
@@ -187,9 +188,9 @@ class ShardKeeper:
         now = self._clock()
         if self._owned and now >= self._valid_until:
             self._lose(self.owned, "its leases ran out before they were renewed")
-        # Its entry in the live set expired (it was paused or cut off): the others dropped
-        # its sessions from their rosters.
-        was_stale = bool(self._live) and now >= self._renewed_at + self._ttl_s
+        # Its entry in the live set may have expired (a pause, or the set's cluster node
+        # down while the leases were renewed): the others may have dropped its sessions.
+        was_stale = bool(self._live) and now >= self._beat_at + self._ttl_s
         # Leases first: a failed heartbeat (its key's cluster node down) must not cost the
         # leases on the nodes that are up; those that could not be renewed are given up.
         if self._owned:
@@ -198,6 +199,7 @@ class ShardKeeper:
             self._lose([s for s in mine if s not in kept], "its lease was not renewed")
         self._renewed_at = now
         live = self._read_live(await self._table.heartbeat(self._member, self._ttl_ms))
+        self._beat_at = now
         if was_stale:
             await self._hooks.stale()
         take, give = self._plan(self._targets(live), await self._table.holders(range(self._shards)))
