@@ -69,10 +69,10 @@ def lease_key(shard: int) -> str:
 
 
 def no_retry() -> Retry:
-    """The lease client's retry policy: none. A failed call fails its part of the round and
-    the keeper tries again next tick; redis-py's own retries on a cluster would close every
-    connection of the client (aborting the pipelines to the masters that are up) and
-    outlast the round's time bound."""
+    """The lease client's retry policy on a Redis Cluster: none. A failed call fails its
+    part of the round and the keeper tries again next tick; redis-py's own retries on a
+    cluster would close every connection of the client (aborting the pipelines to the
+    masters that are up) and outlast the round's time bound."""
     return Retry(NoBackoff(), 0)
 
 

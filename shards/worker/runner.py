@@ -258,7 +258,10 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     await store.open()
     node = node_id(settings.leases.host_id, worker_id)  # this worker's id in the pool
     shard_map = ShardMap(shards=settings.shards, workers=settings.workers, domain=settings.domain)
-    lease_redis = redis_client(settings, socket_timeout=settings.leases.ttl_s / 2, retry=no_retry())
+    # No redis-py retries on a cluster (see no_retry); one Redis keeps them, so a restarted
+    # Redis is reached again within the round that first meets it.
+    retry = {"retry": no_retry()} if settings.redis_cluster else {}
+    lease_redis = redis_client(settings, socket_timeout=settings.leases.ttl_s / 2, **retry)
     keeper = (
         ShardKeeper(
             # each of a round's Redis calls (renew, heartbeat, holders) within a third of
