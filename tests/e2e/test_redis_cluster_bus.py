@@ -44,17 +44,29 @@ async def start_pool(nodes: RedisClusterNodes, data_dir: Path, rooms: int) -> Cl
         await cluster.admin("user", "add", f"{user}@{DOMAIN}", "--password", PASSWORD)
     await cluster.admin("category", "add", "General")
     made: list[str] = []
+
+    def master(room: str) -> int:
+        return nodes.master_of(wire.room_channel(room_id(room)))
+
     # Room ids are random: more rooms until both workers own one (1 in 8 times all of
-    # 4 rooms would fall on one worker), then the first of each owner come first.
-    while len(made) < rooms or len({owner_of(r) for r in made}) < WORKERS:
-        assert len(made) < 4 * rooms, "room ids never fell on both workers"
+    # 4 rooms would fall on one worker) and their channels live on two masters at least
+    # (1 in 27), then the first of each owner (and one on another master) come first.
+    while (
+        len(made) < rooms
+        or len({owner_of(r) for r in made}) < WORKERS
+        or len({master(r) for r in made}) < 2
+    ):
+        assert len(made) < 6 * rooms, "room ids never fell on both workers and two masters"
         made.append(
             await cluster.admin(
                 "room", "add", f"Room {len(made)}", "--category", "General", "--privacy", "open"
             )
         )
     firsts = [next(r for r in made if owner_of(r) == w) for w in range(WORKERS)]
-    cluster.rooms = (firsts + [r for r in made if r not in firsts])[:rooms]  # type: ignore[attr-defined]
+    if len({master(r) for r in firsts}) < 2:
+        firsts.append(next(r for r in made if master(r) != master(firsts[0])))
+    rest = [r for r in made if r not in firsts]
+    cluster.rooms = (firsts + rest)[: max(rooms, len(firsts))]  # type: ignore[attr-defined]
     return cluster
 
 
