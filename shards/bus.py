@@ -149,8 +149,8 @@ class RedisBus:
         if rooms:
             await link.subscribe(*rooms)
         self._up.set()
-        # Others forget what this worker told them and say so (Forgot); on each Forgot this
-        # worker re-announces its sessions in the rooms it does not own (see _on_control),
+        # Others forget what this worker told them and say so (Forgot, with the shards they
+        # serve); on each Forgot this worker re-announces its sessions there (_on_control),
         # and each re-join's answer fills what its rooms missed while the link was down
         # (RoomFeeds.start).
         await link.publish(wire.CONTROL_CHANNEL, wire.encoder.encode(wire.Announce(self._me)))
@@ -357,8 +357,8 @@ class RedisBus:
             self._on_announce(message.worker)
         elif isinstance(message, wire.Forgot):
             if message.worker == self._me:  # an owner dropped this worker's sessions
-                owns = self._ownership.owns
-                self._rejoin_all(self._gateway.rejoin_targets(lambda shard: not owns(shard)))
+                served = set(message.shards)
+                self._rejoin_all(self._gateway.rejoin_targets(served.__contains__))
             return
         elif isinstance(message, wire.Acquired):
             # A new owner (maybe this worker) starts with empty rosters: tell it who is in.
@@ -373,14 +373,15 @@ class RedisBus:
         its own Announce, starts its re-joins: on a Redis Cluster the control channel and
         a shard's request channel live on different nodes, so a re-join sent on the
         Announce alone could arrive before the Announce and be dropped with the rest.
-        Each owner's Forgot re-announces all of the worker's sessions in rooms it does not
-        own (re-joins are idempotent): one round per other worker, only after a reconnect."""
+        Each owner's Forgot names the shards it serves, so the worker re-announces each of
+        its sessions once, to the owner that forgot it."""
         if worker == self._me:
             return
         self._owner.drop_gateway(worker)
         if self._link is not None:
-            forgot = wire.encoder.encode(wire.Forgot(self._me, worker))
-            self._link.publish(wire.CONTROL_CHANNEL, forgot).add_done_callback(
+            forgot = wire.Forgot(self._me, worker, sorted(self._serving_shards))
+            data = wire.encoder.encode(forgot)
+            self._link.publish(wire.CONTROL_CHANNEL, data).add_done_callback(
                 lambda f: f.cancelled() or f.exception()
             )
 

@@ -93,13 +93,14 @@ class Released(msgspec.Struct, tag="released", gc=False):
 
 class Forgot(msgspec.Struct, tag="forgot", gc=False):
     """``by`` dropped what ``worker`` told it (after ``worker``'s Announce); ``worker``
-    re-announces its sessions now. An answer, not a reaction to one's own Announce: on a
-    Redis Cluster the control channel and a shard's request channel live on different
-    nodes, so a re-join sent on the Announce alone could reach the owner before the
-    Announce and be dropped with the rest."""
+    re-announces its sessions in ``shards`` (those ``by`` serves) now. An answer, not a
+    reaction to one's own Announce: on a Redis Cluster the control channel and a shard's
+    request channel live on different nodes, so a re-join sent on the Announce alone
+    could reach the owner before the Announce and be dropped with the rest."""
 
     by: int
     worker: int
+    shards: list[int]
 
 
 Control = Announce | Acquired | Released | Forgot
