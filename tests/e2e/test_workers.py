@@ -168,7 +168,10 @@ async def test_kill_9_of_a_worker_loses_nothing_acknowledged(cluster: Cluster) -
             seen = set(range(1, live.get(room, 0) + 1)) | {m.msgid for m in rest}
             mine = {msgid for r, msgid, text in acked if r == room}
             assert mine <= seen, f"{user} cannot catch up in {room}"
-    await check_metrics(cluster, posts=len(acked))
+    # A post the killed worker committed but had not yet counted is acknowledged by its
+    # new owner from the store (same envid) and never counted: each poster has at most
+    # one post in flight, so at most len(clients) posts go uncounted.
+    await check_metrics(cluster, posts=len(acked) - len(clients))
     await reader.close()
     for c in clients.values():
         await c.close()

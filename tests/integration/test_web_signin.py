@@ -182,7 +182,9 @@ async def test_the_form_is_throttled_like_every_sign_in(tmp_path: Path, redis_ur
             refused = next(r for r in tried if r.status == 429)
             assert int(refused.headers["Retry-After"]) >= 1
             assert SESSION_COOKIE not in {c.key for c in http.cookie_jar}
-            # Once the queued guesses are spent the right password works: no lock-out.
+            # Once the queued guesses are spent (a refused client waits its Retry-After)
+            # the right password works: no lock-out.
+            await asyncio.sleep(int(refused.headers["Retry-After"]))
             assert (await sign_in(http, worker)).status == 303
 
 
