@@ -1,10 +1,12 @@
 """The audit log: every administrative change, who made it, from where and when.
 
 One JSON object per line, appended to ``log.audit_file`` (default <data_dir>/audit.log) by
-`pchat admin` and by every worker's HTTP API. Each record is one ``write`` on a descriptor
-opened with O_APPEND, so records of several processes never interleave, and the file is
-opened per record, so logrotate may rename it at any time. Records are bounded (``MAX_*``)
-and hold no password: the CLI's ``--password`` is never copied, the API's bodies carry none.
+`pchat admin` and by every worker's web parts (the API, the file store's uploads, the
+pages, sign-in and the WebSocket upgrade: shards/web/audit_trail.py). Each record is one
+``write`` on a descriptor opened with O_APPEND, so records of several processes never
+interleave, and the file is opened per record, so logrotate may rename it at any time.
+Records are bounded (``MAX_*``) and hold no password or token: the CLI's ``--password`` is
+never copied, and the web's secret fields are dropped (``SECRET_KEYS``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 200
 MAX_ITEMS = 20
 MAX_RECORD_BYTES = 8 * 1024
-SECRET_KEYS = frozenset({"password", "ha1", "authorization"})  # never recorded
+SECRET_KEYS = frozenset({"password", "ha1", "authorization", "csrf"})  # never recorded
 
 
 def bounded(value: object, depth: int = 0) -> object:
@@ -53,10 +55,21 @@ class AuditLog:
         self.path = path
 
     def record(
-        self, *, actor: str, via: str, source: str, action: str, target: str, details: object
+        self,
+        *,
+        actor: str,
+        via: str,
+        source: str,
+        action: str,
+        target: str,
+        details: object,
+        result: str = "ok",
+        status: int | None = None,
     ) -> None:
-        """``actor`` who (SIP address or OS user), ``via`` admin-cli or http-api, ``source``
-        where from (peer address, or host and terminal), ``action`` what, ``target`` on what."""
+        """``actor`` who (SIP address or OS user), ``via`` admin-cli, http-api, file-store,
+        web-page or websocket, ``source`` where from (peer address, or host and terminal),
+        ``action`` what, ``target`` on what, ``result`` ok, refused or failed (with the
+        HTTP ``status`` of a web request)."""
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "actor": bounded(actor),
@@ -65,7 +78,10 @@ class AuditLog:
             "action": bounded(action),
             "target": bounded(target),
             "details": bounded(details),
+            "result": result,
         }
+        if status is not None:
+            entry["status"] = status
         line = json.dumps(entry, ensure_ascii=True, default=str).encode() + b"\n"
         if len(line) > MAX_RECORD_BYTES:
             entry["details"] = "… (too large to record)"

@@ -7,10 +7,8 @@ Passwords are checked against the stored digest HA1, so no plain password is kep
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -22,7 +20,6 @@ from core.files.base import FileStorage
 from core.rooms.management import Actor, CategoryChange, Management, RoomChange
 from core.store.base import CategoryRecord, ChatStore, RoomRecord
 from core.xccos.ids import room_uri
-from shards.audit import AuditLog
 from shards.web.access import USER_KEY
 from shards.web.csrf import SAFE_METHODS, CsrfGuard, from_browser, token_for, token_refusal
 from shards.web.signin import Credentials, Sessions, Throttled, ha1_of
@@ -83,9 +80,7 @@ class ManagementApi:
         invitations_per_change: int = 1000,
         files: FileStorage | None = None,
         sessions: Sessions | None = None,
-        audit: AuditLog | None = None,
     ) -> None:
-        self._audit = audit  # every change made through the API is recorded there
         self._guard = guard or CsrfGuard([], "")
         self._store = store
         self._domain = domain
@@ -119,7 +114,6 @@ class ManagementApi:
                 response = await handler(request, actor)
                 if request.method != "GET" and response.status < 300:
                     await self._changed()
-                    await self._audit_change(request, actor)
                 return response
             except PchatError as exc:
                 return _json({"error": str(exc) or exc.reason}, exc.sip_status)
@@ -127,25 +121,6 @@ class ManagementApi:
                 return _json({"error": f"bad request body: {exc}"}, 400)
 
         return run
-
-    async def _audit_change(self, request: web.Request, actor: Actor) -> None:
-        """Who changed what, from where: the route, its parameters and the JSON body."""
-        if self._audit is None:
-            return
-        body: object = None
-        if request.body_exists:
-            with contextlib.suppress(msgspec.DecodeError, ValueError):
-                body = msgspec.json.decode(await request.read())  # cached by aiohttp
-        route = request.match_info.route.resource
-        await asyncio.to_thread(
-            self._audit.record,
-            actor=actor.uri,
-            via="http-api",
-            source=request.remote or "?",
-            action=f"{request.method} {route.canonical if route else request.path}",
-            target="/".join(request.match_info.values()),
-            details=body,
-        )
 
     async def authenticate(
         self, request: web.Request, *, json_only: bool = True

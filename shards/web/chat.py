@@ -20,6 +20,7 @@ from aiohttp import web
 from core.browser.translate import Encoder
 from core.config import Settings
 from shards.web.api import CSRF_KEY
+from shards.web.audit_trail import WebAudit
 from shards.web.csrf import CsrfGuard
 from shards.web.files import Authenticate
 from shards.web.html import SECURITY_HEADERS
@@ -33,8 +34,14 @@ CSRF_PARAM = "csrf"  # the upgrade's query parameter: the session's token (docs/
 
 class ChatSocket:
     def __init__(
-        self, gateway: Gateway, settings: Settings, guard: CsrfGuard, authenticate: Authenticate
+        self,
+        gateway: Gateway,
+        settings: Settings,
+        guard: CsrfGuard,
+        authenticate: Authenticate,
+        audit: WebAudit,
     ) -> None:
+        self._audit = audit  # an opened session is recorded as it opens
         self._gw = gateway
         self._ws = settings.websocket
         self._per_user = settings.limits.sessions_per_user
@@ -86,6 +93,7 @@ class ChatSocket:
         if not ws.can_prepare(request).ok:
             raise web.HTTPBadRequest(text="expected a WebSocket upgrade\n")
         await ws.prepare(request)
+        await self._audit.record(request, 101)
         transport = cast(asyncio.Transport, request.transport)
         protocol = transport.get_protocol()
         if isinstance(protocol, CappedProtocol):

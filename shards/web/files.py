@@ -32,6 +32,7 @@ from core.rooms.management import Actor
 from core.rooms.owner import FILE_POSTER, PostResult
 from core.rooms.rules import can_post, can_read, can_see, uploads_on
 from core.store.base import ChatStore, FileRecord, OutboxEvent, RoomRecord
+from shards.web.access import USER_KEY
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class FileApi:
         record = await self._store.get_user(user) if user else None
         if record is None or not record.enabled:
             return _unauthorized("the file token is not valid (expired?): ask getserverinfo again")
+        request[USER_KEY] = record.uri  # for the access and audit logs
         return Actor(record.uri, admin=record.admin)
 
     async def _room(self, room_id: str, user: str, *, post: bool) -> RoomRecord:

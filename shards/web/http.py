@@ -19,6 +19,7 @@ from core.store.base import ChatStore
 from shards import metrics
 from shards.audit import AuditLog
 from shards.web.api import ManagementApi
+from shards.web.audit_trail import WebAudit
 from shards.web.chat import ChatSocket
 from shards.web.csrf import CsrfGuard
 from shards.web.files import FileApi, Poster
@@ -44,6 +45,7 @@ def make_app(
     api: ManagementApi | None = None,
     files: FileApi | None = None,
     pages: Sequence[Routes] = (),
+    audit: WebAudit | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         status = await health()
@@ -53,7 +55,8 @@ def make_app(
     async def metrics_view(request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
 
-    app = web.Application(client_max_size=64 * 1024)
+    middlewares = [audit.middleware()] if audit is not None else []
+    app = web.Application(client_max_size=64 * 1024, middlewares=middlewares)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     if api is not None:
@@ -94,8 +97,9 @@ async def web_app(
     per_change = settings.limits.invitations_per_change
     api = ManagementApi(
         store, settings.domain, changed, throttle, guard,
-        invitations_per_change=per_change, sessions=sessions, files=storage, audit=audit,
+        invitations_per_change=per_change, sessions=sessions, files=storage,
     )  # fmt: skip
+    trail = WebAudit(audit)  # every change made on the web, refused ones too
     files = FileApi(
         store, settings, api.authenticate, storage, post=post, base_url=base_url, tokens=tokens
     )
@@ -107,5 +111,5 @@ async def web_app(
         AdminPages(store, mgmt, gate, changed),
     ]
     if gateway is not None and settings.websocket.enabled:
-        pages.append(ChatSocket(gateway, settings, guard, api.authenticate))
-    return make_app(health, api, files, pages), files
+        pages.append(ChatSocket(gateway, settings, guard, api.authenticate, trail))
+    return make_app(health, api, files, pages, trail), files

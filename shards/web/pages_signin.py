@@ -12,6 +12,8 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from shards.web.access import USER_KEY
+from shards.web.audit_trail import CLAIMED_KEY
 from shards.web.csrf import CsrfGuard
 from shards.web.html import Markup, Viewer, page, render
 from shards.web.signin import CSRF_FIELD, Credentials, Session, Sessions, Throttled
@@ -64,6 +66,7 @@ class PageGate:
         """The page's session, or a redirect to the sign-in page that comes back here."""
         session = await self._sessions.session(request)
         if session is not None:
+            request[USER_KEY] = session.actor.uri  # for the access and audit logs
             return session
         if request.method != "GET":
             return page("Signed out", Markup(""), status=401, notice="Sign in first.", error=True)
@@ -115,6 +118,8 @@ class PageGate:
         if not isinstance(user, str) or not isinstance(password, str) or not user:
             return self._again(target, "", "Enter your SIP address and password.", 400)
         result = await self._credentials.check(user, password, request.remote or "?")
+        if not isinstance(result, Throttled):
+            request[CLAIMED_KEY] = result.uri if result is not None else user  # audited
         if isinstance(result, Throttled):
             response = self._again(target, user, "Too many sign-in attempts; try later.", 429)
             response.headers["Retry-After"] = str(result.retry_after_s)
