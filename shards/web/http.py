@@ -25,6 +25,7 @@ from shards.web.csrf import CsrfGuard
 from shards.web.files import FileApi, Poster
 from shards.web.html import static_routes
 from shards.web.pages_admin import AdminPages
+from shards.web.pages_removal import RemovalPages
 from shards.web.pages_rooms import RoomPages
 from shards.web.pages_signin import PageGate
 from shards.web.signin import Credentials, Sessions, load_key
@@ -109,6 +110,7 @@ async def web_app(
         gate,
         RoomPages(store, mgmt, gate, changed, max_upload_kb=settings.files.max_upload_kb),
         AdminPages(store, mgmt, gate, changed),
+        RemovalPages(store, mgmt, gate, changed),
     ]
     if gateway is not None and settings.websocket.enabled:
         pages.append(ChatSocket(gateway, settings, guard, api.authenticate, trail))

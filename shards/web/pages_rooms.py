@@ -30,7 +30,7 @@ from shards.web.pickers import chosen, picker, pool, text
 from shards.web.room_files import files_section
 
 DONE = {"created": "Room created.", "saved": "Changes saved.", "disabled": "Room disabled.",
-        "enabled": "Room enabled."}  # fmt: skip
+        "enabled": "Room enabled.", "deleted": "Room deleted."}  # fmt: skip
 PRIVACY = [("open", "Open: anyone may find and read it"),
            ("closed", "Closed: anyone may find it; members read it"),
            ("secret", "Secret: only members find and read it")]  # fmt: skip
@@ -244,7 +244,10 @@ class RoomPages:
         switch = render(
             """<h2>State</h2><form method="post" action="/rooms/$id/$op" class="card">
 <input type="hidden" name="csrf" value="$csrf"><p>This room is $state.</p>
-<button type="submit">$label</button></form>""",
+<button type="submit">$label</button></form>
+<h2>History and deletion</h2><div class="card">
+<p><a href="/rooms/$id/history">Recent history: remove a message</a></p>
+<p><a href="/rooms/$id/delete">Delete this room…</a></p></div>""",
             id=room.id, op=toggle, csrf=viewer.csrf, label=f"{toggle.title()} room",
             state="disabled: nobody can find or join it" if room.disabled else "enabled",
         )  # fmt: skip
