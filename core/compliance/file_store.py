@@ -1,15 +1,20 @@
 """The compliance file store: copies of uploaded files kept until they are archived.
 
-A FILEUPLOAD event moves into the compliance store only after its file's bytes are
-copied here (copy, fsync, rename, then the store's commit), so a recorded upload always
-has its file, even after ``kill -9``; a copy repeated after a crash finds the finished
-copy and does nothing. Once every adapter has archived the event's batch, the copy's
-name is queued in the compliance store and removed (``ComplianceStore.files_to_remove``).
-Calls are blocking: the service runs them off its event loop.
+With compliance on, an upload's bytes are kept here in the upload's own path, before its
+record and FILEUPLOAD event are written (shards/web/files.py): so a recorded upload always
+has its file, even if the file, its post or its room is deleted before the relay moves
+the event, and after ``kill -9``. The relay keeps them again before an event moves into
+the compliance store (events of older versions), which finds the finished copy and does
+nothing. A copy is a hard link where the two folders share a file system (a stored file
+is never changed once named, so a second name is as good as a copy, and costs no bytes
+or time), else a copy (copy, fsync, rename). Once every adapter has archived the event's
+batch, the copy's name is queued in the compliance store and removed
+(``ComplianceStore.files_to_remove``). Calls are blocking: callers run them off the loop.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Callable
@@ -28,10 +33,15 @@ def check_stored_name(name: str) -> str:
     return name
 
 
+def temp_of(target: Path) -> Path:
+    """Where ``target`` is written before its rename (a crash may leave it behind)."""
+    return target.with_name(f".{target.name}.tmp")
+
+
 def replace_durably(target: Path, fill: Callable[[BinaryIO], object]) -> None:
     """Temp file (``fill`` writes it), fsync, rename, fsync of the folder: ``target`` is
     whole or absent, and a reader sees all of it or nothing."""
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = temp_of(target)
     with open(tmp, "wb") as dst:
         fill(dst)
         dst.flush()
@@ -47,6 +57,22 @@ def copy_durably(source: Path, target: Path) -> None:
         replace_durably(target, lambda dst: shutil.copyfileobj(src, dst, 1 << 20))
 
 
+def _linked(source: Path, target: Path) -> bool:
+    """``target`` made a durable second name of ``source``; False where the file system
+    cannot (another device, or no hard links): the caller copies instead."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        return True  # made by another process meanwhile: whole, as every name here is
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise
+    fsync_folder(target.parent)
+    temp_of(target).unlink(missing_ok=True)  # a copy a crash cut short: not needed now
+    return True
+
+
 class ComplianceFileStore:
     """One directory of copies, named as in the file store."""
 
@@ -57,14 +83,15 @@ class ComplianceFileStore:
         return self.folder / check_stored_name(name)
 
     def keep(self, source: Path, name: str) -> bool:
-        """Copies ``source`` in as ``name`` unless a finished copy is there; False when
-        ``source`` is gone (the file was deleted before its event moved)."""
+        """Keeps ``source`` as ``name`` (a hard link, else a copy) unless a finished copy
+        is there; False when ``source`` is gone (deleted before it could be kept)."""
         target = self.path(name)
         if target.exists():
-            return True  # a rename is atomic: an existing copy is a whole one
+            return True  # a link or a rename is atomic: an existing copy is a whole one
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            copy_durably(source, target)
+            if not _linked(source, target):
+                copy_durably(source, target)
         except FileNotFoundError:
             if source.exists():
                 raise  # the folder vanished under us: an error, not a missing file

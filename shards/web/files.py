@@ -12,9 +12,11 @@ token a SIP client got in rpl:getservinfo (core/auth/filetoken.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
@@ -23,8 +25,9 @@ from aiohttp import web
 
 from core.auth.filetoken import FileTokens
 from core.compliance.events import Kind, file_event
+from core.compliance.file_store import ComplianceFileStore
 from core.config import Settings
-from core.errors import Forbidden, NotFound, PchatError, StorageFull, TooLarge
+from core.errors import Forbidden, NotFound, Overloaded, PchatError, StorageFull, TooLarge
 from core.files.base import FileStorage
 from core.files.names import FILE_ID, check_name, file_id_of, new_file_id, stored_name
 from core.files.post import file_post_text
@@ -82,6 +85,8 @@ class FileApi:
         self._quota = settings.files.room_quota_kb * 1000  # 0: none
         self._chunk = settings.files.chunk_bytes
         self._record = settings.compliance.enabled
+        # With compliance on, each upload is kept there before it is recorded.
+        self._copies = ComplianceFileStore(settings.compliance_files_dir) if self._record else None
         self._authenticate = authenticate
         self._post = post
         self._base = base_url.rstrip("/")  # the download URLs in file posts
@@ -157,6 +162,7 @@ class FileApi:
         file_id = new_file_id()
         stored = stored_name(file_id, name)
         size, digest = await self._receive(request, stored, used)
+        await self._keep_for_compliance(stored)
         record = FileRecord(
             id=file_id,
             room_id=room.id,
@@ -178,12 +184,31 @@ class FileApi:
         body["post_seq"] = msgid
         return _json(body, 201)
 
+    async def _keep_for_compliance(self, stored: str) -> None:
+        """With compliance on, the compliance file store keeps the bytes before the upload
+        is recorded, so its FILEUPLOAD event always has its file, whatever is deleted
+        before the relay moves it (core/compliance/file_store.py); else no 201."""
+        if self._copies is None:
+            return
+        source = Path(self._storage.local_path(stored))
+        try:
+            kept = await asyncio.to_thread(self._copies.keep, source, stored)
+        except OSError as exc:
+            log.error("cannot keep %s in the compliance file store: %s", stored, exc)
+            kept = False
+        if not kept:
+            await self._storage.remove([stored])
+            raise Overloaded("the compliance file store cannot keep the file; try again later")
+
     async def _forget(self, record: FileRecord) -> None:
         """The record failed: the bytes go unless the record is there after all (a commit
         whose answer was lost); when that cannot be told, the sweep decides later."""
         try:
             if await self._store.get_file(record.id) is None:
-                await self._storage.remove([stored_name(record.id, record.name)])
+                name = stored_name(record.id, record.name)
+                await self._storage.remove([name])
+                if self._copies is not None:
+                    await asyncio.to_thread(self._copies.remove, [name])
         except PchatError:
             log.warning("file %s: record unknown; the sweep removes it if unrecorded", record.id)
 

@@ -1,0 +1,81 @@
+"""A file deleted before the compliance service could copy it is archived with its bytes:
+against `pchat serve --compliance`, the service is stopped (SIGSTOP), files are uploaded,
+then a file post is removed and a room deleted (their bytes leave the file store), then
+the service goes on (SIGCONT). The archive holds every upload's bytes, valid against the
+XSD: the upload's own path kept them in the compliance file store before its 201."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+
+from core.files.names import stored_name
+from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster
+from tests.e2e.test_compliance_files import basic, check_archive, drained
+from tests.e2e.test_compliance_kill import pid_of, store_urls
+
+BODY_S = 60.0  # the whole test body; it takes about 10 s
+
+
+async def test_files_deleted_while_compliance_is_down_are_archived_with_their_bytes(
+    tmp_path: Path,
+) -> None:
+    async with store_urls("sqlite", tmp_path) as (chat_url, compliance_url):
+        env = {
+            "PCHAT_COMPLIANCE__ADAPTERS": '["xml", "jsonl"]',
+            "PCHAT_COMPLIANCE__XML_ATTACH": "true",
+            "PCHAT_STORE": chat_url,
+            "PCHAT_COMPLIANCE__STORE": compliance_url,
+        }
+        cluster = Cluster(tmp_path, 1, "--compliance", env=env)
+        try:
+            await cluster.start()
+            sent = await asyncio.wait_for(delete_while_stopped(cluster), BODY_S)
+            await asyncio.wait_for(drained(cluster, chat_url, compliance_url), BODY_S)
+        finally:
+            await cluster.stop()
+    check_archive(tmp_path / "compliance", sent, Counter())
+    assert list((tmp_path / "compliance-files").iterdir()) == []  # archived: copies gone
+
+
+async def compliance_pid(cluster: Cluster) -> int:
+    while not (pids := pid_of(cluster.data_dir, "compliance.pid")):
+        await asyncio.sleep(0.1)
+    return pids[max(pids)]
+
+
+async def delete_while_stopped(cluster: Cluster) -> dict[str, tuple[str, bytes]]:
+    """{stored name: (file id, bytes)} of the uploads, all deleted before any relay."""
+    await cluster.admin("user", "add", f"alice@{DOMAIN}", "--password", PASSWORD)
+    await cluster.admin("category", "add", "General")
+    rooms = {}
+    for name in ("Keep", "Doomed"):
+        uri = await cluster.admin("room", "add", name, "--category", "General", "--privacy", "open")
+        rooms[name] = uri.rpartition("/")[2]
+    pid = await compliance_pid(cluster)
+    os.kill(pid, signal.SIGSTOP)  # down: nothing is relayed from here on
+    sent: dict[str, tuple[str, bytes]] = {}
+    posts: dict[str, int] = {}
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{cluster.http}") as http:
+            for room, name in (("Keep", "minutes.pdf"), ("Doomed", "plan.txt")):
+                data = os.urandom(30_000)
+                url = f"/api/rooms/{rooms[room]}/files"
+                params = {"name": name}
+                async with http.post(url, params=params, data=data, headers=basic("alice")) as r:
+                    assert r.status == 201, await r.text()
+                    body = await r.json()
+                sent[stored_name(body["id"], name)] = (body["id"], data)
+                posts[room] = int(body["msgid"])
+        await cluster.admin("message", "remove", "Keep", str(posts["Keep"]))
+        await cluster.admin("room", "delete", "Doomed")
+        files = cluster.data_dir / "files"
+        assert not any((files / name).exists() for name in sent)  # gone from the file store
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return sent
