@@ -1,6 +1,7 @@
 """A file deleted before the compliance service could copy it is archived with its bytes:
 against `pchat serve --compliance`, the service is stopped (SIGSTOP), files are uploaded,
-then a file post is removed and a room deleted (their bytes leave the file store), then
+then a file post is removed by its manager over the API and a room deleted with
+`pchat admin` (their bytes leave the file store), then
 the service goes on (SIGCONT). The archive holds every upload's bytes, valid against the
 XSD: the upload's own path kept them in the compliance file store before its 201."""
 
@@ -15,11 +16,14 @@ from pathlib import Path
 import aiohttp
 
 from core.files.names import stored_name
+from core.sip.digest import user_ha1s
+from core.store.base import CategoryRecord, RoomRecord, UserRecord
+from core.store.registry import make_store
 from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster
 from tests.e2e.test_compliance_files import basic, check_archive, drained
 from tests.e2e.test_compliance_kill import pid_of, store_urls
 
-BODY_S = 60.0  # the whole test body; it takes about 10 s
+BODY_S = 60.0  # bounds each part of the body; the whole test takes about 10 s
 
 
 async def test_files_deleted_while_compliance_is_down_are_archived_with_their_bytes(
@@ -32,10 +36,11 @@ async def test_files_deleted_while_compliance_is_down_are_archived_with_their_by
             "PCHAT_STORE": chat_url,
             "PCHAT_COMPLIANCE__STORE": compliance_url,
         }
+        rooms = await seed(chat_url)
         cluster = Cluster(tmp_path, 1, "--compliance", env=env)
         try:
             await cluster.start()
-            sent = await asyncio.wait_for(delete_while_stopped(cluster), BODY_S)
+            sent = await asyncio.wait_for(delete_while_stopped(cluster, rooms), BODY_S)
             await asyncio.wait_for(drained(cluster, chat_url, compliance_url), BODY_S)
         finally:
             await cluster.stop()
@@ -49,14 +54,38 @@ async def compliance_pid(cluster: Cluster) -> int:
     return pids[max(pids)]
 
 
-async def delete_while_stopped(cluster: Cluster) -> dict[str, tuple[str, bytes]]:
-    """{stored name: (file id, bytes)} of the uploads, all deleted before any relay."""
-    await cluster.admin("user", "add", f"alice@{DOMAIN}", "--password", PASSWORD)
-    await cluster.admin("category", "add", "General")
-    rooms = {}
-    for name in ("Keep", "Doomed"):
-        uri = await cluster.admin("room", "add", name, "--category", "General", "--privacy", "open")
-        rooms[name] = uri.rpartition("/")[2]
+async def seed(chat_url: str) -> dict[str, str]:
+    """Alice and two open rooms she manages, written before the server starts (a
+    `pchat admin` process per step would cost a second each)."""
+    store = make_store(chat_url)
+    await store.open()
+    try:
+        alice = f"sip:alice@{DOMAIN}"
+        await store.put_user(
+            UserRecord(uri=alice, ha1=user_ha1s(alice, DOMAIN, PASSWORD), enabled=True)
+        )
+        await store.put_category(CategoryRecord(id="general", name="General"))
+        rooms = {"Keep": "keep", "Doomed": "doomed"}
+        for name, room_id in rooms.items():
+            await store.put_room(
+                RoomRecord(
+                    id=room_id,
+                    name=name,
+                    category_id="general",
+                    privacy="open",
+                    managers=[f"sip:alice@{DOMAIN}"],
+                )  # fmt: skip
+            )
+        return rooms
+    finally:
+        await store.close()
+
+
+async def delete_while_stopped(
+    cluster: Cluster, rooms: dict[str, str]
+) -> dict[str, tuple[str, bytes]]:
+    """{stored name: (file id, bytes)} of the uploads, all deleted before any relay: a
+    file post removed by its manager over the API, a room deleted with `pchat admin`."""
     pid = await compliance_pid(cluster)
     os.kill(pid, signal.SIGSTOP)  # down: nothing is relayed from here on
     sent: dict[str, tuple[str, bytes]] = {}
@@ -72,7 +101,9 @@ async def delete_while_stopped(cluster: Cluster) -> dict[str, tuple[str, bytes]]
                     body = await r.json()
                 sent[stored_name(body["id"], name)] = (body["id"], data)
                 posts[room] = int(body["msgid"])
-        await cluster.admin("message", "remove", "Keep", str(posts["Keep"]))
+            url = f"/api/rooms/{rooms['Keep']}/messages/{posts['Keep']}"
+            async with http.delete(url, headers=basic("alice")) as r:
+                assert r.status == 200, await r.text()
         await cluster.admin("room", "delete", "Doomed")
         files = cluster.data_dir / "files"
         assert not any((files / name).exists() for name in sent)  # gone from the file store
