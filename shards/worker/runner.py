@@ -50,6 +50,7 @@ from shards.web.token_key import load_token_secret
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
 from shards.worker.looplag import watch_loop_lag
+from shards.worker.output import PendingOutput
 from shards.worker.rooms import LocalRooms
 from shards.worker.unauth import CappedProtocol
 
@@ -296,7 +297,8 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         else None
     )
     ownership = keeper or ALL_SHARDS
-    local = LocalRooms(settings, node, store, shard_map, ownership, metrics, bus)
+    output = PendingOutput()  # connections with output, flushed by delivery turns and once a turn
+    local = LocalRooms(settings, node, store, shard_map, ownership, metrics, bus, output)
     owner = RoomOwner(
         store,
         committer,
@@ -314,7 +316,7 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
     files = make_storage(settings.files.backend, settings.files_dir)
     tokens = _file_tokens(settings)
     handler = CommandHandler(store, router, directory, _server_info(settings), file_tokens=tokens)
-    gateway = Gateway(settings, node, store, handler, router, local, metrics)
+    gateway = Gateway(settings, node, store, handler, router, local, metrics, output)
     if bus is not None and keeper is not None:
         await bus.start(owner, local, keeper)
         bus.on_control = keeper.wake

@@ -93,3 +93,19 @@ async def test_a_failing_step_does_not_stop_other_rooms(caplog: object) -> None:
     queue.push("good", b"x", (Recipient("a", log),))
     await _turns(2)
     assert log == [("a", "good", b"x")]
+
+
+async def test_each_turn_ends_with_the_after_turn_step_once_its_deliveries_are_done() -> None:
+    log: list[tuple[str, str, bytes]] = []
+    seen: list[int] = []
+    members = tuple(Recipient(f"m{i}", log) for i in range(250))
+    queue = DeliveryQueue(
+        lambda n, sent: None,
+        lambda room: None,
+        turn_budget=100,
+        room_quantum=100,
+        after_turn=lambda: seen.append(len(log)),
+    )
+    queue.push("room", b"post", members)
+    await _turns(5)
+    assert seen == [100, 200, 250]  # one flush per turn, after that turn's deliveries

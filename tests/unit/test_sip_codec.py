@@ -360,3 +360,20 @@ def test_2xx_responses_can_be_dropped_unparsed_at_any_split() -> None:
 def test_2xx_responses_are_kept_unless_asked() -> None:
     items = SipCodec().feed(_ok(1))
     assert [i.status for i in items if isinstance(i, SipMessage)] == [200]
+
+
+def test_a_dropped_2xx_with_conflicting_lengths_loses_framing_as_when_parsed() -> None:
+    # The fast path reads the first length only; a second one, unequal, must not let it
+    # frame a stream the full parser would refuse.
+    ok = b"SIP/2.0 200 OK\r\nCall-ID: c\r\nContent-Length: 0\r\nl: 5\r\n\r\nhello"
+    for drop in (False, True):
+        with pytest.raises(FramingLost):
+            SipCodec(drop_2xx_responses=drop).feed(ok)
+
+
+def test_a_2xx_with_equal_repeated_lengths_keeps_the_stream_in_sync() -> None:
+    codec = SipCodec(drop_2xx_responses=True)
+    ok = _ok(1, b"abc").replace(b"Content-Length: 3", b"Content-Length: 3\r\nl: 3")
+    items = codec.feed(ok + sample_info())
+    assert [i.method for i in items if isinstance(i, SipMessage) and i.is_request] == ["INFO"]
+    assert codec.buffered == 0
