@@ -7,6 +7,7 @@ owners, gaps filled from the store). The cluster is this test's own: it kills a 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from shards import wire
@@ -14,12 +15,13 @@ from tests.e2e.pool import Pool, bounded
 from tests.e2e.test_pool import Traffic, members_of, settle_deliveries, start_all
 from tests.redis_cluster import RedisClusterNodes
 
-# Start-up, 12 s of posting, the checks (about 35 s on a loaded 2-core box).
+# Start-up, 12 s of posting, the checks: 34-70 s on the shared 2-core box (load 5-16).
 TEST_BOUND_S = 150.0
 # The node timeout (2 s) before the replica is elected, then the bus reconnects, owners
-# whose leases lived there take them back, gateways re-announce: posting across hosts
-# pauses for no longer than this (test_pool.POST_BOUND_S, a single post's bound, is longer).
-RECOVERY_BOUND_S = 10.0
+# whose leases lived there take them back, gateways re-announce: a member's posting pauses
+# for no longer than this. Measured 6.4-9.2 s at load 9-11 on the shared 2-core box;
+# test_pool.POST_BOUND_S, one post's bound, is longer.
+RECOVERY_BOUND_S = 15.0
 
 
 async def test_a_master_killed_during_posting_with_three_hosts_loses_no_acknowledged_post(
@@ -45,10 +47,20 @@ async def master_killed(pool: Pool, nodes: RedisClusterNodes) -> None:
         nodes.kill(victim)
 
     await traffic.run(12.0, kill)
-    after = [at for at in traffic.acked_at if at > traffic.event_at]
-    pauses = [b - a for a, b in zip([traffic.event_at, *after], after, strict=False)]
-    assert after and after[-1] > traffic.event_at + 8.0, "posting did not resume after the kill"
-    assert max(pauses) < RECOVERY_BOUND_S, f"the pool stood still {max(pauses):.1f} s"
+    ended = time.monotonic()
+    # Each member posts round its rooms, most of them owned on another host: the longest
+    # wait between its acknowledgements from the kill to the end is how long the pool was
+    # broken for it.
+    pauses: list[float] = []
+    for member in members:
+        after = [
+            at
+            for (*_, user), at in zip(traffic.acked, traffic.acked_at, strict=True)
+            if user == member.user and at > traffic.event_at
+        ]
+        ends = [traffic.event_at, *after, ended]
+        pauses += [b - a for a, b in zip(ends, ends[1:], strict=False)]
+    assert max(pauses) < RECOVERY_BOUND_S, f"a member stood still {max(pauses):.1f} s"
     assert nodes.masters() and victim not in nodes.masters()
     assert all(m.moved == 0 for m in members), "a member lost its host (no host died)"
     # A session the owner forgot and nobody re-announced gets 403 until it joins again.
