@@ -206,6 +206,18 @@ class RedisClusterNodes:
             time.sleep(0.1)
         raise RuntimeError(f"Redis Cluster not ok within {timeout_s}s; see {self.folder}")
 
+    def flush(self) -> None:
+        """Every key gone from every master (and so from their replicas): a test sharing
+        the cluster starts as on a fresh one, with no leases or live set of an earlier
+        test's hosts."""
+        self.wait_ok()
+        for port in self.masters():
+            client = redis.Redis(port=port, socket_timeout=2)
+            try:
+                client.flushall()
+            finally:
+                client.close()
+
     def kill(self, port: int) -> None:
         """kill -9 of one node; its replica takes over after the node timeout."""
         proc = self.procs[port]

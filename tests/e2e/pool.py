@@ -11,9 +11,12 @@ import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import pytest
 
 from client.client import PchatClient, PoolAddresses
 from shards.redis_server import redis_binary
@@ -211,12 +214,19 @@ class Pool:
     async def client(self, user: str, addresses: PoolAddresses) -> PchatClient:
         return await addresses.signed_in(f"{user}@{DOMAIN}", PASSWORD)
 
+    async def _port_of(self, key: str) -> int:
+        """The port of the Redis that holds ``key``: the pool's own, or the cluster
+        master that serves its slot now."""
+        if self.cluster is None:
+            return self.redis.port
+        return await asyncio.to_thread(self.cluster.master_of, key.encode())
+
     async def owner_host(self, room_uri: str) -> int | None:
         """Index of the host whose worker holds the room's shard lease now."""
         shard = self.map.shard(room_uri.rpartition("/")[2])
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.redis.port)
+        key = f"pchat:lease:{shard}"
+        reader, writer = await asyncio.open_connection("127.0.0.1", await self._port_of(key))
         try:
-            key = f"pchat:lease:{shard}"
             writer.write(f"*2\r\n$3\r\nGET\r\n${len(key)}\r\n{key}\r\n".encode())
             header = await reader.readline()
             if header.startswith(b"$-1"):
@@ -239,3 +249,12 @@ class Pool:
         finally:
             await conn.close()
         return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+
+async def bounded(body: Coroutine[Any, Any, None], seconds: float, what: str) -> None:
+    """Runs a test's body within ``seconds``: on uvloop pytest-timeout cannot interrupt a
+    test, so a hang must fail it here."""
+    try:
+        await asyncio.wait_for(body, seconds)
+    except TimeoutError:
+        pytest.fail(f"{what} did not finish within {seconds:.0f} s")

@@ -1,6 +1,11 @@
-"""Three hosts, one Redis, one PostgreSQL (issue 14): a joining host takes its share, members
-on different hosts get every post in order, and a host killed, drained or paused loses no
-acknowledged post while the others take its rooms over."""
+"""Three hosts on a real Redis Cluster (3 masters, 3 replicas) and one fresh PostgreSQL
+database (issue 14): a joining host takes its share, members on different hosts get every
+post in order, and a host killed, drained or paused loses no acknowledged post while the
+others take its rooms over.
+
+The scenarios share the session's cluster (none of them touches its nodes; each starts on
+a flushed one). The joining host also runs on one redis-server: the pool's single-Redis
+path (one lease pipeline, classic pub/sub) is tested end to end there."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import os
 import re
 import signal
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -18,21 +24,47 @@ import pytest
 
 from client.client import ChatMessage, PchatClient, PoolAddresses, SipError, XccosError
 from tests.e2e.cluster import DOMAIN, PASSWORD
-from tests.e2e.pool import Pool
+from tests.e2e.pool import Pool, bounded
+from tests.redis_cluster import RedisClusterNodes
 
 USERS = [f"u{i}" for i in range(6)]  # two per host
 TAKEOVER_S = 5.0  # issue 14: a dead host's rooms are served by the others within 5 s
 NETWORK = (OSError, ConnectionError, TimeoutError, SipError)
+# A post still refused this long after it was first tried fails the test: every scenario
+# here recovers well within it, and an unbounded retry would hang the test instead.
+POST_BOUND_S = 20.0
 
 
-@pytest.fixture
-async def pool(tmp_path: Path) -> AsyncIterator[Pool]:
-    p = Pool(tmp_path)
+# Start-up (three hosts settling, users and rooms), 4-12 s of posting, the checks; on a
+# loaded 2-core box a scenario takes about 30 s.
+TEST_BOUND_S = 150.0
+
+
+@contextlib.asynccontextmanager
+async def opened(tmp_path: Path, cluster: RedisClusterNodes | None) -> AsyncIterator[Pool]:
+    if cluster is not None:
+        cluster.flush()
+    p = Pool(tmp_path, cluster=cluster)
     await p.open()
     try:
         yield p
     finally:
         await p.close()
+
+
+@pytest.fixture
+async def pool(tmp_path: Path, redis_cluster: RedisClusterNodes) -> AsyncIterator[Pool]:
+    """Three hosts' pool on the session's Redis Cluster (flushed) and a fresh database."""
+    async with opened(tmp_path, redis_cluster) as p:
+        yield p
+
+
+@pytest.fixture(params=["redis-cluster", "one-redis"])
+async def any_pool(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pool]:
+    """The pool on the cluster, then on one redis-server of its own."""
+    cluster = request.getfixturevalue("redis_cluster") if request.param == "redis-cluster" else None
+    async with opened(tmp_path, cluster) as p:
+        yield p
 
 
 async def populate(pool: Pool, rooms: int) -> list[str]:
@@ -106,9 +138,11 @@ class Traffic:
     def __init__(self, members: list[Member], rooms: list[str], watched: str) -> None:
         self.members, self.rooms, self.watched = members, rooms, watched
         self.acked: list[tuple[str, int, str, str]] = []  # room, msgid, text, user
+        self.acked_at: list[float] = []  # when each of ``acked`` came
         self.event_at = 0.0
         self.first_after: float | None = None  # first ack in the watched room after it
         self.failures = 0
+        self.codes: Counter[int] = Counter()  # refusals by code
 
     async def run(self, seconds: float, event: Callable[[], Coroutine[Any, Any, None]]) -> None:
         stop = time.monotonic() + seconds
@@ -124,20 +158,26 @@ class Traffic:
         n = 0
         while time.monotonic() < stop:
             room, text = self.rooms[n % len(self.rooms)], f"{member.user}-{n}"
+            given_up_at, last = time.monotonic() + POST_BOUND_S, "no answer"
             while True:
                 assert member.client is not None
+                assert time.monotonic() < given_up_at, f"{text} in {room} refused: {last}"
                 try:
                     reply = await member.client.post_envelope(room, text, envid=1000 + n, timeout=8)
-                except NETWORK:
+                except NETWORK as exc:
+                    last = repr(exc)
                     await member.reconnect()  # its host died or drains: the next one
                     continue
                 if reply.code == 200:
                     msgid = int(reply.data.find("grpchat").get("msgid"))  # type: ignore[union-attr]
                     self.acked.append((room, msgid, text, member.user))
+                    self.acked_at.append(time.monotonic())
                     if room == self.watched and self.event_at and self.first_after is None:
                         self.first_after = time.monotonic()
                     break
                 self.failures += 1
+                self.codes[reply.code] += 1
+                last = f"code {reply.code}"
                 await asyncio.sleep(0.1)
             n += 1
             await asyncio.sleep(0.05)
@@ -181,8 +221,12 @@ async def settle_deliveries() -> None:
 
 
 async def test_a_joining_host_takes_its_share_and_members_on_three_hosts_see_every_post(
-    pool: Pool,
+    any_pool: Pool,
 ) -> None:
+    await bounded(_joining(any_pool), TEST_BOUND_S, "joining")
+
+
+async def _joining(pool: Pool) -> None:
     await pool.hosts[0].start()
     await pool.hosts[1].start()
     await pool.settled([0, 1])
@@ -212,6 +256,10 @@ async def test_a_joining_host_takes_its_share_and_members_on_three_hosts_see_eve
 
 
 async def test_kill_9_of_a_host_loses_nothing_acknowledged(pool: Pool) -> None:
+    await bounded(_kill9(pool), TEST_BOUND_S, "kill9")
+
+
+async def _kill9(pool: Pool) -> None:
     rooms = await start_all(pool, 3)
     victim = await pool.owner_host(rooms[0])
     assert victim is not None
@@ -235,6 +283,10 @@ async def test_kill_9_of_a_host_loses_nothing_acknowledged(pool: Pool) -> None:
 
 
 async def test_a_graceful_drain_hands_over_without_loss(pool: Pool) -> None:
+    await bounded(_drain(pool), TEST_BOUND_S, "drain")
+
+
+async def _drain(pool: Pool) -> None:
     rooms = await start_all(pool, 3)
     victim = await pool.owner_host(rooms[0])
     assert victim is not None
@@ -257,6 +309,10 @@ async def test_a_graceful_drain_hands_over_without_loss(pool: Pool) -> None:
 
 
 async def test_a_paused_owner_is_fenced_and_steps_down(pool: Pool) -> None:
+    await bounded(_pause(pool), TEST_BOUND_S, "pause")
+
+
+async def _pause(pool: Pool) -> None:
     rooms = await start_all(pool, 3)
     victim = await pool.owner_host(rooms[0])
     assert victim is not None
