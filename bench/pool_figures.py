@@ -132,17 +132,18 @@ def summary_md(result: dict[str, Any]) -> str:
         f" worker(s) per host; load average at start {result['loadavg_at_start']} on"
         f" {result['cores']} shared cores. {result['note']}",
         "",
-        "| row | config | deliveries/s | p50 / p99 / p99.9 ms | pchat µs/delivery"
-        " | Redis µs/delivery (CPU %) | PostgreSQL µs/delivery | remote share | 503s"
+        "| row | config | sessions | deliveries/s | p50 / p99 / p99.9 ms | pchat µs/delivery"
+        " | Redis µs/delivery (CPU %) | PostgreSQL µs/delivery | remote share | 503s | errors"
         " | others CPU % |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(result["rows"]):
         lines.append(
-            f"| {i + 1} | {r['config']} | {r['deliveries_per_s']} | {r['p50_ms']} / {r['p99_ms']}"
+            f"| {i + 1} | {r['config']} | {r.get('sessions')} | {r['deliveries_per_s']}"
+            f" | {r['p50_ms']} / {r['p99_ms']}"
             f" / {r['p99.9_ms']} | {r['pchat_us_per_delivery']} | {r['redis_us_per_delivery']}"
             f" ({r['redis_cpu_percent']}) | {r['postgres_us_per_delivery']} | {r['remote_share']}"
-            f" | {r['retries_503']} | {r['others_cpu_percent']} |"
+            f" | {r['retries_503']} | {r.get('errors_total')} | {r['others_cpu_percent']} |"
         )
     lines += ["", "Ratios against the mean of the two 1-host one-Redis rows:", ""]
     lines += [

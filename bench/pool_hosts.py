@@ -71,6 +71,10 @@ from tests.redis_cluster import RedisClusterNodes, RedisServer
 DOMAIN = "example.com"
 SETTLE_TIMEOUT_S = 90.0  # a join moves 64 shards per worker per 0.5 s round: ~10 s here
 SHARDS = Settings().shards
+# Sign-ins in flight per load process: fanout-10k's 64 x 6 processes ran past the client's
+# 10 s timeout on a loaded box (each sign-in on PostgreSQL is slower than on SQLite), and
+# a session that failed to sign in is missing from its rooms' fan-out.
+SIGNIN_CONCURRENCY = 16
 
 
 class CpuMeter:
@@ -268,6 +272,7 @@ def profile_for(args: argparse.Namespace) -> Any:
     argv = [
         "--profile", "fanout-10k", "--duration", str(args.duration), "--rate", str(args.rate),
         "--agents", str(AGENTS), "--workers", str(args.workers_per_host), "--ceiling", "0",
+        "--signin-concurrency", str(SIGNIN_CONCURRENCY),
     ]  # fmt: skip
     return cli.profile_from(cli.parser().parse_args(argv))
 
@@ -318,6 +323,8 @@ def summarize(
         "hosts": config.hosts,
         "cluster": config.cluster,
         "loadavg_at_start": result.get("host", {}).get("loadavg_at_start"),
+        "sessions": result["sessions"],
+        "errors_total": sum(result["errors"].values()),
         "deliveries_per_s": rate,
         "posts_accepted_per_s": result["posts"]["accepted_per_s"],
         "p50_ms": latency["p50"],

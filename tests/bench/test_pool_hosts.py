@@ -135,7 +135,8 @@ def test_the_cpu_meter_keeps_an_exited_process_cpu() -> None:
 
 def test_the_summary_has_a_row_and_a_ratio_line_per_configuration() -> None:
     row = {
-        "config": "2 hosts, one Redis", "deliveries_per_s": 10_000.0, "p50_ms": 5.0,
+        "config": "2 hosts, one Redis", "sessions": 1000, "errors_total": 3,
+        "deliveries_per_s": 10_000.0, "p50_ms": 5.0,
         "p99_ms": 20.0, "p99.9_ms": 30.0, "pchat_us_per_delivery": 40.0,
         "redis_us_per_delivery": 1.5, "redis_cpu_percent": 1.5,
         "postgres_us_per_delivery": 3.0, "remote_share": 0.5, "retries_503": 0,
@@ -146,5 +147,8 @@ def test_the_summary_has_a_row_and_a_ratio_line_per_configuration() -> None:
         "workers_per_host": 1, "loadavg_at_start": [1.0, 1.0, 1.0], "cores": 2, "note": "n",
         "rows": [row],
     })  # fmt: skip
-    assert "| 1 | 2 hosts, one Redis | 10000.0 | 5.0 / 20.0 / 30.0 | 40.0 | 1.5 (1.5) |" in text
+    assert (
+        "| 1 | 2 hosts, one Redis | 1000 | 10000.0 | 5.0 / 20.0 / 30.0 | 40.0 | 1.5 (1.5) |" in text
+    )
+    assert "| 0.5 | 0 | 3 | 12.0 |" in text
     assert "| 1 | 2 hosts, one Redis | None | None | None | None | 1.2 |" in text
