@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,8 +23,8 @@ import uvloop
 
 from bench.load import report
 from shards.links import BusLink, ClusterSeeds, SingleLink
-from shards.resp import Message, ping
-from tests.redis_cluster import RedisClusterNodes, cluster_binaries, free_pair
+from shards.resp import Message
+from tests.redis_cluster import RedisClusterNodes, RedisServer
 
 IN_FLIGHT = 256  # publishes in flight at once, as a busy worker has (bounded: the bench must be)
 
@@ -120,25 +119,16 @@ def main() -> int:
     p.add_argument("--bytes", type=int, default=300, help="payload size")
     p.add_argument("--channels", type=int, default=50, help="room channels (spread over slots)")
     args = p.parse_args()
-    server_bin, _ = cluster_binaries()
     folder = Path(tempfile.mkdtemp(prefix="pchat-link-bench-"))
-    port = free_pair()
-    single = subprocess.Popen(
-        [server_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(folder), "--logfile", str(folder / "single.log")],
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    single = RedisServer(folder / "single")
     nodes = RedisClusterNodes(folder / "cluster")
     try:
+        single.start()
         nodes.start()
-        single_url = f"redis://127.0.0.1:{port}"
-        while not uvloop.run(ping(single_url)):
-            time.sleep(0.05)
-        result = uvloop.run(_run(args, single_url, nodes.url))
+        result = uvloop.run(_run(args, single.url, nodes.url))
     finally:
         nodes.stop()
-        single.terminate()
-        single.wait()
+        single.stop()
     report.write_small(Path("bench/results") / time.strftime("link-cost-%Y%m%d-%H%M%S"), result)
     return 0
 

@@ -59,6 +59,65 @@ def free_pair() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
+def _answers(proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> bool:
+    """Whether the redis-server ``proc`` answers PING on ``port`` within the timeout."""
+    deadline = time.monotonic() + timeout_s
+    client = redis.Redis(port=port, socket_timeout=1)
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False  # it could not listen (a port taken meanwhile): a caller retries
+            try:
+                if client.ping():
+                    return True
+            except (redis.ConnectionError, OSError):
+                time.sleep(0.05)
+    finally:
+        client.close()
+    return False
+
+
+class RedisServer:
+    """One plain redis-server, the same Redis 7 binary as the cluster's nodes, on a free
+    loopback TCP port, keeping nothing on disk: the single Redis that a cluster is
+    compared with (bench/link_cost.py, bench/pool_hosts.py)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        server, _ = cluster_binaries()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):  # a port taken by another process meanwhile: a new one
+            self.port = free_pair()
+            self.proc = subprocess.Popen(
+                [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.folder),
+                 "--logfile", str(self.folder / "redis.log")],
+                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+            )  # fmt: skip
+            if _answers(self.proc, self.port, timeout_s):
+                return
+            self.stop()
+        raise RuntimeError(f"redis-server did not start; see {self.folder}/redis.log")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
 class RedisClusterNodes:
     """Six redis-server processes formed into one cluster; ``stop()`` removes them."""
 
@@ -123,20 +182,8 @@ class RedisClusterNodes:
         )
 
     def _wait_ping(self, port: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        client = redis.Redis(port=port, socket_timeout=1)
-        try:
-            while time.monotonic() < deadline:
-                if self.procs[port].poll() is not None:
-                    break  # it could not listen (a port taken meanwhile): start() retries
-                try:
-                    if client.ping():
-                        return
-                except (redis.ConnectionError, OSError):
-                    time.sleep(0.05)
-        finally:
-            client.close()
-        raise RuntimeError(f"cluster node {port} did not start; see {self.folder}/{port}")
+        if not _answers(self.procs[port], port, timeout_s):
+            raise RuntimeError(f"cluster node {port} did not start; see {self.folder}/{port}")
 
     def info(self, port: int) -> dict[str, str]:
         client = redis.Redis(port=port, socket_timeout=1, decode_responses=True)

@@ -29,6 +29,8 @@ POST_TICK_S = 0.005  # posting schedule resolution: posts due in each 5 ms go ou
 # bottleneck and says so (posts_skipped) instead of queueing without bound.
 MAX_POSTS_IN_FLIGHT = 20_000
 BJOIN_ROOMS = 24  # rooms per cmd:bjoin at sign-in
+BJOIN_ATTEMPTS = 5  # a room a bjoin refused with 503 is asked this often in all...
+BJOIN_RETRY_S = 0.5  # ...after 0.5, 1, 1.5, 2 s: a shard's takeover takes a few seconds
 STAMP_DIGITS = 19  # time.time_ns() until the year 2286
 TAG_AT = STAMP_DIGITS + 1  # after the stamp and a space: the room class's tag
 
@@ -179,16 +181,28 @@ class Agent:
 
     async def _bjoin(self, client: LeanClient, uris: list[str]) -> None:
         started = time.perf_counter()
-        try:
-            reply = await client.command("cmd:bjoin", "".join(build.chanib(u) for u in uris))
-        except (OSError, TimeoutError, SipError, XccosError) as exc:
-            self.error("join", exc)
-            return
+        for attempt in range(BJOIN_ATTEMPTS):
+            try:
+                reply = await client.command("cmd:bjoin", "".join(build.chanib(u) for u in uris))
+            except (OSError, TimeoutError, SipError, XccosError) as exc:
+                self.error("join", exc)
+                return
+            refused = reply.data.findall("chanerr") if reply.data is not None else []
+            self.count("joins", len(uris) - len(refused))
+            # A room refused with 503 (its shard changing hands) is asked again, as a
+            # client retries a 503; other refusals are final.
+            again = [str(c.get("uri")) for c in refused if c.get("code") == "503"]
+            final = [c for c in refused if c.get("code") != "503"]
+            if attempt + 1 == BJOIN_ATTEMPTS:
+                final = refused
+            for chanerr in final:
+                self.error("join", f"bjoin refused a room: {chanerr.get('code')} {chanerr.text}")
+            if not again or attempt + 1 == BJOIN_ATTEMPTS:
+                break
+            self.count("bjoin_retries", len(again))
+            uris = again
+            await asyncio.sleep(BJOIN_RETRY_S * (attempt + 1))
         self.observe("bjoin", started)
-        refused = reply.data.findall("chanerr") if reply.data is not None else []
-        self.count("joins", len(uris) - len(refused))
-        for chanerr in refused:
-            self.error("join", f"bjoin refused a room: {chanerr.get('code')} {chanerr.text}")
 
     # -- the measured phase ---------------------------------------------------------------
 

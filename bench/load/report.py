@@ -92,10 +92,15 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="results go here")
 
 
-def write_named(args: argparse.Namespace, bench: str, result: dict[str, Any]) -> None:
-    """`write_small` into ``<--out>/<stamp>-<bench>[-<--name>]``."""
+def named_dir(args: argparse.Namespace, bench: str) -> Path:
+    """``<--out>/<stamp>-<bench>[-<--name>]``: where a one-shot bench's results go."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    write_small(args.out / f"{stamp}-{bench}{'-' + args.name if args.name else ''}", result)
+    return Path(args.out) / f"{stamp}-{bench}{'-' + args.name if args.name else ''}"
+
+
+def write_named(args: argparse.Namespace, bench: str, result: dict[str, Any]) -> None:
+    """`write_small` into `named_dir`."""
+    write_small(named_dir(args, bench), result)
 
 
 def write(

@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from shards.redis_server import EmbeddedRedis
 from tests.redis_cluster import RedisClusterNodes
 
@@ -50,6 +52,17 @@ def read_pids(data_dir: Path) -> list[int]:
     return [int(line.split()[1]) for line in path.read_text().splitlines() if line.strip()]
 
 
+class PoolPlace(msgspec.Struct, frozen=True, kw_only=True):
+    """A host of a pool (bench/pool_hosts.py): its own listen address, the ports every
+    host uses, and the store and Redis the pool shares (started by the bench, not here)."""
+
+    bind: str
+    sip_port: int
+    http_port: int
+    store_url: str
+    redis_url: str
+
+
 class BenchServer:
     """``pchat serve --workers N`` on free ports with its own redis-server and data dir."""
 
@@ -62,28 +75,44 @@ class BenchServer:
         source: Path | None = None,
         settings: dict[str, str] | None = None,
         redis_cluster: bool = False,
+        pool: PoolPlace | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.workers = workers
         self.domain = domain
         self.source = source  # run the server from this source tree (a clean export)
         self.settings = settings or {}  # extra PCHAT_* variables
-        self.sip_port = free_port()
-        self.http_port = free_port()
+        self.pool = pool
+        self.bind = pool.bind if pool else "127.0.0.1"
+        self.sip_port = pool.sip_port if pool else free_port()
+        self.http_port = pool.http_port if pool else free_port()
         self.redis = EmbeddedRedis(str(data_dir / "redis.sock"), str(data_dir / "redis.log"))
         # --redis-cluster: the bus on a private Redis Cluster (3 masters, 3 replicas, sharded
-        # pub/sub) instead of the one redis-server.
-        self.cluster = RedisClusterNodes(data_dir / "redis-cluster") if redis_cluster else None
+        # pub/sub) instead of the one redis-server; a pool's host uses the pool's instead.
+        self.redis_cluster = redis_cluster
+        own_cluster = redis_cluster and pool is None
+        self.cluster = RedisClusterNodes(data_dir / "redis-cluster") if own_cluster else None
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: object = None
 
     @property
     def store_url(self) -> str:
+        if self.pool is not None:
+            return self.pool.store_url
         return f"sqlite:///{self.data_dir.resolve() / 'chat.db'}"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_healthy()
+
+    def launch(self) -> None:
+        """Starts the server (and its own Redis) without waiting for it: a pool's hosts
+        start side by side."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.cluster is not None:
+        if self.pool is not None:
+            redis_args = ["--redis-url", self.pool.redis_url]
+            redis_args += ["--redis-cluster"] if self.redis_cluster else []
+        elif self.cluster is not None:
             self.cluster.start()
             redis_args = ["--redis-url", self.cluster.url, "--redis-cluster"]
         else:
@@ -102,6 +131,8 @@ class BenchServer:
         if self.source is not None:
             cwd = str(self.source)
             env["PYTHONPATH"] = str(self.source)
+        # A pool's hosts listen on their own loopback address each, on the same ports.
+        bind = ["--sip-host", self.bind, "--http-host", self.bind] if self.pool else []
         log = open(self.data_dir / "server.log", "wb")  # closed in stop()
         self._log = log
         self.proc = subprocess.Popen(
@@ -110,20 +141,19 @@ class BenchServer:
                 "--data-dir", str(self.data_dir.resolve()), "--store", self.store_url,
                 "--sip-port", str(self.sip_port), "--http-port", str(self.http_port),
                 "--workers", str(self.workers), "--domain", self.domain,
-                *redis_args,
+                *redis_args, *bind,
             ],
             env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        self._wait_healthy()
 
-    def _wait_healthy(self) -> None:
+    def wait_healthy(self) -> None:
         deadline = time.monotonic() + HEALTHY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"pchat serve exited; see {self.data_dir / 'server.log'}")
             if len(read_pids(self.data_dir)) == self.workers:
                 try:
-                    url = f"http://127.0.0.1:{self.http_port}/healthz"
+                    url = f"http://{self.bind}:{self.http_port}/healthz"
                     with urllib.request.urlopen(url, timeout=1) as response:
                         if response.status == 200:
                             return
@@ -134,6 +164,10 @@ class BenchServer:
 
     def pids(self) -> list[int]:
         return read_pids(self.data_dir)
+
+    def all_pids(self) -> list[int]:
+        """The supervisor's and its workers'."""
+        return ([self.proc.pid] if self.proc is not None else []) + self.pids()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
