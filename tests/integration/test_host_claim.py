@@ -3,7 +3,9 @@ Cluster, and the store's fencing that keeps one writer even without the claim.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,12 +20,23 @@ from shards import host_claim
 from shards.claim import InUse
 from shards.leases import NODES_KEY, RedisLeases, no_retry
 from shards.ownership import ShardKeeper
-from tests.integration.test_leases import FAST, SHARDS, Hooked, until
+from tests.integration.test_leases import FAST, SHARDS, Hooked, pause, until
 from tests.integration.test_store import category, room
 from tests.redis_cluster import RedisClusterNodes
 
+BOUND_S = 30.0  # each test body (pytest-timeout cannot stop uvloop)
 NODE = 1000  # worker 0 of host 1, on both hosts
 ONE = LeaseSettings(host_id=1)
+
+
+def bounded(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """The test's body within BOUND_S (a hang fails instead of stalling the run)."""
+
+    @functools.wraps(test)
+    async def run(*args: object, **kwargs: object) -> None:
+        await asyncio.wait_for(test(*args, **kwargs), BOUND_S)
+
+    return run
 
 
 @pytest.fixture(params=["redis", "cluster"])
@@ -33,10 +46,10 @@ async def client(
     """A lease client and the settings naming its Redis: one Redis, or the cluster."""
     if request.param == "redis":
         settings = Settings(redis_url=redis_url, workers=2, leases=ONE)
-        redis: aioredis.Redis | RedisCluster = aioredis.Redis.from_url(redis_url)
+        redis: aioredis.Redis | RedisCluster = aioredis.Redis.from_url(redis_url, socket_timeout=2)
     else:
         settings = Settings(redis_url=redis_cluster.url, redis_cluster=True, workers=2, leases=ONE)
-        redis = RedisCluster.from_url(redis_cluster.url, retry=no_retry())
+        redis = RedisCluster.from_url(redis_cluster.url, retry=no_retry(), socket_timeout=2)
 
     async def clean() -> None:
         await redis.delete(NODES_KEY)
@@ -57,6 +70,7 @@ def keeper(redis: aioredis.Redis | RedisCluster, store: ChatStore, claim: str | 
     return Hooked(ShardKeeper(leases, store, FAST, node=NODE, workers=1, shards=SHARDS))
 
 
+@bounded
 async def test_a_second_host_with_one_host_id_takes_nothing(
     client: tuple[aioredis.Redis | RedisCluster, Settings], tmp_path: Path
 ) -> None:
@@ -86,6 +100,7 @@ async def test_a_second_host_with_one_host_id_takes_nothing(
         await store.close()
 
 
+@bounded
 async def test_the_supervisor_claim_refuses_another_address_and_takes_its_own(
     client: tuple[aioredis.Redis | RedisCluster, Settings],
 ) -> None:
@@ -106,13 +121,14 @@ async def test_the_supervisor_claim_refuses_another_address_and_takes_its_own(
     await host_claim.take(settings, "t2 hostB (SIP 127.0.0.3:5060)")  # free after a stop
 
 
+@bounded
 async def test_without_the_claim_the_store_still_keeps_one_writer(
     redis_url: str, store: ChatStore
 ) -> None:
     """What the claim spares the pool: two hosts of one host_id take each other's leases
     (their workers have the same ids), but each takeover claims a new epoch in the store,
     which refuses the writes of the one that lost the shard."""
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = aioredis.Redis.from_url(redis_url, socket_timeout=2)
     await redis.delete(NODES_KEY, *[f"pchat:lease:{k}" for k in range(SHARDS)])
     await store.put_category(category())
     await store.put_room(room("r1", "Lobby"))
@@ -121,6 +137,8 @@ async def test_without_the_claim_the_store_still_keeps_one_writer(
         await first.keeper.start(first)
         old = first.keeper.token(1)
         await second.keeper.start(second)  # takes the "predecessor's" leases at once
+        await until(lambda: 1 in second.keeper.owned)
+        pause(first)  # they would go on taking it from each other; freeze one to write
         await until(lambda: 1 in second.keeper.owned)
         new = second.keeper.token(1)
         assert new[1] > old[1]
