@@ -67,11 +67,12 @@ async def test_a_second_host_with_the_same_host_id_refuses_to_start(pool: Pool) 
         await serving(first, SHARDS)
         started = asyncio.get_running_loop().time()
         await second.start()
-        code = await exit_code(second, 15.0)
+        code = await exit_code(second, 25.0)
         took = asyncio.get_running_loop().time() - started
         text = second.log_text()
         assert code != 0
-        assert took < 10.0, took
+        # seconds: its start-up (imports, the store) then one Redis call; 9 s seen at load 11
+        assert took < 20.0, took
         assert "Traceback" not in text
         last = text.strip().splitlines()[-1]
         assert last.startswith("pchat: leases.host_id 1 is already used by the pool host at ")
