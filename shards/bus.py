@@ -33,6 +33,14 @@ from shards.routing import Ownership, ShardMap
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S = 5.0  # an owner that does not answer in this: 503, the client retries
+# A request's publish that Redis has not confirmed in this: 503 at once. A live node answers
+# in well under a millisecond; one that is dead without a reset (a paused or cut-off cluster
+# master, until its replica is promoted) never does, and the request must not wait for it.
+PUBLISH_TIMEOUT_S = 1.0
+# Requests of this worker waiting for another worker's answer. Over it they get 503 at once:
+# with a node that does not answer, each waits its bound, and a burst of commands must not
+# pile up behind it (each holds a client's transaction open).
+MAX_WAITING = 4096
 # Owner requests being served at once for other workers; over it they get 503 so a
 # flood from other gateways cannot grow this worker's task list without bound.
 MAX_SERVING = 10_000
@@ -233,21 +241,32 @@ class RedisBus:
         if link is None:
             self._metrics.rejected("redis")
             raise Overloaded("the Redis bus is down")
+        if len(self._waiting) >= MAX_WAITING:
+            self._metrics.rejected("redis")
+            raise Overloaded("too many requests waiting for other workers")
         request_id = next(self._ids)
-        future: asyncio.Future[wire.Reply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REQUEST_TIMEOUT_S
+        future: asyncio.Future[wire.Reply] = loop.create_future()
         self._waiting[request_id] = future
         try:
             data = wire.encoder.encode(wire.Request(request_id, self._me, op))
             try:
-                receivers = await link.publish(wire.owner_channel(shard), data)
+                published = link.publish(wire.owner_channel(shard), data)
+                receivers = await asyncio.wait_for(published, PUBLISH_TIMEOUT_S)
             except RespError as exc:
                 self._metrics.rejected("redis")
                 raise Overloaded("the Redis bus is down") from exc
+            except TimeoutError as exc:
+                self._metrics.rejected("redis")
+                raise Overloaded(
+                    f"the Redis node of shard {shard}'s channel does not answer"
+                ) from exc
             if receivers == 0:  # no lease holder now (a takeover runs): say so now, not later
                 self._metrics.rejected("owner")
                 raise Overloaded(f"shard {shard} has no owner right now")
             try:
-                reply = await asyncio.wait_for(future, REQUEST_TIMEOUT_S)
+                reply = await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
             except TimeoutError as exc:
                 self._metrics.rejected("owner")
                 raise Overloaded(f"the owner of shard {shard} did not answer") from exc

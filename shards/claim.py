@@ -14,6 +14,9 @@ LOCK_NAME = "pchat.lock"
 # sysexits.h EX_CONFIG: a worker that cannot start (bind, certificate) says so with this code,
 # and the supervisor stops instead of restarting it forever.
 EXIT_CANNOT_START = 78
+# sysexits.h EX_PROTOCOL: a worker found another host using its host_id (shards/host_claim.py);
+# the supervisor stops the host instead of restarting it.
+EXIT_DUPLICATE_HOST = 76
 
 
 class InUse(RuntimeError):

@@ -30,6 +30,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from shards.host_claim import DuplicateHost, claim_key, refusal
 from shards.redis_clients import AnyRedis
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,14 @@ _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
 # Heartbeat: this worker's entry expires ttl ms from now (Redis time); expired ones go.
+# With a second key (its host's claim, shards/host_claim.py, on the same slot), the claim
+# is renewed too, or taken again if it lapsed; held by another host, nothing is written
+# and the holder is returned instead of the live set. ARGV: member, ttl, claim.
 _HEARTBEAT = (
-    "local t = redis.call('time')"
+    "if #KEYS > 1 then local h = redis.call('get', KEYS[2])"
+    " if h and h ~= ARGV[3] then return h end"
+    " redis.call('set', KEYS[2], ARGV[3], 'px', ARGV[2]) end"
+    " local t = redis.call('time')"
     " local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
     " redis.call('zremrangebyscore', KEYS[1], '-inf', now)"
     " if ARGV[1] ~= '' then redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) end"
@@ -80,7 +87,8 @@ class LeaseTable(Protocol):
     """Leases with expiry; holders are opaque strings."""
 
     async def heartbeat(self, member: str, ttl_ms: int) -> list[str]:
-        """Keeps ``member`` alive for ttl_ms and returns every live member."""
+        """Keeps ``member`` alive for ttl_ms and returns every live member; DuplicateHost
+        when another host holds this host's claim (then nothing was written)."""
 
     async def leave(self, member: str) -> None: ...
     async def holders(self, shards: Sequence[int]) -> list[str | None]: ...
@@ -104,9 +112,12 @@ class RedisLeases:
     """``LeaseTable`` on redis-py (single Redis or ``RedisCluster``); every call gives up
     after ``timeout_s`` (TimeoutError), so a keeper's round never hangs on a dead node."""
 
-    def __init__(self, redis: AnyRedis, timeout_s: float = 1.0) -> None:
+    def __init__(
+        self, redis: AnyRedis, timeout_s: float = 1.0, host: tuple[int, str] | None = None
+    ) -> None:
         self._redis = redis
         self._timeout_s = timeout_s
+        self._host = host  # (host_id, its claim) to renew with each heartbeat, or None
 
     async def _bounded(self, call: Awaitable[T]) -> T:
         try:
@@ -117,7 +128,14 @@ class RedisLeases:
             raise
 
     async def heartbeat(self, member: str, ttl_ms: int) -> list[str]:
-        live = await self._bounded(self._redis.eval(_HEARTBEAT, 1, NODES_KEY, member, ttl_ms))
+        if self._host is None:
+            keys: tuple[str, ...] = (NODES_KEY,)
+            args: tuple[object, ...] = (member, ttl_ms)
+        else:
+            keys, args = (NODES_KEY, claim_key(self._host[0])), (member, ttl_ms, self._host[1])
+        live = await self._bounded(self._redis.eval(_HEARTBEAT, len(keys), *keys, *args))  # type: ignore[arg-type]
+        if not isinstance(live, list):  # the claim's holder: another host uses this host_id
+            raise DuplicateHost(refusal(self._host[0] if self._host else 0, _text(live)))
         return [_text(m) for m in live]
 
     async def leave(self, member: str) -> None:

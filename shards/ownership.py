@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from core.config import LeaseSettings
 from core.errors import Overloaded, PchatError
 from core.store.base import ChatStore
+from shards.host_claim import DuplicateHost
 from shards.leases import LeaseTable
 from shards.placement import Placement
 
@@ -99,6 +100,10 @@ class ShardKeeper:
         self._hooks: OwnerHooks | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Set when another host holds this host's host_id claim: this worker serves no
+        # shard any more and its process stops (``refusal`` says why).
+        self.refused = asyncio.Event()
+        self.refusal = ""
 
     def owns(self, shard: int) -> bool:
         return shard in self._owned and self._clock() < self._valid_until
@@ -183,8 +188,22 @@ class ShardKeeper:
             log.info("node %d gives up %d shard(s): %s", self.node, len(lost), why)
             self._hooks.lost(lost, why)
 
+    async def _refuse(self, why: str) -> None:
+        """Another host has this host_id: its workers have these node ids, so every lease
+        here is one they may take as their own. Give them all up, take none, and stop (the
+        store's fencing refuses whatever write either side still tries meanwhile)."""
+        if not self.refused.is_set():
+            log.error("%s; this host stops serving", why)
+        self.refusal = why
+        self.refused.set()
+        shards = self.owned
+        self._lose(shards, "another host uses this host_id")
+        await self._table.release(shards, self.holder)
+
     async def tick(self) -> None:
         assert self._hooks is not None
+        if self.refused.is_set():
+            return
         now = self._clock()
         if self._owned and now >= self._valid_until:
             self._lose(self.owned, "its leases ran out before they were renewed")
@@ -198,7 +217,12 @@ class ShardKeeper:
             kept = set(await self._table.renew(mine, self.holder, self._ttl_ms))
             self._lose([s for s in mine if s not in kept], "its lease was not renewed")
         self._renewed_at = now
-        live = self._read_live(await self._table.heartbeat(self._member, self._ttl_ms))
+        try:
+            members = await self._table.heartbeat(self._member, self._ttl_ms)
+        except DuplicateHost as exc:
+            await self._refuse(str(exc))
+            return
+        live = self._read_live(members)
         self._beat_at = now
         if was_stale:
             await self._hooks.stale()

@@ -15,8 +15,10 @@ from pathlib import Path
 import msgspec
 
 from core.config import Settings, redact_url
+from shards import host_claim
 from shards.claim import (
     EXIT_CANNOT_START,
+    EXIT_DUPLICATE_HOST,
     CannotStart,
     check_ports,
     lock_data_dir,
@@ -59,6 +61,7 @@ class Supervisor:
             self._workers.append(Worker(COMPLIANCE))
         self._env: dict[str, str] = {}
         self._lock_fd = -1
+        self._host_claim = ""  # this host's claim of its host_id in a shared Redis
 
     def run(self) -> int:
         data_dir = Path(self.settings.data_dir).resolve()
@@ -75,7 +78,15 @@ class Supervisor:
             self._redis.start()
             log.info("embedded redis-server on %s", settings.redis_socket)
         settings = msgspec.structs.replace(settings, data_dir=str(data_dir))
+        if settings.leased and settings.redis_url:
+            # A shared Redis: another host may have been given this host_id by mistake.
+            # The embedded Redis is this host's alone.
+            claim = host_claim.new_claim(settings)
+            asyncio.run(host_claim.take(settings, claim))
+            self._host_claim = claim
         self._env = dict(os.environ)
+        if self._host_claim:
+            self._env[host_claim.HOST_CLAIM_ENV] = self._host_claim
         self._env["_PCHAT_WORKER_SETTINGS"] = msgspec.json.encode(settings).decode()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -89,6 +100,8 @@ class Supervisor:
             self._watch()
         finally:
             self._stop_workers()
+            if self._host_claim:
+                asyncio.run(host_claim.release(settings, self._host_claim))
             if self._redis is not None:
                 self._redis.stop()
             # Pid files name live processes only: after a stop they would point at pids the
@@ -168,6 +181,11 @@ class Supervisor:
                     name = f"worker {worker.worker_id}" if is_worker else "compliance service"
                     if proc.returncode == EXIT_CANNOT_START:
                         raise CannotStart(f"{name} cannot start (reason logged above); stopping")
+                    if proc.returncode == EXIT_DUPLICATE_HOST:
+                        raise CannotStart(
+                            f"another host uses leases.host_id {self.settings.leases.host_id}"
+                            " (logged above); stopping this host"
+                        )
                     log.error(
                         "%s (pid %d) exited with %s; restarting", name, proc.pid, proc.returncode
                     )

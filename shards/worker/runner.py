@@ -32,7 +32,8 @@ from core.xccos.commands import CommandHandler, Directory, ServerInfo, invitatio
 from shards import wire
 from shards.audit import AuditLog
 from shards.bus import Fanout, RedisBus
-from shards.claim import EXIT_CANNOT_START, CannotStart
+from shards.claim import EXIT_CANNOT_START, EXIT_DUPLICATE_HOST, CannotStart
+from shards.host_claim import HOST_CLAIM_ENV, DuplicateHost
 from shards.leases import RedisLeases, no_retry
 from shards.lifetime import die_with_parent
 from shards.logs import setup_logging
@@ -252,8 +253,12 @@ def _fence(keeper: ShardKeeper | None, shard_map: ShardMap) -> Fence:
 
 
 @contextlib.asynccontextmanager
-async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[RunningWorker]:
-    """Starts every part of a worker; on exit stops listening, commits what is queued, closes."""
+async def run_worker(
+    settings: Settings, worker_id: int = 0, host_claim: str = ""
+) -> AsyncIterator[RunningWorker]:
+    """Starts every part of a worker; on exit stops listening, commits what is queued, closes.
+    ``host_claim``: the supervisor's claim of the host_id (shards/host_claim.py), renewed
+    with each heartbeat; "" (the embedded Redis, tests): none."""
     metrics = Metrics()
     store = make_store(settings.store_url, settings.store_pool)
     await store.open()
@@ -267,7 +272,11 @@ async def run_worker(settings: Settings, worker_id: int = 0) -> AsyncIterator[Ru
         ShardKeeper(
             # each of a round's Redis calls (renew, heartbeat, holders) within a third of
             # the trust window, so a round ends before this worker stops trusting its leases
-            RedisLeases(lease_redis, timeout_s=settings.leases.ttl_s * TRUST / 3),
+            RedisLeases(
+                lease_redis,
+                timeout_s=settings.leases.ttl_s * TRUST / 3,
+                host=(settings.leases.host_id, host_claim) if host_claim else None,
+            ),
             store,
             settings.leases,
             node=node,
@@ -471,22 +480,32 @@ def main() -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works
         pass
     try:
-        asyncio.run(_serve_until_signal(settings, args.worker_id))
+        claim = os.environ.get(HOST_CLAIM_ENV, "")
+        asyncio.run(_serve_until_signal(settings, args.worker_id, claim))
     except CannotStart as exc:
         log.error("worker %d cannot start: %s", args.worker_id, exc)
         sys.exit(EXIT_CANNOT_START)
+    except DuplicateHost:  # logged by the keeper when it found the other host
+        sys.exit(EXIT_DUPLICATE_HOST)
 
 
-async def _serve_until_signal(settings: Settings, worker_id: int) -> None:
+async def _serve_until_signal(settings: Settings, worker_id: int, host_claim: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     started = False
     try:
-        async with run_worker(settings, worker_id):
+        async with run_worker(settings, worker_id, host_claim) as worker:
             started = True
-            await stop.wait()
+            waits = [asyncio.ensure_future(stop.wait())]
+            if worker.keeper is not None:
+                waits.append(asyncio.ensure_future(worker.keeper.refused.wait()))
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for wait in pending:
+                wait.cancel()
+        if worker.keeper is not None and worker.keeper.refused.is_set():
+            raise DuplicateHost(worker.keeper.refusal)
     except OSError as exc:  # a bind or a certificate (ssl.SSLError is an OSError)
         if started:
             raise
