@@ -44,7 +44,10 @@ MAX_WAITING = 4096
 # Owner requests being served at once for other workers; over it they get 503 so a
 # flood from other gateways cannot grow this worker's task list without bound.
 MAX_SERVING = 10_000
-RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+# Waits between reconnect attempts. Capped at 0.5 s: after a Redis Cluster failover the bus
+# was the last part back (up to one 2 s wait after the promotion), and one connect attempt
+# per worker per half second costs a down Redis nothing.
+RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5)
 
 
 class Gateway(Protocol):
