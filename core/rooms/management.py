@@ -238,19 +238,24 @@ class Management:
     async def set_disabled(self, actor: Actor, ref: str, disabled: bool) -> RoomRecord:
         return await self.update_room(actor, ref, RoomChange(disabled=disabled))
 
+    async def removable_room(self, actor: Actor, ref: str) -> RoomRecord:
+        """The room if the actor may delete it and remove its posts, for the pages that
+        do both: NotFound if they may not see it, else Forbidden unless an administrator."""
+        room, _ = await self._seen_room(actor, ref)
+        need_remover(actor, "delete rooms and remove messages; managers may disable a room")
+        return room
+
     async def delete_room(self, actor: Actor, ref: str) -> None:
-        """The room's managers and administrators delete it, with its history and files
-        (a room one may not see is NotFound, one seen but not managed Forbidden)."""
-        room, _ = await self._visible_room(actor, ref)
+        need_remover(actor, "delete rooms; managers may disable them")
+        room = await self.room(ref)
         files = await self._store.room_files(room.id)
         await self._store.delete_room(room.id)  # the records first: never a record without bytes
         await self._remove_bytes(files)
         await self._store.bump_revision()
 
     async def remove_message(self, actor: Actor, ref: str, seq: int) -> None:
-        """The room's managers and administrators remove a post from its history (the
-        same check as any change of the room)."""
-        room, _ = await self._visible_room(actor, ref)
+        need_remover(actor, "remove messages")
+        room = await self.room(ref)
         if not await self._store.delete_message(room.id, seq):
             raise NotFound(f"no message {seq} in {room.name!r}")
         # A file post takes its file with it (the record, then the bytes).
@@ -407,3 +412,10 @@ def need_admin(actor: Actor, what: str = "categories") -> None:
     """Forbidden unless the actor is an administrator (who alone manage ``what``)."""
     if not actor.admin:
         raise Forbidden(f"only administrators manage {what}")
+
+
+def need_remover(actor: Actor, what: str) -> None:
+    """Forbidden unless the actor is an administrator: they alone delete a room or remove
+    a post, because the history is a compliance record; a room's managers disable it."""
+    if not actor.admin:
+        raise Forbidden(f"only administrators {what}")

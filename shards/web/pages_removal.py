@@ -1,8 +1,9 @@
 """Deleting a room and removing posts from its history, on the room pages (shards layer).
 
 Both are `Management` calls (core/rooms/management.py ``delete_room``, ``remove_message``),
-the same rule as the JSON API and `pchat admin`: the room's managers and administrators;
-a room one may not see answers 404, one seen but not managed 403. Deleting asks first: a
+the same rule as the JSON API and `pchat admin`: administrators only (the history is a
+compliance record; a room's managers disable it instead). A room one may not see answers
+404, any other non-administrator 403 (``Management.removable_room``). Deleting asks first: a
 page says what goes (the history, the files) and the form needs its box ticked. The
 history page lists the newest posts with their message ids, each with its Remove button.
 """
@@ -71,14 +72,14 @@ class RemovalPages:
         r.add_get("/rooms/{room}/history", self.history)
         r.add_post("/rooms/{room}/messages/{msgid}/remove", self.remove)
 
-    async def _managed(
+    async def _removable(
         self, request: web.Request, title: str
     ) -> tuple[Session, RoomRecord] | web.Response:
         session = await self._gate.signed_in(request)
         if isinstance(session, web.Response):
             return session
         try:
-            room, _ = await self._mgmt.managed_room(session.actor, request.match_info["room"])
+            room = await self._mgmt.removable_room(session.actor, request.match_info["room"])
         except PchatError as exc:
             return refusal(title, self._gate.viewer(session), exc)
         return session, room
@@ -93,7 +94,7 @@ class RemovalPages:
         return page(title, body, viewer, status=status, notice=notice, error=status >= 400)
 
     async def confirm(self, request: web.Request) -> web.Response:
-        found = await self._managed(request, "Delete room")
+        found = await self._removable(request, "Delete room")
         if isinstance(found, web.Response):
             return found
         session, room = found
@@ -107,7 +108,7 @@ class RemovalPages:
         viewer = self._gate.viewer(session)
         ref = request.match_info["room"]
         try:
-            room, _ = await self._mgmt.managed_room(session.actor, ref)
+            room = await self._mgmt.removable_room(session.actor, ref)
             if text(data, "confirm") != "yes":
                 notice = "Tick the box to confirm; nothing was deleted."
                 return await self._confirm_page(viewer, room, notice, BadRequest.sip_status)
@@ -118,7 +119,7 @@ class RemovalPages:
         return redirect("/rooms?done=deleted")
 
     async def history(self, request: web.Request) -> web.Response:
-        found = await self._managed(request, "History")
+        found = await self._removable(request, "History")
         if isinstance(found, web.Response):
             return found
         session, room = found
@@ -153,7 +154,7 @@ class RemovalPages:
         except ValueError:
             return refusal("History", self._gate.viewer(session), BadRequest("no such message id"))
         try:
-            room, _ = await self._mgmt.managed_room(session.actor, ref)
+            room = await self._mgmt.removable_room(session.actor, ref)
             await self._mgmt.remove_message(session.actor, room.id, msgid)
         except PchatError as exc:
             return refusal("History", self._gate.viewer(session), exc)

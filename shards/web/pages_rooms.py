@@ -43,6 +43,11 @@ _LIST = """<p>$create</p>
 $rows
 </tbody></table>"""
 
+# Administrators only (Management.removable_room): a room's managers disable it instead.
+_REMOVAL = """<h2>History and deletion</h2><div class="card">
+<p><a href="/rooms/$id/history">Recent history: remove a message</a></p>
+<p><a href="/rooms/$id/delete">Delete this room…</a></p></div>"""
+
 _ROW = """<tr><td><a href="/rooms/$id">$name</a></td><td>$category</td><td>$privacy</td>
 <td>$state</td></tr>"""
 
@@ -244,12 +249,10 @@ class RoomPages:
         switch = render(
             """<h2>State</h2><form method="post" action="/rooms/$id/$op" class="card">
 <input type="hidden" name="csrf" value="$csrf"><p>This room is $state.</p>
-<button type="submit">$label</button></form>
-<h2>History and deletion</h2><div class="card">
-<p><a href="/rooms/$id/history">Recent history: remove a message</a></p>
-<p><a href="/rooms/$id/delete">Delete this room…</a></p></div>""",
+<button type="submit">$label</button></form>$removal""",
             id=room.id, op=toggle, csrf=viewer.csrf, label=f"{toggle.title()} room",
             state="disabled: nobody can find or join it" if room.disabled else "enabled",
+            removal=render(_REMOVAL, id=room.id) if viewer.admin else "",
         )  # fmt: skip
         files = await files_section(self._store, room, category, viewer, self._max_upload_kb)
         body = join([form, switch, files])

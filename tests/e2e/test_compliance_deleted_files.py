@@ -1,6 +1,6 @@
 """A file deleted before the compliance service could copy it is archived with its bytes:
 against `pchat serve --compliance`, the service is stopped (SIGSTOP), files are uploaded,
-then a file post is removed by its manager over the API and a room deleted with
+then a file post is removed by an administrator over the API and a room deleted with
 `pchat admin` (their bytes leave the file store), then
 the service goes on (SIGCONT). The archive holds every upload's bytes, valid against the
 XSD: the upload's own path kept them in the compliance file store before its 201."""
@@ -64,6 +64,10 @@ async def seed(chat_url: str) -> dict[str, str]:
         await store.put_user(
             UserRecord(uri=alice, ha1=user_ha1s(alice, DOMAIN, PASSWORD), enabled=True)
         )
+        root = f"sip:root@{DOMAIN}"  # an administrator: only they remove posts
+        await store.put_user(
+            UserRecord(uri=root, ha1=user_ha1s(root, DOMAIN, PASSWORD), enabled=True, admin=True)
+        )
         await store.put_category(CategoryRecord(id="general", name="General"))
         rooms = {"Keep": "keep", "Doomed": "doomed"}
         for name, room_id in rooms.items():
@@ -85,7 +89,7 @@ async def delete_while_stopped(
     cluster: Cluster, rooms: dict[str, str]
 ) -> dict[str, tuple[str, bytes]]:
     """{stored name: (file id, bytes)} of the uploads, all deleted before any relay: a
-    file post removed by its manager over the API, a room deleted with `pchat admin`."""
+    file post removed by an administrator over the API, a room deleted with `pchat admin`."""
     pid = await compliance_pid(cluster)
     os.kill(pid, signal.SIGSTOP)  # down: nothing is relayed from here on
     sent: dict[str, tuple[str, bytes]] = {}
@@ -102,7 +106,7 @@ async def delete_while_stopped(
                 sent[stored_name(body["id"], name)] = (body["id"], data)
                 posts[room] = int(body["msgid"])
             url = f"/api/rooms/{rooms['Keep']}/messages/{posts['Keep']}"
-            async with http.delete(url, headers=basic("alice")) as r:
+            async with http.delete(url, headers=basic("root")) as r:
                 assert r.status == 200, await r.text()
         await cluster.admin("room", "delete", "Doomed")
         files = cluster.data_dir / "files"
