@@ -65,6 +65,14 @@ class RoomRecord(msgspec.Struct, kw_only=True):
     created_ms: int = 0
 
 
+class SigninRooms(msgspec.Struct, frozen=True, kw_only=True):
+    """What a sign-in asks for at once (getassociations member, manager, follower)."""
+
+    member: list[RoomRecord]
+    manager: list[RoomRecord]
+    follower: list[RoomRecord]
+
+
 class NewMessage(msgspec.Struct, kw_only=True, gc=False):
     """A post to store; ``seq`` is assigned by the room owner, unique per room."""
 
@@ -262,6 +270,11 @@ class ChatStore(Protocol):
     async def followed(self, user: str) -> list[str]: ...
     async def followed_rooms(self, user: str) -> list[RoomRecord]:
         """The rooms ``user`` follows that still exist, in one read (sign-in needs them)."""
+        ...
+
+    async def signin_rooms(self, user: str, principals: list[str]) -> SigninRooms:
+        """The rooms where ``principals`` are members, managers, and those ``user``
+        follows: what ``rooms_with_principal`` and ``followed_rooms`` answer, in one read."""
         ...
 
     # -- preferences

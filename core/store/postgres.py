@@ -22,6 +22,7 @@ from core.store.base import (
     PrefRecord,
     RoomRecord,
     RoomRole,
+    SigninRooms,
     UserRecord,
 )
 from core.store.fencing import check_tokens, tokens_of
@@ -524,6 +525,14 @@ class PostgresStore:
     async def followed_rooms(self, user: str) -> list[RoomRecord]:
         return await self._rooms(
             "WHERE id IN (SELECT room_id FROM follows WHERE user_uri = $1)", user
+        )
+
+    async def signin_rooms(self, user: str, principals: list[str]) -> SigninRooms:
+        # No thread hop here (asyncpg): three queries on the pool, one call for the worker.
+        return SigninRooms(
+            member=await self.rooms_with_principal(principals, "member"),
+            manager=await self.rooms_with_principal(principals, "manager"),
+            follower=await self.followed_rooms(user),
         )
 
     # -- preferences

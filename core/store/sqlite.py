@@ -28,6 +28,7 @@ from core.store.base import (
     PrefRecord,
     RoomRecord,
     RoomRole,
+    SigninRooms,
     UserRecord,
 )
 from core.store.sqlite_db import (
@@ -249,6 +250,9 @@ class SqliteStore:
 
     async def followed_rooms(self, user: str) -> list[RoomRecord]:
         return await self._call(SqliteDb.followed_rooms, user)
+
+    async def signin_rooms(self, user: str, principals: list[str]) -> SigninRooms:
+        return await self._call(SqliteDb.signin_rooms, user, principals)  # one thread hop
 
     # -- preferences
     async def get_pref(self, user: str, label: str) -> PrefRecord | None:

@@ -25,6 +25,7 @@ from core.store.base import (
     PrefRecord,
     RoomRecord,
     RoomRole,
+    SigninRooms,
     UserRecord,
 )
 from core.store.fencing import check_tokens, tokens_of
@@ -440,6 +441,13 @@ class SqliteDb:
 
     def followed_rooms(self, user: str) -> list[RoomRecord]:
         return self._rooms("WHERE id IN (SELECT room_id FROM follows WHERE user_uri = ?)", (user,))
+
+    def signin_rooms(self, user: str, principals: list[str]) -> SigninRooms:
+        return SigninRooms(
+            member=self.rooms_with_principal(principals, "member") if principals else [],
+            manager=self.rooms_with_principal(principals, "manager") if principals else [],
+            follower=self.followed_rooms(user),
+        )
 
     # -- preferences
     def get_pref(self, user: str, label: str) -> PrefRecord | None:

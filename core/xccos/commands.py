@@ -40,10 +40,12 @@ from core.store.base import (
     InvitationRecord,
     MessageRecord,
     RoomRecord,
+    SigninRooms,
 )
 from core.xccos import build
 from core.xccos.envelope import Command, Post
 from core.xccos.ids import parse_room_uri, room_refs, room_uri, ts_iso
+from core.xccos.signin_view import KINDS, SigninViews
 from core.xccos.xml import Element
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,22 @@ class CommandHandler:
         self._info = info
         self._file_tokens = file_tokens  # None: no file service (no HTTP listener)
         self._root_uri = f"ma-cat://{info.domain}/{uuid.uuid5(uuid.NAMESPACE_DNS, info.domain)}"
+        # New sessions' room lists, read once for the sign-in's getassociations.
+        self.signin_views: SigninViews[asyncio.Future[SigninRooms | None]] = SigninViews()
+
+    async def load_signin_rooms(self, session_id: str, user: str) -> SigninRooms:
+        """Reads a new session's member, manager and followed rooms in one store call and
+        parks the read for its first getassociations of each kind (signin_view.py)."""
+        pending: asyncio.Future[SigninRooms | None] = asyncio.get_running_loop().create_future()
+        self.signin_views.put(session_id, pending)
+        try:
+            rooms = await self._store.signin_rooms(user, _principals(user))
+        except BaseException:
+            self.signin_views.drop(session_id)
+            pending.set_result(None)  # a getassociations already waiting asks the store
+            raise
+        pending.set_result(rooms)
+        return rooms
 
     @property
     def info(self) -> ServerInfo:
@@ -291,13 +309,16 @@ class CommandHandler:
         assoc = data.find("assoc") if data is not None else None
         kind = assoc.get("type", "member") if assoc is not None else "member"
         user = session.user
-        if kind == "follower":
-            found = await self._store.followed_rooms(user)
-        elif kind in ("member", "manager", "presenter"):
-            principals = [user, f"domain:{rules.domain_of(user)}"]
-            found = await self._store.rooms_with_principal(principals, kind)  # type: ignore[arg-type]
-        else:
+        if kind not in ("member", "manager", "presenter", "follower"):
             raise BadRequest(f"unknown association type {kind}")
+        pending = self.signin_views.take(session.session_id, kind) if kind in KINDS else None
+        parked = await pending if pending is not None else None
+        if parked is not None:
+            found = getattr(parked, kind)
+        elif kind == "follower":
+            found = await self._store.followed_rooms(user)
+        else:
+            found = await self._store.rooms_with_principal(_principals(user), kind)  # type: ignore[arg-type]
         visible = await self._visible(found, user)
         if kind == "follower":
             visible = [(r, c) for r, c in visible if rules.can_read(r, c, user)]
@@ -475,12 +496,14 @@ class CommandHandler:
         if not rules.can_read(room, category, session.user):
             raise Forbidden("not a member of this room")
         await self._store.follow(session.user, room_id)
+        self.signin_views.drop(session.session_id)  # its parked follower list is stale
         session.set_following(room_id, True)
         return build.chanib(room_uri(self._info.domain, room_id))
 
     async def _on_unfollow(self, session: SessionView, data: Element | None) -> str:
         room_id = self._room_ids(data)[0]
         await self._store.unfollow(session.user, room_id)
+        self.signin_views.drop(session.session_id)
         session.set_following(room_id, False)
         return build.chanib(room_uri(self._info.domain, room_id))
 
@@ -490,6 +513,11 @@ class CommandHandler:
             for c in await self._store.list_categories()
         )
         return f'<perm create="{"true" if allowed else "false"}"/>'
+
+
+def _principals(user: str) -> list[str]:
+    """Who ``user`` is in role lists: the address and its domain."""
+    return [user, f"domain:{rules.domain_of(user)}"]
 
 
 def _too_large(data: str, budget_bytes: int) -> bool:

@@ -148,6 +148,14 @@ def decode_envelope(
     over `max_items` children (refused as the parser reaches the first one too many)."""
     if len(body) > max_bytes:
         raise TooLarge(f"envelope larger than {max_bytes} bytes")
+    if max_items >= 1:
+        fast = decode_exchange_fast(body)
+        if fast is not None:
+            return fast
+    return _decode_tree(body, max_bytes, max_items)
+
+
+def _decode_tree(body: bytes, max_bytes: int, max_items: int) -> Envelope:
     root = parse_xml(body, max_bytes=max_bytes, max_root_children=max_items)
     if root.tag != "xccos":
         raise BadRequest(f"root element is <{root.tag[:40]}>, not <xccos>")
@@ -275,3 +283,78 @@ def decode_post_fast(
     if result is None or not result[0]:  # decode_envelope needs an envid
         return None
     return result
+
+
+# ---- fast path for a sign-in's exchanges: one command, one reply ----
+#
+# A sign-in is five commands and five replies, each an envelope of one item whose
+# <data> holds nothing or a row of empty elements (<assoc type="member"/>, <sib .../>).
+# Exactly the shape build.cmd/build.rpl write (one space, double quotes, no whitespace
+# between elements) is taken here (~10x cheaper than expat, which goes through a
+# Python callback per element); anything else, including every error, goes to expat.
+
+# Attribute values here may hold references (`&amp;`): _unescape checks each one.
+_AVAL = f'[^"<\t\n\r{_BAD}]*+'
+_NAME = "[A-Za-z_][A-Za-z0-9_.-]*+"
+_LEAF = f'<{_NAME}(?: {_NAME}="{_AVAL}")*+/>'
+_LEAVES = f"(?:<data/>|<data>((?:{_LEAF})*+)</data>)?"
+_HEAD = f'<xccos ver="1" envid="({_AVAL})" xmlns="{re.escape(NS)}">'
+_CMD = re.compile(f'{_HEAD}<cmd id="({_AVAL})" seqid="({_AVAL})">{_LEAVES}</cmd></xccos>')
+_RPL = re.compile(
+    f'{_HEAD}<rpl id="({_AVAL})" seqid="({_AVAL})"><commandid seqid="({_AVAL})" envid="({_AVAL})"/>'
+    f'<resp code="([0-9]{{1,3}})">{_TEXT}</resp>{_LEAVES}</rpl></xccos>'
+)
+_LEAF_ONE = re.compile(f'<({_NAME})((?: {_NAME}="{_AVAL}")*+)/>')
+_LEAF_ATTR = re.compile(f'({_NAME})="({_AVAL})"')
+
+
+def _data_element(raw: str | None, present: bool) -> Element | None:
+    if not present:
+        return None
+    children = []
+    for tag, raw_attrs in _LEAF_ONE.findall(raw or ""):
+        found = _LEAF_ATTR.findall(raw_attrs)
+        attrs = {name: _unescape(value) for name, value in found}
+        # expat refuses a repeated attribute and takes xmlns as a declaration.
+        if len(attrs) != len(found) or "xmlns" in attrs:
+            raise _NotFast
+        children.append(Element(tag, attrs, [], ""))
+    return Element("data", {}, children, "")
+
+
+def _exchange(doc: str) -> Envelope | None:
+    m = _CMD.fullmatch(doc)
+    if m is not None:
+        envid, name, seqid, leaves = m.groups()
+        name, seqid = _unescape(name), _unescape(seqid)
+        if not seqid or not name.startswith("cmd:"):
+            return None
+        data = _data_element(leaves, "<data" in doc)
+        return Envelope(_unescape(envid), [Command(name, seqid, data)])
+    m = _RPL.fullmatch(doc)
+    if m is None:
+        return None
+    envid, name, seqid, cmd_seqid, cmd_envid, code, text, leaves = m.groups()
+    name, seqid = _unescape(name), _unescape(seqid)
+    cmd_seqid, cmd_envid = _unescape(cmd_seqid), _unescape(cmd_envid)
+    if not (seqid and cmd_seqid and cmd_envid and name.startswith("rpl:")):
+        return None
+    tail = doc[m.end(7) :]  # after the resp text: only the reply's own <data> is looked for
+    data = _data_element(leaves, "<data" in tail)
+    reply = Reply(name, seqid, cmd_seqid, cmd_envid, int(code), _chat_text(text).strip(), data)
+    return Envelope(_unescape(envid), [reply])
+
+
+def decode_exchange_fast(body: bytes) -> Envelope | None:
+    """The envelope of one plain command or reply, or None: then expat decides.
+
+    Never accepts what the full decoder refuses, and agrees with it on what it accepts
+    (decode_envelope tries it first; the caller has checked the size).
+    """
+    try:
+        envelope = _exchange(body.decode("utf-8"))
+    except (UnicodeDecodeError, _NotFast):
+        return None
+    if envelope is None or not envelope.envid:
+        return None
+    return envelope

@@ -155,7 +155,9 @@ class Gateway:
 
     async def _load_follows(self, session: Session) -> None:
         try:
-            rooms = await self.store.followed_rooms(session.user)
+            # One read for the sign-in: its getassociations take their lists from it.
+            signin = await self.handler.load_signin_rooms(session.session_id, session.user)
+            rooms = signin.follower
         except PchatError as exc:
             log.warning("followed rooms of %s not loaded: %s", session.user, exc)
             return

@@ -123,6 +123,7 @@ class RunningWorker:
         """An admin changed the store: drop caches, re-check who may stay in which room."""
         if self.directory is not None:
             self.directory.invalidate()
+        self.gateway.handler.signin_views.clear()  # parked sign-in reads predate the change
         await self.owner.refresh()
         await self.gateway.recheck_follows()
         await self._end_stale_sign_ins()

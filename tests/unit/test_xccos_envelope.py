@@ -26,7 +26,7 @@ from core.xccos.ids import (
     room_uri,
     ts_iso,
 )
-from core.xccos.xml import parse_xml
+from core.xccos.xml import Element, parse_xml
 
 ROOM = "ma-chan://example.com/0f1e2d3c"
 ALICE = "sip:alice@example.com"
@@ -519,3 +519,105 @@ def test_parse_ts_accepts_other_precisions(value: str, ms: int) -> None:
 def test_parse_ts_rejects_junk(value: str) -> None:
     with pytest.raises(BadRequest):
         parse_ts(value)
+
+
+# ---- decode_exchange_fast: a sign-in's commands and replies ------------------
+
+
+def _tree(el: Element | None) -> object:
+    if el is None:
+        return None
+    return (el.tag, el.attrs, el.text, [_tree(c) for c in el.children])
+
+
+def _shape(env: Envelope | None) -> object:
+    """Envelopes compared by value (Element has identity equality)."""
+    if env is None:
+        return None
+    items = []
+    for item in env.items:
+        if isinstance(item, Command):
+            items.append(("cmd", item.name, item.seqid, _tree(item.data)))
+        elif isinstance(item, Reply):
+            fields = (item.name, item.seqid, item.command_seqid, item.command_envid, item.code)
+            items.append(("rpl", *fields, item.text, _tree(item.data)))
+        else:
+            items.append(("other", repr(item)))
+    return env.envid, items
+
+
+def _slow_tree(body: bytes) -> Envelope | None:
+    try:
+        return envelope_module._decode_tree(body, 65536, 16)
+    except PchatError:
+        return None
+
+
+EXCHANGE_SEEDS = [
+    build.envelope(12, build.cmd("cmd:getassociations", 1, '<assoc type="member"/>')).decode(),
+    build.envelope(13, build.cmd("cmd:getinv", 1, '<inv inviteId="1" domain="d&amp;x"/>')).decode(),
+    build.envelope(14, build.cmd("cmd:getserverinfo", 2)).decode(),
+    build.envelope(15, build.rpl("rpl:getassoc", 1, "1", "12", 200)).decode(),
+    build.envelope(
+        16,
+        build.rpl("rpl:getservinfo", 1, "1", "14", 200, '<sib a="1" b="x&gt;y"/><sib c=""/>'),
+    ).decode(),
+    build.envelope(17, build.rpl("rpl:join", 3, "2", "9", 404)).decode(),
+]
+EXCHANGE_TOKENS = [*TOKENS, "<data/>", "<data>", "</data>", " xmlns='x'", ' xmlns="y"', ' a="1"']
+
+
+def test_exchange_fast_path_decodes_what_build_writes() -> None:
+    body = build.envelope(12, build.cmd("cmd:getassociations", 1, '<assoc type="member"/>'))
+    fast = envelope_module.decode_exchange_fast(body)
+    assert fast is not None
+    [cmd] = fast.items
+    assert isinstance(cmd, Command) and (cmd.name, cmd.seqid) == ("cmd:getassociations", "1")
+    assert cmd.data is not None and _tree(cmd.data.find("assoc")) == (
+        "assoc", {"type": "member"}, "", [],
+    )  # fmt: skip
+    reply = envelope_module.decode_exchange_fast(
+        build.envelope(3, build.rpl("rpl:x", 1, "1", "12"))
+    )
+    assert reply is not None and _shape(reply) == (
+        "3", [("rpl", "rpl:x", "1", "1", "12", 200, "SUCCESS_OK", ("data", {}, "", []))],
+    )  # fmt: skip
+    # decode_envelope takes it first, and says the same as the full parser.
+    assert _shape(decode_envelope(body)) == _shape(_slow_tree(body))
+
+
+def test_exchange_fast_path_agrees_with_the_parser_on_mutated_inputs() -> None:
+    rng = random.Random(20261203)
+    accepted = checked = 0
+    for seed in EXCHANGE_SEEDS:
+        assert envelope_module.decode_exchange_fast(seed.encode()) is not None, seed
+        for mutant in _mutants(seed, rng) + [
+            seed[:p] + t + seed[p:] for t in EXCHANGE_TOKENS[-6:] for p in range(len(seed) + 1)
+        ]:
+            body = mutant.encode("utf-8", "surrogatepass")
+            fast = envelope_module.decode_exchange_fast(body)
+            checked += 1
+            if fast is None:
+                continue
+            accepted += 1
+            assert _shape(fast) == _shape(_slow_tree(body)), mutant
+    # Not vacuous: many mutants still take the fast path, and were compared.
+    assert checked > 20000 and accepted > 1000
+
+
+def test_exchange_fast_path_declines_what_the_parser_refuses() -> None:
+    refused = [
+        _env('<cmd id="join" seqid="1"><data/></cmd>'),  # not cmd:
+        _env('<cmd id="cmd:join" seqid=""><data/></cmd>'),
+        _env('<cmd id="cmd:join" seqid="1"><data><a b="1" b="2"/></data></cmd>'),
+        _env('<cmd id="cmd:join" seqid="1"><data><a b="&bogus;"/></data></cmd>'),
+        _env('<cmd id="cmd:join" seqid="1"><data><a b="&#0;"/></data></cmd>'),
+        b'<xccos ver="1" envid="" xmlns="urn:parlano:xml:ns:xccos"><cmd id="cmd:x" seqid="1"/>'
+        b"</xccos>",
+    ]
+    for body in refused:
+        assert envelope_module.decode_exchange_fast(body) is None, body
+    # A namespace declared on a leaf is left to expat, which swallows it.
+    body = _env('<cmd id="cmd:join" seqid="1"><data><a xmlns="urn:x" b="1"/></data></cmd>')
+    assert envelope_module.decode_exchange_fast(body) is None
+    assert decode_envelope(body).items[0].data is not None  # type: ignore[union-attr]
