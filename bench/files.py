@@ -296,12 +296,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes-mb", default="1,20", help="file sizes, comma-separated MB (10^6)")
     p.add_argument("--parallel", type=int, default=2, help="transfer loops at once")
     p.add_argument("--workers", type=int, default=2, help="server worker processes")
+    p.add_argument(
+        "--server-env", action="append", default=[], metavar="PCHAT_X=V",
+        help="a setting for the server, e.g. PCHAT_FILES__UPLOAD_KB_S=20000 (repeatable)",
+    )  # fmt: skip
     report.add_run_args(p)
     args = p.parse_args(argv)
+    extra = dict(kv.split("=", 1) for kv in args.server_env)
     data = Path(tempfile.mkdtemp(prefix="pchat-files-"))
     server = BenchServer(
         data, args.workers, DOMAIN, source=args.server_src,
-        settings={"PCHAT_FILES__ROOM_QUOTA_KB": "0"},  # many 20 MB files in one room
+        settings={"PCHAT_FILES__ROOM_QUOTA_KB": "0", **extra},  # many 20 MB files in one room
     )  # fmt: skip
     server.start()
     try:
@@ -309,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     result["server_src"] = str(args.server_src or "this checkout")
+    result["server_env"] = extra
     result["host_cpus"] = os.cpu_count()
     report.write_named(args, "files", result)
     return 0

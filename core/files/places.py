@@ -36,3 +36,26 @@ class TransferPlaces:
             yield
         finally:
             self._free += 1
+
+
+class Pace:
+    """A worker's optional cap on upload bytes per second (files.upload_kb_s): a token
+    bucket shared by its uploads. ``delay`` says how long to wait before the next chunk, so
+    files take a bounded share of the CPUs that chat shares (bench/files.py). The bucket
+    holds at most one second of bytes: an idle worker may burst that much, never more."""
+
+    def __init__(self, bytes_per_s: int) -> None:
+        self.rate = bytes_per_s  # 0: no cap
+        self._tokens = float(bytes_per_s)
+        self._at: float | None = None
+
+    def delay(self, now: float, size: int) -> float:
+        """Takes ``size`` bytes at time ``now`` (seconds, monotonic); the seconds to wait
+        before sending them (0.0 when within the rate)."""
+        if not self.rate:
+            return 0.0
+        if self._at is not None:
+            self._tokens = min(float(self.rate), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        self._tokens -= size
+        return max(0.0, -self._tokens / self.rate)

@@ -12,6 +12,7 @@ token a SIP client got in rpl:getservinfo (core/auth/filetoken.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,7 @@ from core.config import Settings
 from core.errors import Forbidden, NotFound, Overloaded, PchatError, StorageFull, TooLarge
 from core.files.base import FileStorage
 from core.files.names import FILE_ID, check_name, file_id_of, new_file_id, stored_name
-from core.files.places import TransferPlaces
+from core.files.places import Pace, TransferPlaces
 from core.files.post import file_post_text
 from core.rooms.management import Actor
 from core.rooms.owner import FILE_POSTER, PostResult
@@ -85,6 +86,7 @@ class FileApi:
         self._quota = settings.files.room_quota_kb * 1000  # 0: none
         self._chunk = settings.files.chunk_bytes
         self.places = TransferPlaces(settings.files.max_transfers)
+        self._pace = Pace(settings.files.upload_kb_s * 1000)
         self._record = settings.compliance.enabled
         self._authenticate = authenticate
         self._post = post
@@ -222,6 +224,9 @@ class FileApi:
                 size += len(chunk)
                 self._check_size(size, used)
                 await writer.write(chunk)
+                wait = self._pace.delay(time.monotonic(), len(chunk))
+                if wait:
+                    await asyncio.sleep(wait)
             digest = await writer.commit()
         except BaseException:
             await writer.abort()
