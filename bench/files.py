@@ -22,25 +22,34 @@ import asyncio
 import base64
 import multiprocessing
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil  # type: ignore[import-untyped]
 import uvloop
 
 from bench.load import report
-from bench.load.server import BenchServer
+from bench.load.server import BenchServer, histogram_quantiles, scrape
 from client.client import PchatClient
 
 DOMAIN = "example.com"
 PASSWORD = "bench-pw"
 PROBE_EVERY_S = 0.02  # 50 posts/s: enough samples for a p99 in a few seconds
 TRANSFER_TIMEOUT_S = 300.0  # a 20 MB transfer on a loaded host takes seconds, never minutes
+# The server's own view of each phase (summed over the workers), read from /metrics: how
+# late the loops' 10 Hz timer fired, and post-to-delivery inside the server, so that a
+# slower round trip can be told apart from the probe's own process waiting for a CPU.
+LOOP_LAG = "pchat_worker_loop_lag_seconds"
+DELIVERY = "pchat_fanout_delivery_latency_seconds"
+COMMAND = "pchat_xccos_command_latency_seconds"  # of the grpchat posts only (see scrape)
 
 
 def _admin(server: BenchServer, *args: str) -> str:
@@ -79,25 +88,41 @@ async def _transfer_loop(
         out.setdefault(f"download_{key}", []).append((len(data), down))
 
 
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def _transfers(
-    http_port: int, room: str, sizes: list[int], parallel: int, seconds: float
+    http_port: int,
+    room: str,
+    sizes: list[int],
+    parallel: int,
+    seconds: float,
+    ready: Callable[[], None],
 ) -> dict[str, Any]:
     blobs = [os.urandom(size) for size in sizes]
     out: dict[str, Any] = {}
+    ready()  # the probe's phase with files starts now, not while this process imports
+    cpu_at_start = _own_cpu_s()
     end = time.monotonic() + seconds
     timeout = aiohttp.ClientTimeout(total=TRANSFER_TIMEOUT_S)
     async with aiohttp.ClientSession(f"http://127.0.0.1:{http_port}", timeout=timeout) as http:
         await asyncio.gather(
             *(_transfer_loop(http, room, blobs[n:] + blobs[:n], end, out) for n in range(parallel))
         )
+    out["cpu_s"] = _own_cpu_s() - cpu_at_start
     return out
 
 
 def _transfer_process(
     port: int, room: str, sizes: list[int], parallel: int, seconds: float, pipe: Any
 ) -> None:
-    """Transfers run in a process of their own, so the probe's timings are the server's."""
-    pipe.send(uvloop.run(_transfers(port, room, sizes, parallel, seconds)))
+    """Transfers run in a process of their own, so the probe's timings are the server's.
+    It sends "ready" when its transfers start, then their results and its CPU seconds."""
+    pipe.send(
+        uvloop.run(_transfers(port, room, sizes, parallel, seconds, lambda: pipe.send("ready")))
+    )
 
 
 async def _probe(
@@ -130,6 +155,64 @@ def _throughput(samples: list[tuple[int, float]]) -> dict[str, float]:
     }
 
 
+class _Meter:
+    """Per phase: CPU seconds by who spent them (in % of one core: 200 % is both cores of
+    two) and the server's histograms. The host is shared, so "others" (the host's busy time
+    less this bench's processes) says how much of a phase's figures is someone else."""
+
+    def __init__(self, server: BenchServer) -> None:
+        self._server = server
+        self._me = psutil.Process()
+
+    def _cpu(self, procs: list[Any]) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue  # gone between the listing and the read
+            out[proc.pid] = times.user + times.system
+        return out
+
+    def read(self, skip: int = 0) -> dict[str, Any]:
+        """A snapshot; ``skip``: the transfer process's pid (it counts its own CPU)."""
+        assert self._server.proc is not None
+        top = psutil.Process(self._server.proc.pid)
+        tree = [top, *top.children(recursive=True)]  # the supervisor and its workers
+        ours = {p.pid for p in tree} | {skip}
+        helpers = [p for p in self._me.children(recursive=True) if p.pid not in ours]
+        host = psutil.cpu_times()
+        busy = host.user + host.nice + host.system + host.irq + host.softirq + host.steal
+        return {
+            "t": time.monotonic(),
+            "server": self._cpu(tree),
+            "probe_client": self._cpu([self._me]),
+            "redis_and_helpers": self._cpu(helpers),  # redis-server, multiprocessing's tracker
+            "host_busy": busy,
+            "metrics": scrape(self._server.http_port, histograms=(LOOP_LAG, DELIVERY, COMMAND)),
+        }
+
+    @staticmethod
+    def phase(a: dict[str, Any], b: dict[str, Any], transfer_cpu_s: float = 0.0) -> dict[str, Any]:
+        wall = max(b["t"] - a["t"], 1e-9)
+        spent = {
+            k: sum(s - a[k].get(pid, 0.0) for pid, s in b[k].items())
+            for k in ("server", "probe_client", "redis_and_helpers")
+        }
+        spent["transfer_client"] = transfer_cpu_s
+        host = b["host_busy"] - a["host_busy"]
+        spent["others_on_host"] = max(host - sum(spent.values()), 0.0)
+        cpu = {k: round(100 * v / wall, 1) for k, v in spent.items()}
+        cpu["host_busy"] = round(100 * host / wall, 1)
+        m0, m1 = a["metrics"], b["metrics"]
+        return {
+            "cpu_pct_of_one_core": cpu,
+            "server_loop_lag_ms": histogram_quantiles(m0, m1, LOOP_LAG, (50.0, 99.0)),
+            "server_delivery_ms": histogram_quantiles(m0, m1, DELIVERY, (50.0, 99.0)),
+            "server_grpchat_ms": histogram_quantiles(m0, m1, COMMAND, (50.0, 99.0)),
+        }
+
+
 def _ratio(loaded: list[float], calm: list[float], q: float) -> float:
     return round(_q(loaded, q) / max(_q(calm, q), 1e-9), 2)
 
@@ -149,16 +232,22 @@ async def _run(args: argparse.Namespace, server: BenchServer) -> dict[str, objec
         await c.sign_in()
         await c.join(chat)
     await _probe(sender, reader, chat, 1.0)  # warm-up: connections, caches, the room loaded
+    meter = _Meter(server)
+    marks = [meter.read()]
     calm_before = await _probe(sender, reader, chat, args.calm_seconds)
     sizes = [int(float(mb) * 1e6) for mb in args.sizes_mb.split(",")]
     receive, send = multiprocessing.Pipe(duplex=False)
     job = (server.http_port, drop.rpartition("/")[2], sizes, args.parallel, args.seconds, send)
     mover = multiprocessing.get_context("spawn").Process(target=_transfer_process, args=job)
     mover.start()
+    assert await asyncio.to_thread(receive.recv) == "ready"
+    marks.append(meter.read(skip=mover.pid or 0))
     with_files = await _probe(sender, reader, chat, args.seconds)
     moved = await asyncio.to_thread(receive.recv)
+    marks.append(meter.read(skip=mover.pid or 0))  # the last transfers end after the probe
     await asyncio.to_thread(mover.join, 30)
     calm_after = await _probe(sender, reader, chat, args.calm_seconds)
+    marks.append(meter.read())
     for c in (sender, reader):
         await c.close()
     return {
@@ -189,6 +278,12 @@ async def _run(args: argparse.Namespace, server: BenchServer) -> dict[str, objec
         "p50_ratio_vs_before": _ratio(with_files, calm_before, 0.5),
         "p50_ratio_vs_after": _ratio(with_files, calm_after, 0.5),
         "load_average_at_start": load_at_start,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "phases": {
+            "calm_before": _Meter.phase(marks[0], marks[1]),
+            "with_files": _Meter.phase(marks[1], marks[2], moved.pop("cpu_s")),
+            "calm_after": _Meter.phase(marks[2], marks[3]),
+        },
         "transfers": {k: _throughput(v) for k, v in sorted(moved.items()) if k != "errors"},
         "errors": moved.get("errors", []),
     }
@@ -201,12 +296,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes-mb", default="1,20", help="file sizes, comma-separated MB (10^6)")
     p.add_argument("--parallel", type=int, default=2, help="transfer loops at once")
     p.add_argument("--workers", type=int, default=2, help="server worker processes")
+    p.add_argument(
+        "--server-env", action="append", default=[], metavar="PCHAT_X=V",
+        help="a setting for the server, e.g. PCHAT_FILES__UPLOAD_KB_S=20000 (repeatable)",
+    )  # fmt: skip
     report.add_run_args(p)
     args = p.parse_args(argv)
+    extra = dict(kv.split("=", 1) for kv in args.server_env)
     data = Path(tempfile.mkdtemp(prefix="pchat-files-"))
     server = BenchServer(
         data, args.workers, DOMAIN, source=args.server_src,
-        settings={"PCHAT_FILES__ROOM_QUOTA_KB": "0"},  # many 20 MB files in one room
+        settings={"PCHAT_FILES__ROOM_QUOTA_KB": "0", **extra},  # many 20 MB files in one room
     )  # fmt: skip
     server.start()
     try:
@@ -214,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     result["server_src"] = str(args.server_src or "this checkout")
+    result["server_env"] = extra
     result["host_cpus"] = os.cpu_count()
     report.write_named(args, "files", result)
     return 0

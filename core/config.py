@@ -160,6 +160,16 @@ class FileSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_upload_kb: int = 20_000
     # Bytes read from the socket and written to disk at once: bounds a transfer's memory.
     chunk_bytes: int = 64 * 1024
+    # File transfers (uploads and downloads) in flight on one worker; past it 503 with
+    # Retry-After (core/files/places.py). Each takes loop turns and a thread-pool hop per
+    # chunk from the chat the worker serves, so the cap bounds files' share of a worker
+    # whatever the number of clients; 4: two clients each uploading and downloading at
+    # once. Memory: at most 4 × chunk_bytes of file data per worker.
+    max_transfers: int = 4
+    # Upload bytes per second one worker takes in, in KB/s, shared by its uploads; 0: no
+    # cap. On a small host where uploads compete with chat for the CPUs (the hash, the
+    # copies, the disk), a cap bounds their share; downloads are not paced.
+    upload_kb_s: int = 0
     # Bytes all files of one room may hold, in KB; an upload past it gets 507 (the room is
     # full, the file itself may be fine). 1,000,000 KB: fifty uploads at the size cap. 0: none.
     room_quota_kb: int = 1_000_000
@@ -537,6 +547,8 @@ def load_settings(
             f"files.backend must be one of {', '.join(sorted(FILE_BACKENDS))};"
             f" got {settings.files.backend!r}"
         )
+    if settings.files.max_transfers < 1 or settings.files.upload_kb_s < 0:
+        raise ConfigError("files.max_transfers must be >= 1 and files.upload_kb_s >= 0")
     if settings.files.room_quota_kb < 0 or settings.files.token_ttl_s < 1:
         raise ConfigError("files.room_quota_kb must be >= 0 and files.token_ttl_s >= 1")
     interval = settings.compliance.run_interval_s

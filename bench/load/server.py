@@ -236,8 +236,10 @@ class MachineProbe:
         return float(self._psutil.cpu_percent(None)) * (os.cpu_count() or 1)
 
 
-def scrape(http_port: int, host: str = "127.0.0.1") -> dict[str, float]:
-    """SERVER_COUNTERS (label children summed) and the buckets of SERVER_HISTOGRAMS as
+def scrape(
+    http_port: int, host: str = "127.0.0.1", histograms: tuple[str, ...] = SERVER_HISTOGRAMS
+) -> dict[str, float]:
+    """SERVER_COUNTERS (label children summed) and the buckets of ``histograms`` as
     ``name{le}`` keys, from /metrics; {} when unreachable."""
     try:
         url = f"http://{host}:{http_port}/metrics"
@@ -253,7 +255,7 @@ def scrape(http_port: int, host: str = "127.0.0.1") -> dict[str, float]:
         value = float(line.rsplit(" ", 1)[1])
         if name in SERVER_COUNTERS:
             out[name] = out.get(name, 0.0) + value
-        elif name.endswith("_bucket") and name[: -len("_bucket")] in SERVER_HISTOGRAMS:
+        elif name.endswith("_bucket") and name[: -len("_bucket")] in histograms:
             labels = line[line.index("{") + 1 : line.rindex("}")]
             if 'command="' in labels and 'command="grpchat"' not in labels:
                 continue  # of the command latencies, only the post's

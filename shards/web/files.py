@@ -30,6 +30,7 @@ from core.config import Settings
 from core.errors import Forbidden, NotFound, Overloaded, PchatError, StorageFull, TooLarge
 from core.files.base import FileStorage
 from core.files.names import FILE_ID, check_name, file_id_of, new_file_id, stored_name
+from core.files.places import Pace, TransferPlaces
 from core.files.post import file_post_text
 from core.rooms.management import Actor
 from core.rooms.owner import FILE_POSTER, PostResult
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 # removed once untouched this long: an upload in progress writes at least every few
 # seconds, so an hour never catches a live one, even on a slow link.
 STALE_S = 3600.0
+# A transfer refused for want of a place (503) is retried after this: a 1 MB transfer
+# takes well under a second, so a place is usually free again by then.
+RETRY_AFTER_S = 1
 
 
 class Authenticate(Protocol):
@@ -84,6 +88,8 @@ class FileApi:
         self._max_bytes = settings.files.max_upload_kb * 1000
         self._quota = settings.files.room_quota_kb * 1000  # 0: none
         self._chunk = settings.files.chunk_bytes
+        self.places = TransferPlaces(settings.files.max_transfers)
+        self._pace = Pace(settings.files.upload_kb_s * 1000)
         self._record = settings.compliance.enabled
         # With compliance on, each upload is kept there before it is recorded.
         self._copies = ComplianceFileStore(settings.compliance_files_dir) if self._record else None
@@ -107,7 +113,10 @@ class FileApi:
             try:
                 return await handler(request, actor)
             except PchatError as exc:
-                return _json({"error": str(exc) or exc.reason}, exc.sip_status)
+                response = _json({"error": str(exc) or exc.reason}, exc.sip_status)
+                if isinstance(exc, Overloaded):
+                    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+                return response
 
         return run
 
@@ -161,7 +170,8 @@ class FileApi:
         self._check_size(request.content_length or 0, used)
         file_id = new_file_id()
         stored = stored_name(file_id, name)
-        size, digest = await self._receive(request, stored, used)
+        with self.places.take():  # given back when the body is in, or the upload failed
+            size, digest = await self._receive(request, stored, used)
         await self._keep_for_compliance(stored)
         record = FileRecord(
             id=file_id,
@@ -240,6 +250,9 @@ class FileApi:
                 size += len(chunk)
                 self._check_size(size, used)
                 await writer.write(chunk)
+                wait = self._pace.delay(time.monotonic(), len(chunk))
+                if wait:
+                    await asyncio.sleep(wait)
             digest = await writer.commit()
         except BaseException:
             await writer.abort()
@@ -266,8 +279,13 @@ class FileApi:
             "X-Content-Type-Options": "nosniff",
         }
         path = self._storage.local_path(stored_name(record.id, record.name))
-        # FileResponse opens and stats in an executor and sends with sendfile.
-        return web.FileResponse(path, chunk_size=self._chunk, headers=headers)
+        # FileResponse opens and stats in an executor and sends with sendfile (on uvloop:
+        # reads of chunk_bytes in the executor). Sent here, not after the handler returns,
+        # so that the transfer holds its place until its last byte is out.
+        response = web.FileResponse(path, chunk_size=self._chunk, headers=headers)
+        with self.places.take():
+            await response.prepare(request)
+        return response
 
     async def sweep(self) -> int:
         """Removes what crashes left behind (see ``FileStorage.sweep``)."""
