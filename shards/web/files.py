@@ -280,12 +280,10 @@ class FileApi:
         }
         path = self._storage.local_path(stored_name(record.id, record.name))
         # FileResponse opens and stats in an executor and sends with sendfile (on uvloop:
-        # reads of chunk_bytes in the executor). Sent here, not after the handler returns,
-        # so that the transfer holds its place until its last byte is out.
-        response = web.FileResponse(path, chunk_size=self._chunk, headers=headers)
-        with self.places.take():
-            await response.prepare(request)
-        return response
+        # reads of chunk_bytes in the executor). A download needs a free place to start
+        # but does not hold it while it is sent (core/files/places.py says why).
+        self.places.need()
+        return web.FileResponse(path, chunk_size=self._chunk, headers=headers)
 
     async def sweep(self) -> int:
         """Removes what crashes left behind (see ``FileStorage.sweep``)."""
