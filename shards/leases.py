@@ -1,10 +1,13 @@
 """Shard leases in Redis: who holds which shard, and which workers are alive.
 
 The small interface ``LeaseTable`` is all the shard keeper (shards/ownership.py) needs.
-``RedisLeases`` implements it on redis-py's asyncio client; every command and script
-touches one key, so a ``redis.asyncio.RedisCluster`` client works as well as a single
-Redis. On a cluster the per-shard scripts go in one pipeline per master, each bounded in
-time: a dead master costs the leases it holds, never those on the masters that are up.
+``RedisLeases`` implements it on redis-py's asyncio client, a single Redis or a
+``redis.asyncio.RedisCluster``. The lease keys carry a Redis Cluster hash tag, one of
+``LEASE_GROUPS``, so the keys of one group share a slot and one script call renews (takes,
+gives back, reads) up to ``MAX_KEYS_PER_CALL`` of them: a keeper's round is a few calls per
+group, not one per shard (one EVAL per shard was 18 % of a busy worker's GIL time). On a
+cluster the calls go in one pipeline per master, each bounded in time: a dead master
+costs the leases it holds, never those on the masters that are up.
 
 Why Redis and not PostgreSQL: a lease is transient, must expire by itself when its
 holder dies (``PX``), and is renewed every second by every worker; that load belongs in
@@ -13,9 +16,10 @@ fencing token, so the epochs live in the chat store (``ChatStore.claim_shards``)
 are checked there: a lease lost with a Redis failover costs a takeover, never a write
 by two owners.
 
-Keys: ``pchat:lease:<shard>`` holds ``"<node>/<incarnation>"`` with a TTL;
-``pchat:nodes`` is a sorted set of ``"<node>/<incarnation>/<workers of its host>"``
-scored by expiry (Redis's own clock, so hosts' clocks need not agree).
+Keys: ``pchat:lease:{<shard mod LEASE_GROUPS>}:<shard>`` holds ``"<node>/<incarnation>"``
+with a TTL (``lease_key``, the one place that names them); ``pchat:nodes`` is a sorted set
+of ``"<node>/<incarnation>/<workers of its host>"`` scored by expiry (Redis's own clock,
+so hosts' clocks need not agree).
 """
 
 from __future__ import annotations
@@ -38,23 +42,31 @@ T = TypeVar("T")
 
 NODES_KEY = "pchat:nodes"
 
+# Each script handles KEYS, all of one hash tag, and returns 1 or 0 per key, in order.
 # A free lease, or one held by this worker's predecessor (the same node id before a
 # restart: its supervisor saw it exit), is taken. ARGV: holder, the predecessor's prefix
 # ("<node>/") or "", ttl.
 _ACQUIRE = (
-    "local v = redis.call('get', KEYS[1])"
+    "local out = {} for i, k in ipairs(KEYS) do local v = redis.call('get', k)"
     " if v == false or (ARGV[2] ~= '' and string.sub(v, 1, #ARGV[2]) == ARGV[2]) then"
-    " redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[3]) return 1 end return 0"
+    " redis.call('set', k, ARGV[1], 'px', ARGV[3]) out[i] = 1 else out[i] = 0 end end"
+    " return out"
 )
 # Renewed only while still ours: a paused worker that wakes must not extend a lease
 # another worker took meanwhile.
 _RENEW = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then"
-    " return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+    "local out = {} for i, k in ipairs(KEYS) do"
+    " if redis.call('get', k) == ARGV[1] then out[i] = redis.call('pexpire', k, ARGV[2])"
+    " else out[i] = 0 end end return out"
 )
 _RELEASE = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+    "local out = {} for i, k in ipairs(KEYS) do"
+    " if redis.call('get', k) == ARGV[1] then out[i] = redis.call('del', k)"
+    " else out[i] = 0 end end return out"
 )
+# The holders, as a script: redis-py refuses a pipelined MGET on a cluster (its keys
+# may span slots, it cannot know they do not), while a script's KEYS route by their slot.
+_HOLDERS = "return redis.call('mget', unpack(KEYS))"
 # Heartbeat: this worker's entry expires ttl ms from now (Redis time); expired ones go.
 # With a second key (its host's claim, shards/host_claim.py, on the same slot), the claim
 # is renewed too, or taken again if it lapsed; held by another host, nothing is written
@@ -71,8 +83,48 @@ _HEARTBEAT = (
 )
 
 
+# The hash tags the lease keys are spread over. More tags than masters, so that a cluster
+# of 3 to 8 masters holds some of each (a dead master costs only its share of the
+# leases); few, so that a round of 1024 shards is 16 script calls, not 1024.
+LEASE_GROUPS = 16
+# Keys per script call: a script holds Redis (the pool's bus too) for as long as it runs,
+# so one call stays at ~128 GETs/PEXPIREs (tens of µs) however many shards a pool has;
+# it also keeps ``unpack(KEYS)`` far below Lua's stack limit (8000).
+MAX_KEYS_PER_CALL = 128
+# The per-group key lists kept built. A keeper asks for a few sequences each round (its
+# own shards, every shard, a take or handover batch), the same ones round after round;
+# 8 covers those, and bounds the memory when shards move every round (each entry is
+# ~1024 keys, ~100 KB).
+MAX_BUILT_LISTS = 8
+
+
 def lease_key(shard: int) -> str:
-    return f"pchat:lease:{shard}"
+    """The one place that names a lease key: its hash tag is the shard's group."""
+    return f"pchat:lease:{{{shard % LEASE_GROUPS}}}:{shard}"
+
+
+class _Call:
+    """One script call's part of a sequence of shards: keys of one group, at most
+    MAX_KEYS_PER_CALL, and where each shard sits in the sequence."""
+
+    __slots__ = ("at", "keys", "shards")
+
+    def __init__(self, shards: tuple[int, ...], at: tuple[int, ...]) -> None:
+        self.shards = shards
+        self.at = at
+        self.keys = tuple(lease_key(shard) for shard in shards)
+
+
+def _build(shards: tuple[int, ...]) -> list[_Call]:
+    groups: dict[int, list[int]] = {}
+    for i, shard in enumerate(shards):
+        groups.setdefault(shard % LEASE_GROUPS, []).append(i)
+    calls = []
+    for at in groups.values():
+        for start in range(0, len(at), MAX_KEYS_PER_CALL):
+            part = tuple(at[start : start + MAX_KEYS_PER_CALL])
+            calls.append(_Call(tuple(shards[i] for i in part), part))
+    return calls
 
 
 def no_retry() -> Retry:
@@ -118,6 +170,7 @@ class RedisLeases:
         self._redis = redis
         self._timeout_s = timeout_s
         self._host = host  # (host_id, its claim) to renew with each heartbeat, or None
+        self._built: dict[tuple[int, ...], list[_Call]] = {}  # oldest first
 
     async def _bounded(self, call: Awaitable[T]) -> T:
         try:
@@ -142,44 +195,62 @@ class RedisLeases:
         await self._bounded(self._redis.zrem(NODES_KEY, member))
 
     async def holders(self, shards: Sequence[int]) -> list[str | None]:
-        keys = [lease_key(shard) for shard in shards]
-        # One MGET on a single Redis; a cluster client splits it by slot (not atomic,
-        # which a view that is refreshed every tick does not need).
-        mget = getattr(self._redis, "mget_nonatomic", self._redis.mget)
-        values = await self._bounded(mget(keys))
-        return [None if v is None else _text(v) for v in values]
+        """One script MGET per call of ``_calls``; a master that fails fails the read (the
+        keeper plans nothing this round rather than take shards it only thinks are free)."""
+        out: list[str | None] = [None] * len(shards)
+        done, errors = await self._run(_HOLDERS, shards, ())
+        if errors:
+            raise errors[0]
+        for call, values in done:
+            for i, value in zip(call.at, values, strict=True):
+                out[i] = None if value is None else _text(value)
+        return out
 
-    async def _groups(self, shards: Sequence[int]) -> list[list[int]]:
-        """The shards by the master that holds their keys (one group on a single Redis)."""
+    def _calls(self, shards: Sequence[int]) -> list[_Call]:
+        """``shards`` as script calls, built once per sequence (a keeper renews the same
+        shards and reads the same holders every round)."""
+        key = tuple(shards)
+        calls = self._built.pop(key, None)
+        if calls is None:
+            calls = _build(key)
+            if len(self._built) >= MAX_BUILT_LISTS:
+                del self._built[next(iter(self._built))]
+        self._built[key] = calls  # the most recently used last
+        return calls
+
+    async def _by_master(self, calls: list[_Call]) -> list[list[_Call]]:
+        """The calls by the master that holds their keys (one group on a single Redis)."""
         cluster = self._redis
         if not isinstance(cluster, RedisCluster):
-            return [list(shards)]
+            return [calls]
         await self._bounded(cluster.initialize())  # the slot map (a no-op once known)
-        groups: dict[str, list[int]] = {}
-        for shard in shards:
-            node = cluster.get_node_from_key(lease_key(shard))
-            groups.setdefault(node.name if node else "", []).append(shard)
+        groups: dict[str, list[_Call]] = {}
+        for call in calls:
+            node = cluster.get_node_from_key(call.keys[0])
+            groups.setdefault(node.name if node else "", []).append(call)
         return list(groups.values())
 
     async def _pipeline(
-        self, script: str, shards: list[int], args: tuple[object, ...]
-    ) -> list[int]:
+        self, script: str, calls: list[_Call], args: tuple[object, ...]
+    ) -> list[tuple[_Call, list[object]]]:
         async with self._redis.pipeline(transaction=False) as pipe:
-            for shard in shards:
-                pipe.eval(script, 1, lease_key(shard), *args)  # type: ignore[arg-type]
+            for call in calls:
+                pipe.eval(script, len(call.keys), *call.keys, *args)  # type: ignore[arg-type]
             results = await self._bounded(pipe.execute())
-        return [shard for shard, ok in zip(shards, results, strict=True) if int(ok)]
+        return list(zip(calls, results, strict=True))
 
-    async def _each(self, script: str, shards: Sequence[int], *args: object) -> list[int]:
-        """The shards where ``script`` returned 1. A master that fails or does not answer in
-        time counts as 0 for its shards; if every master failed, its error is raised."""
+    async def _run(
+        self, script: str, shards: Sequence[int], args: tuple[object, ...]
+    ) -> tuple[list[tuple[_Call, list[object]]], list[Exception]]:
+        """``script`` on ``shards``, one pipeline per master at once: the replies of the
+        masters that answered, and the errors of those that did not."""
         if not shards:
-            return []
-        groups = await self._groups(shards)
+            return [], []
+        groups = await self._by_master(self._calls(shards))
         results = await asyncio.gather(
             *(self._pipeline(script, group, args) for group in groups), return_exceptions=True
         )
-        done: list[int] = []
+        done: list[tuple[_Call, list[object]]] = []
         errors: list[Exception] = []
         for result in results:
             if isinstance(result, Exception):
@@ -188,11 +259,19 @@ class RedisLeases:
                 raise result  # cancelled: the keeper's round was given up
             else:
                 done += result
-        if errors and len(errors) == len(groups):
+        return done, errors
+
+    async def _each(self, script: str, shards: Sequence[int], *args: object) -> list[int]:
+        """The shards where ``script`` returned 1. A master that fails or does not answer in
+        time counts as 0 for its shards; if every master failed, its error is raised."""
+        done, errors = await self._run(script, shards, args)
+        if errors and not done:
             raise errors[0]
         if errors:
             log.warning("leases on %d Redis node(s) not reached: %r", len(errors), errors[0])
-        return sorted(done)
+        return sorted(
+            shard for call, oks in done for shard, ok in zip(call.shards, oks, strict=True) if ok
+        )
 
     async def _refresh(self) -> None:
         """A call failed: a cluster client reads the slot map again (a replica may serve a

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from client.client import PchatClient, PoolAddresses
+from shards.leases import lease_key
 from shards.redis_server import redis_binary
 from shards.routing import ShardMap
 from tests.e2e.cluster import DOMAIN, PASSWORD, free_port, http_get
@@ -224,7 +225,7 @@ class Pool:
     async def owner_host(self, room_uri: str) -> int | None:
         """Index of the host whose worker holds the room's shard lease now."""
         shard = self.map.shard(room_uri.rpartition("/")[2])
-        key = f"pchat:lease:{shard}"
+        key = lease_key(shard)
         reader, writer = await asyncio.open_connection("127.0.0.1", await self._port_of(key))
         try:
             writer.write(f"*2\r\n$3\r\nGET\r\n${len(key)}\r\n{key}\r\n".encode())

@@ -18,7 +18,7 @@ from core.store.base import ChatStore, NewMessage
 from core.store.registry import make_store
 from shards import host_claim
 from shards.claim import InUse
-from shards.leases import NODES_KEY, RedisLeases, no_retry
+from shards.leases import NODES_KEY, RedisLeases, lease_key, no_retry
 from shards.ownership import ShardKeeper
 from tests.integration.test_leases import FAST, SHARDS, Hooked, pause, until
 from tests.integration.test_store import category, room
@@ -55,7 +55,7 @@ async def client(
         await redis.delete(NODES_KEY)
         await redis.delete(host_claim.claim_key(1))
         for shard in range(SHARDS):
-            await redis.delete(f"pchat:lease:{shard}")
+            await redis.delete(lease_key(shard))
 
     await clean()
     try:
@@ -129,7 +129,7 @@ async def test_without_the_claim_the_store_still_keeps_one_writer(
     (their workers have the same ids), but each takeover claims a new epoch in the store,
     which refuses the writes of the one that lost the shard."""
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=2)
-    await redis.delete(NODES_KEY, *[f"pchat:lease:{k}" for k in range(SHARDS)])
+    await redis.delete(NODES_KEY, *[lease_key(k) for k in range(SHARDS)])
     await store.put_category(category())
     await store.put_room(room("r1", "Lobby"))
     first, second = keeper(redis, store, None), keeper(redis, store, None)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import math
+import random
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,17 @@ from core.config import LeaseSettings
 from core.errors import Fenced
 from core.store.base import ChatStore, NewMessage
 from core.store.registry import make_store
-from shards.leases import NODES_KEY, RedisLeases, lease_key, no_retry
+from shards.leases import (
+    LEASE_GROUPS,
+    MAX_BUILT_LISTS,
+    MAX_KEYS_PER_CALL,
+    NODES_KEY,
+    RedisLeases,
+    lease_key,
+    no_retry,
+)
 from shards.ownership import TRUST, ShardKeeper
+from shards.redis_server import EmbeddedRedis
 from tests.integration.test_store import category, room
 from tests.redis_cluster import RedisClusterNodes
 
@@ -175,3 +186,64 @@ async def test_a_killed_cluster_master_costs_only_the_leases_it_held(
         await a.keeper.stop()
         await client.aclose()
         await store.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[str]:
+    """A Redis of its own: its command counters count this test's calls alone."""
+    server = EmbeddedRedis(str(tmp_path / "redis.sock"), str(tmp_path / "redis.log"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+async def _script_calls(client: aioredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("eval", "evalsha"))
+
+
+async def test_a_round_is_one_script_call_per_hash_tag(private_redis: str, tmp_path: Path) -> None:
+    """A keeper's round renews its leases and reads every holder with one script call per
+    hash tag (more only past MAX_KEYS_PER_CALL keys of a tag), not one per shard: 4096
+    shards, 256 keys per tag, two calls per tag, where one per shard would be 4096."""
+    shards = 4096
+    client = aioredis.Redis.from_url(private_redis)
+    store = make_store(f"sqlite://{tmp_path / 'chat.db'}")
+    await store.open()
+    one = ShardKeeper(RedisLeases(client), store, FAST, node=0, workers=1, shards=shards)
+    hooked = Hooked(one)
+    try:
+        await one.start(hooked)
+        pause(hooked)  # the rounds below are run by hand
+        assert one.owned == list(range(shards))
+        await client.config_resetstat()
+        await one.tick()
+        per_sweep = LEASE_GROUPS * math.ceil(shards / LEASE_GROUPS / MAX_KEYS_PER_CALL)
+        # renewals, the holders' read, and the heartbeat
+        assert await _script_calls(client) == 2 * per_sweep + 1
+        assert one.owned == list(range(shards)) and not hooked.dropped
+        assert await client.get(lease_key(4095)) == one.holder.encode()
+        assert await client.pttl(lease_key(7)) > 0
+    finally:
+        await one.stop()
+        await client.aclose()
+        await store.close()
+
+
+async def test_holders_come_back_in_the_order_asked_and_few_key_lists_are_kept(
+    redis: aioredis.Redis,
+) -> None:
+    leases = RedisLeases(redis)
+    assert await leases.acquire([5, 21, 3], "9/x", "", 5000) == [3, 5, 21]  # 5, 21: one tag
+    assert await leases.renew([3, 21, 40], "9/x", 5000) == [3, 21]
+    order = list(range(SHARDS))
+    random.Random(7).shuffle(order)
+    held = await leases.holders(order)
+    assert held == ["9/x" if k in (3, 5, 21) else None for k in order]
+    for size in range(1, 3 * MAX_BUILT_LISTS):  # shards that move every round
+        await leases.holders(range(size))
+        assert len(leases._built) <= MAX_BUILT_LISTS
+    await leases.release([5, 21, 3], "9/x")
+    assert await leases.holders([3, 5, 21]) == [None, None, None]
