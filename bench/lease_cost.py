@@ -1,6 +1,7 @@
 """What shard leases cost a pool: keeper rounds of many workers against one Redis.
 
-    python -m bench.lease_cost [--hosts 3] [--workers 4] [--seconds 20]
+    python -m bench.lease_cost [--hosts 3] [--workers 4] [--seconds 20] [--name after]
+    python -m bench.lease_cost --hold 512 [--name after]
 
 Runs hosts x workers shard keepers (shards/ownership.py, 1024 shards, the default
 [leases] settings) in one process against a private redis-server (unix socket) and an
@@ -8,7 +9,10 @@ SQLite store, waits until they hold every shard, then measures for --seconds of 
 state: the keepers' rounds (each: heartbeat, renewals, holders, planning), this
 process's CPU per round (the keeper's own cost, with redis-py), Redis's commands per
 second and Redis's own CPU per second. The store is touched only when a shard moves.
-Writes bench/results/lease-cost-<time>/result.json.
+With --hold N it measures instead what one renewal of N leases holds the event loop: the
+CPU of the call (this thread's, all of it spent on the loop while the call runs alone)
+and the longest loop turn seen meanwhile by a task that yields every turn.
+Writes bench/results/lease-cost-<time>[-<name>]/result.json.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from shards.placement import node_id
 from shards.redis_server import EmbeddedRedis
 
 SHARDS = 1024
+HOLD_CALLS = 300  # renewals timed by --hold (a median of 300 is steady on a noisy box)
 
 
 class Quiet:
@@ -122,14 +127,69 @@ async def _run(hosts: int, workers: int, seconds: float) -> dict[str, object]:
     }
 
 
+async def _turns(out: list[float]) -> None:
+    """Records each gap between two of its own turns: the loop's other work in between."""
+    last = time.perf_counter()
+    while True:
+        await asyncio.sleep(0)
+        now = time.perf_counter()
+        out.append(now - last)
+        last = now
+
+
+async def _timed_renew(leases: RedisLeases, mine: list[int], probed: bool) -> float:
+    """One renewal of ``mine``: its CPU (the call alone on the loop), or with ``probed``
+    the longest loop turn a yielding task saw meanwhile (that task spins, so its own
+    CPU would count in the call's)."""
+    turns: list[float] = []
+    probe = asyncio.get_running_loop().create_task(_turns(turns)) if probed else None
+    await asyncio.sleep(0)
+    began, cpu_began = time.perf_counter(), time.thread_time()
+    assert len(await leases.renew(mine, "0/bench", 3000)) == len(mine)
+    cpu, wall = time.thread_time() - cpu_began, time.perf_counter() - began
+    if probe is None:
+        return cpu
+    probe.cancel()
+    return max(turns, default=wall)
+
+
+async def _hold(shards: int) -> dict[str, object]:
+    folder = tempfile.mkdtemp(prefix="pchat-lease-bench-")
+    server = EmbeddedRedis(f"{folder}/redis.sock", f"{folder}/redis.log")
+    server.start()
+    client = aioredis.Redis.from_url(server.url)
+    leases = RedisLeases(client)
+    mine = list(range(0, 2 * shards, 2))  # a worker of two: every other shard
+    try:
+        assert len(await leases.acquire(mine, "0/bench", "", 3000)) == shards
+        cpu = [await _timed_renew(leases, mine, False) for _ in range(HOLD_CALLS)]
+        turn = sorted([await _timed_renew(leases, mine, True) for _ in range(HOLD_CALLS)])
+    finally:
+        await client.aclose()
+        server.stop()
+    return {
+        "renew_shards": shards,
+        "calls": HOLD_CALLS,
+        "renew_cpu_us_median": round(statistics.median(cpu) * 1e6, 1),
+        "longest_loop_turn_us_median": round(statistics.median(turn) * 1e6, 1),
+        "longest_loop_turn_us_p99": round(turn[int(len(turn) * 0.99) - 1] * 1e6, 1),
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hosts", type=int, default=3)
     p.add_argument("--workers", type=int, default=4, help="workers per host")
     p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--hold", type=int, default=0, help="time one renewal of this many leases")
+    p.add_argument("--name", default="", help="suffix of the results folder")
     args = p.parse_args()
-    result = uvloop.run(_run(args.hosts, args.workers, args.seconds))
-    report.write_small(Path("bench/results") / time.strftime("lease-cost-%Y%m%d-%H%M%S"), result)
+    if args.hold:
+        result = uvloop.run(_hold(args.hold))
+    else:
+        result = uvloop.run(_run(args.hosts, args.workers, args.seconds))
+    name = time.strftime("lease-cost-%Y%m%d-%H%M%S") + (f"-{args.name}" if args.name else "")
+    report.write_small(Path("bench/results") / name, result)
     return 0
 
 
