@@ -27,6 +27,7 @@ from core.store.base import MessageRecord
 from shards import wire
 from shards.links import BusLink, Connect
 from shards.metrics import Metrics
+from shards.rejoin import Rejoiner
 from shards.resp import RespError
 from shards.routing import Ownership, ShardMap
 
@@ -54,6 +55,7 @@ class Gateway(Protocol):
     def on_event(self, event: RoomEvent) -> None: ...
     def on_remote_event(self, event: RoomEvent) -> None: ...
     def rejoin_targets(self, wanted: Callable[[int], bool]) -> list[tuple[str, Participant]]: ...
+    def has_member(self, room_id: str, session: str) -> bool: ...
     def joined_remote(self, room_id: str, last_seq: int) -> None: ...
 
 
@@ -101,6 +103,7 @@ class RedisBus:
         self._tasks: set[asyncio.Task[None]] = set()
         self._rooms: dict[str, asyncio.Future[None]] = {}  # room channels: subscribed or pending
         self._keeper: asyncio.Task[None] | None = None
+        self._rejoiner: Rejoiner | None = None  # made in start(), with the gateway
         self._up = asyncio.Event()
         self._own = (wire.reply_channel(me), wire.CONTROL_CHANNEL)
 
@@ -116,6 +119,7 @@ class RedisBus:
         self._owner = owner
         self._gateway = gateway
         self._ownership = ownership
+        self._rejoiner = Rejoiner(self._rejoin, self._still_in)
         self._keeper = asyncio.get_running_loop().create_task(self._keep_connected())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._up.wait(), timeout_s)
@@ -126,6 +130,8 @@ class RedisBus:
             )
 
     async def stop(self) -> None:
+        if self._rejoiner is not None:
+            await self._rejoiner.stop()
         if self._keeper is not None:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -408,14 +414,14 @@ class RedisBus:
             )
 
     def _rejoin_all(self, targets: list[tuple[str, Participant]]) -> None:
-        for room_id, who in targets:
-            self._spawn(self._rejoin(room_id, who))
+        if self._rejoiner is not None and targets:
+            self._rejoiner.add(targets)
+
+    def _still_in(self, room_id: str, session: str) -> bool:
+        return self._gateway.has_member(room_id, session)
 
     async def _rejoin(self, room_id: str, who: Participant) -> None:
-        try:
-            if self._ownership.owns(self._map.shard(room_id)):
-                await self._owner.join(room_id, who, quiet=True)
-            else:
-                await self.join(room_id, who, quiet=True)
-        except PchatError as exc:
-            log.info("could not re-announce %s in %s: %s", who.session, room_id, exc)
+        if self._ownership.owns(self._map.shard(room_id)):
+            await self._owner.join(room_id, who, quiet=True)
+        else:
+            await self.join(room_id, who, quiet=True)

@@ -100,6 +100,10 @@ class ShardKeeper:
         self._hooks: OwnerHooks | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Set by stop() before it cancels the loop: a wake in the same turn as the cancel
+        # makes Python 3.11's wait_for return instead of raising it, and the loop would
+        # go on for ever.
+        self._stopping = False
         # Set when another host holds this host's host_id claim: this worker serves no
         # shard any more and its process stops (``refusal`` says why).
         self.refused = asyncio.Event()
@@ -146,6 +150,7 @@ class ShardKeeper:
 
     async def stop(self) -> None:
         """Gives every lease back (graceful drain): the others take the shards at once."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,9 +164,11 @@ class ShardKeeper:
                 await self._hooks.released(shards)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._renew_s)
+            if self._stopping:
+                return
             self._wake.clear()
             await self._tick_logged()
             await asyncio.sleep(MIN_TICK_S)

@@ -23,6 +23,7 @@ from core.rooms.events import (
     PostEvent,
     RoomEvent,
 )
+from core.rooms.grace import RejoinGrace
 from core.rooms.roster import Roster
 from core.store.base import (
     CategoryRecord,
@@ -44,10 +45,6 @@ RETRY_WINDOW_MS = 5 * 60 * 1000  # XCCOS.md §5: a re-sent envelope within 5 min
 # Retry keys kept per room: 5 minutes of a 30 posts/s room fits; beyond it the oldest go
 # first, which only shortens the retry window of the busiest rooms.
 MAX_RETRY_KEYS = 10_000
-# After a room is loaded (a takeover: a new owner starts with an empty roster) gateways
-# re-announce their sessions; a post from one not yet re-announced gets 503 (retried)
-# rather than 403 for this long. Re-announcing takes milliseconds; 5 s covers a busy box.
-REJOIN_GRACE_S = 5.0
 
 
 class EventSink(Protocol):
@@ -67,6 +64,10 @@ class OwnerSettings(msgspec.Struct, frozen=True, kw_only=True):
     ring_size: int = 200
     message_size_limit: int = 8000
     participant_update_limit: int = 75
+    # How long after ``drop_gateway`` that gateway's sessions get 503 rather than 403 for
+    # a post (core/rooms/grace.py); 0 = never (one host: a dropped gateway is a worker
+    # that restarted, and its sessions went with it).
+    gateway_grace_s: float = 0.0
 
 
 class PostResult(msgspec.Struct, frozen=True, gc=False, tag=True):
@@ -152,6 +153,7 @@ class RoomOwner:
         self._sink = sink
         self._settings = settings
         self._clock = clock
+        self._grace = RejoinGrace(clock, settings.gateway_grace_s)
         self._rooms: dict[str, RoomState] = {}
         self._loading: dict[str, asyncio.Future[RoomState | None]] = {}
 
@@ -263,7 +265,9 @@ class RoomOwner:
 
     def drop_gateway(self, gateway: int) -> None:
         """A gateway restarted or lost touch: its sessions leave every roster silently
-        (it re-announces those still alive with quiet joins)."""
+        (it re-announces those still alive with quiet joins; meanwhile their posts get
+        503, not 403)."""
+        self._grace.gateway_dropped(gateway)
         for state in self._rooms.values():
             for who in state.roster:
                 if who.gateway == gateway:
@@ -303,9 +307,7 @@ class RoomOwner:
             raise NotFound("no such room")
         if session not in state.roster and session != FILE_POSTER:
             # Leased (shard >= 0): other gateways may still be re-announcing their sessions.
-            if state.shard >= 0 and self._clock() - state.loaded_s < REJOIN_GRACE_S:
-                raise Overloaded("the room's new owner is still hearing who is in; retry")
-            raise Forbidden("join the room before posting")
+            raise self._grace.non_member(session, state.loaded_s, leased=state.shard >= 0)
         if not rules.can_post(state.record, state.category, user):
             raise Forbidden("you may not post in this room")
         if not text.strip():

@@ -169,6 +169,12 @@ class LocalRooms:
             if room_id in session.joined()
         ]
 
+    def has_member(self, room_id: str, session: str) -> bool:
+        """Whether a local session is (still) in the room: a re-join of one that left is
+        not sent."""
+        member = self.rooms.get(room_id, {}).get(session)
+        return member is not None and room_id in member.joined()
+
     def on_event(self, event: RoomEvent) -> None:
         """A room event for the local sessions: queued for sliced delivery, in room order."""
         if isinstance(event, PostEvent) and event.room_id in self.followers:

@@ -31,7 +31,7 @@ from core.xccos import build
 from core.xccos.commands import CommandHandler, Directory, ServerInfo, invitation_block
 from shards import wire
 from shards.audit import AuditLog
-from shards.bus import Fanout, RedisBus
+from shards.bus import REQUEST_TIMEOUT_S, Fanout, RedisBus
 from shards.claim import EXIT_CANNOT_START, EXIT_DUPLICATE_HOST, CannotStart
 from shards.host_claim import HOST_CLAIM_ENV, DuplicateHost
 from shards.leases import RedisLeases, no_retry
@@ -41,6 +41,7 @@ from shards.metrics import Metrics
 from shards.ownership import TRUST, ShardKeeper
 from shards.placement import node_id
 from shards.redis_clients import AnyRedis, bus_connect, redis_client
+from shards.rejoin import gateway_grace_s
 from shards.resp import RespError, RespSubscriber
 from shards.routing import ALL_SHARDS, RoomRouter, ShardMap
 from shards.takeover import ShardHooks
@@ -317,6 +318,11 @@ async def run_worker(
             ring_size=settings.limits.recent_ring,
             message_size_limit=settings.limits.message_size_limit,
             participant_update_limit=settings.limits.participant_update_limit,
+            # With leases (a pool), gateways come back onto the bus and re-announce their
+            # sessions: until then their posts get 503, not 403 (core/rooms/grace.py).
+            gateway_grace_s=(
+                gateway_grace_s(REQUEST_TIMEOUT_S, settings.leases.renew_s) if keeper else 0.0
+            ),
         ),
         recorder=recorder,
         fence=_fence(keeper, shard_map),

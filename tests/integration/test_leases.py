@@ -247,3 +247,31 @@ async def test_holders_come_back_in_the_order_asked_and_few_key_lists_are_kept(
         assert len(leases._built) <= MAX_BUILT_LISTS
     await leases.release([5, 21, 3], "9/x")
     assert await leases.holders([3, 5, 21]) == [None, None, None]
+
+
+def _awaiting(task: asyncio.Task[None] | None, name: str) -> bool:
+    """Whether the task is suspended inside a coroutine called ``name``."""
+    coro = task.get_coro() if task is not None else None
+    while coro is not None:
+        if getattr(coro, "__name__", "") == name:
+            return True
+        coro = getattr(coro, "cr_await", None)
+    return False
+
+
+async def test_stop_right_after_a_wake_does_not_hang(
+    redis: aioredis.Redis, store: ChatStore
+) -> None:
+    # The keeper waits in wait_for(wake, renew_s). A wake in the same turn as stop()'s
+    # cancel completes that wait first, and Python 3.11's wait_for then returns instead of
+    # raising the cancel: the loop would go on, and stop() would wait on it for ever.
+    a = keeper(redis, store, 0)
+    await a.keeper.start(a)
+    await until(lambda: _awaiting(a.keeper._task, "wait_for"), 5.0)  # between rounds
+    stopping = asyncio.create_task(a.keeper.stop())  # runs first in the next turn
+    a.keeper.wake()  # the wait's own wake-up is queued behind it
+    done, _ = await asyncio.wait({stopping}, timeout=3.0)  # asyncio.wait cancels nothing
+    if not done:  # the hang: a second cancel (a real shutdown has none) ends it
+        stopping.cancel()
+    assert stopping in done, "stop() hung: the keeper's loop swallowed its cancel"
+    assert a.keeper.owned == []

@@ -22,8 +22,8 @@ from core.rooms.events import (
     PostEvent,
     RoomEvent,
 )
+from core.rooms.grace import MAX_DROPPED_GATEWAYS, ROOM_GRACE_S, RejoinGrace
 from core.rooms.owner import (
-    REJOIN_GRACE_S,
     RETRY_WINDOW_MS,
     OwnerSettings,
     PostResult,
@@ -99,7 +99,7 @@ class Env:
         self.sink = ListSink()
         self.clock = Clock()
 
-    def owner(self, **settings: int) -> RoomOwner:
+    def owner(self, **settings: float) -> RoomOwner:
         return RoomOwner(
             self.store,
             self.committer,
@@ -820,6 +820,49 @@ async def test_after_a_takeover_unknown_sessions_get_503_then_403(env: Env) -> N
     await owner.join("lobby", _who("s1", ALICE))  # loads the room
     with pytest.raises(Overloaded):  # s2's gateway has not re-announced it yet
         await owner.append_post("lobby", "s2", ALICE, "", "hi")
-    env.clock.now += REJOIN_GRACE_S
+    env.clock.now += ROOM_GRACE_S
     with pytest.raises(Forbidden):
         await owner.append_post("lobby", "s2", ALICE, "", "hi")
+
+
+async def test_a_dropped_gateways_sessions_get_503_until_the_grace_ends(env: Env) -> None:
+    owner = env.owner(gateway_grace_s=11.5)
+    await owner.join("lobby", _who("4.1", ALICE, gateway=4))
+    await owner.join("lobby", _who("5.1", BOB, gateway=5))
+    owner.drop_gateway(4)  # gateway 4 came back onto the bus: it re-announces 4.1 soon
+    with pytest.raises(Overloaded):
+        await owner.append_post("lobby", "4.1", ALICE, "", "hi")
+    assert (await owner.append_post("lobby", "5.1", BOB, "", "still in")).seq == 1
+    with pytest.raises(Forbidden):  # gateway 5 was not dropped: 5.2 never joined
+        await owner.append_post("lobby", "5.2", BOB, "", "hi")
+    env.clock.now += 11.4
+    with pytest.raises(Overloaded):
+        await owner.append_post("lobby", "4.1", ALICE, "", "hi")
+    env.clock.now += 0.2  # past the grace: not re-announced means not in
+    with pytest.raises(Forbidden):
+        await owner.append_post("lobby", "4.1", ALICE, "", "hi")
+    owner.drop_gateway(4)
+    await owner.join("lobby", _who("4.1", ALICE, gateway=4), quiet=True)  # the re-join
+    assert (await owner.append_post("lobby", "4.1", ALICE, "", "back")).seq == 2
+
+
+async def test_without_a_gateway_grace_a_dropped_gateways_post_is_403(env: Env) -> None:
+    owner = env.owner()  # one host: a dropped gateway is a restarted worker
+    await owner.join("lobby", _who("4.1", ALICE, gateway=4))
+    owner.drop_gateway(4)
+    with pytest.raises(Forbidden):
+        await owner.append_post("lobby", "4.1", ALICE, "", "hi")
+
+
+def test_the_grace_remembers_a_bounded_number_of_gateways() -> None:
+    clock = Clock()
+    grace = RejoinGrace(clock, gateway_grace_s=10.0)
+    for gateway in range(MAX_DROPPED_GATEWAYS + 1):
+        grace.gateway_dropped(gateway)
+    assert isinstance(grace.non_member("0.1", loaded_s=0.0, leased=False), Forbidden)
+    assert isinstance(grace.non_member("1.1", loaded_s=0.0, leased=False), Overloaded)
+    assert isinstance(grace.non_member("files", loaded_s=0.0, leased=False), Forbidden)
+    assert len(grace._dropped) == MAX_DROPPED_GATEWAYS
+    clock.now += 10.1
+    grace.gateway_dropped(5000)  # expired drops go as soon as another comes
+    assert list(grace._dropped) == [5000]
