@@ -23,12 +23,13 @@ import redis.asyncio as aioredis
 
 from core.compliance.adapters import AdapterOptions, Conversation, conversations
 from core.compliance.events import from_payload
-from core.compliance.file_store import ComplianceFileStore
+from core.compliance.file_store import ComplianceFileStore, copy_of_temp
 from core.compliance.registry import load_adapters
 from core.compliance.store.base import ComplianceStore, Fenced
 from core.compliance.store.registry import make_compliance_store
 from core.config import Settings
 from core.files.registry import make_storage
+from core.files.stale import SWEEP_PAGE, Page, Rounds
 from core.store.base import ChatStore, OutboxRecord
 from core.store.registry import make_store
 from shards import metrics
@@ -48,6 +49,14 @@ IDLE_S = 0.5  # pause between relay rounds when the outbox is empty
 FILE_COPY_BYTES_PER_ROUND = 200_000_000
 FILE_REMOVALS_PER_ROUND = 1000  # archived copies unlinked per round (one short transaction)
 RETRY_BASE_S = 5.0  # after a failed adapter run: 5 s, 10 s, 20 s … up to run_interval_s
+# A compliance copy is made just before its upload's record and FILEUPLOAD event are
+# written (shards/web/files.py), so a copy unchanged for an hour that no event refers to
+# was left by a crash between the two (or by a copy cut short) and can go.
+COPY_STALE_S = 3600.0
+# The sweep looks in the compliance store only, so it runs while the outbox holds nothing
+# older than COPY_STALE_S less this margin (hosts' clocks differ, and a keep comes a moment
+# before its event's timestamp): an event that refers to an old copy has left the outbox.
+OUTBOX_MARGIN_S = 600.0
 # Renews the lease only while it is still ours (a paused process must not steal it back).
 _RENEW = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then"
@@ -81,6 +90,7 @@ class ComplianceService:
         self._cut = False  # the last relay page was cut short by the copy bound
         self._failed = {a.name: metrics.COMPLIANCE_FAILURES.labels(a.name) for a in self._adapters}
         self._epoch = 0  # the compliance store's epoch won with the lease; 0: not active
+        self._sweep = Rounds(time.monotonic() + COPY_STALE_S / 60)  # not in the start's rush
 
     async def run(self, redis: AnyRedis, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -93,6 +103,10 @@ class ComplianceService:
                     if await self._archive.take_run_request() or time.monotonic() >= self._next_run:
                         await self.run_adapters()
                     await self.remove_archived_copies()
+                    if time.monotonic() >= self._sweep.due:
+                        self._sweep.done(
+                            await self.sweep_copies(self._sweep.after), time.monotonic()
+                        )
                     if moved == RELAY_PAGE or self._cut:
                         continue  # more waiting: no pause
                 else:
@@ -171,6 +185,28 @@ class ComplianceService:
             await asyncio.to_thread(self._files.remove, names)
             await self._archive.files_removed(names)
         return len(names)
+
+    async def sweep_copies(
+        self, after: str = "", limit: int = SWEEP_PAGE, older_than_s: float = COPY_STALE_S
+    ) -> Page:
+        """Removes one page of the copies unchanged for ``older_than_s`` that no event
+        refers to, and temps a crash left; nothing while the outbox is behind. Returns
+        what it removed, and where the next page starts."""
+        count, oldest_ms = await self._chat.outbox_stats()
+        if count and oldest_ms < (time.time() - older_than_s + OUTBOX_MARGIN_S) * 1000:
+            return Page([], "")  # an old upload's event may still wait there: next round
+        page = await asyncio.to_thread(self._files.stale, older_than_s, after, limit)
+        copies = [n for n in page.names if not copy_of_temp(n)]
+        referred = await self._archive.files_referred(copies)
+        gone = [n for n in page.names if n not in referred]
+        if gone:
+            await asyncio.to_thread(self._files.remove, gone)
+            metrics.FILES_SWEPT.labels("compliance").inc(len(gone))
+            log.warning(
+                "compliance file store: removed %d copies no event refers to (left by"
+                " uploads cut off by a crash)", len(gone),
+            )  # fmt: skip
+        return Page(gone, page.resume)
 
     async def _observe(self) -> None:
         outbox, outbox_oldest = await self._chat.outbox_stats()

@@ -103,6 +103,11 @@ COMPLIANCE_RELAYED = Counter(
 COMPLIANCE_ARCHIVED = Counter(
     "pchat_compliance_archived_events_total", "Events written by every adapter and deleted"
 )
+FILES_SWEPT = Counter(
+    "pchat_files_swept_total",
+    "Files left by crashes and removed by a sweep, by folder (uploads, compliance)",
+    ["store"],
+)
 
 
 class Metrics:

@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 from core.files.directory import fsync_folder
 from core.files.names import file_id_of
+from core.files.stale import Page, stale_page
 
 
 def check_stored_name(name: str) -> str:
@@ -36,6 +37,14 @@ def check_stored_name(name: str) -> str:
 def temp_of(target: Path) -> Path:
     """Where ``target`` is written before its rename (a crash may leave it behind)."""
     return target.with_name(f".{target.name}.tmp")
+
+
+def copy_of_temp(name: str) -> str | None:
+    """The stored name whose copy the temp ``name`` was to become (``temp_of``); None when
+    ``name`` is no such temp."""
+    if name.startswith(".") and name.endswith(".tmp") and file_id_of(name[1:-4]):
+        return name[1:-4]
+    return None
 
 
 def replace_durably(target: Path, fill: Callable[[BinaryIO], object]) -> None:
@@ -99,8 +108,19 @@ class ComplianceFileStore:
         return True
 
     def remove(self, names: list[str]) -> None:
+        """Unlinks copies, and the temps of copies (``.<name>.tmp``) the sweep found."""
         for name in names:
+            copy = copy_of_temp(name)
             try:
-                self.path(name).unlink(missing_ok=True)
+                target = temp_of(self.path(copy)) if copy else self.path(name)
             except ValueError:
                 continue  # never stored under a bad name: nothing to remove
+            target.unlink(missing_ok=True)
+
+    def stale(self, older_than_s: float, after: str, limit: int) -> Page:
+        """A page of copies (and temps a crash left) whose status has not changed for
+        ``older_than_s`` (core/files/stale.py): a copy's second name is a link, which
+        changes the file's status time, not its modification time."""
+        page = stale_page(self.folder, older_than_s, after, limit, changed=True)
+        mine = [n for n in page.names if file_id_of(n) or copy_of_temp(n)]
+        return Page(mine, page.resume)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from core.files.stale import Page
+
 
 class FileWriter(Protocol):
     """One upload in progress. Until ``commit`` returns nothing is visible under the
@@ -37,7 +39,10 @@ class FileStorage(Protocol):
     async def remove(self, names: list[str]) -> None:
         """Deletes those files; a name already gone is no error."""
 
-    async def sweep(self, recorded: Callable[[str], Awaitable[bool]], stale_s: float) -> int:
-        """Deletes what a crash left: unfinished uploads, and finished files whose record
-        was never written (``recorded(name)`` false), untouched for ``stale_s``. Returns
-        how many it deleted."""
+    async def sweep(
+        self, recorded: Callable[[str], Awaitable[bool]], stale_s: float, after: str, limit: int
+    ) -> Page:
+        """Deletes what a crash left, among the next ``limit`` names after ``after``
+        untouched for ``stale_s`` (core/files/stale.py): unfinished uploads, and finished
+        files whose record was never written (``recorded(name)`` false). Returns the names
+        it deleted, and where the next page starts (``Page.resume``)."""

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from core.files.names import PART_SUFFIX, file_id_of
+from core.files.stale import Page, stale_page
 
 
 def fsync_folder(path: Path) -> None:
@@ -91,20 +91,12 @@ class DirectoryStorage:
         if names:
             await asyncio.to_thread(self._remove, names)
 
-    def _stale(self, stale_s: float) -> list[str]:
-        if not self._dir.is_dir():
-            return []
-        cutoff = time.time() - stale_s
-        with os.scandir(self._dir) as entries:
-            return [
-                e.name
-                for e in entries
-                if e.is_file(follow_symlinks=False) and e.stat().st_mtime < cutoff
-            ]
-
-    async def sweep(self, recorded: Callable[[str], Awaitable[bool]], stale_s: float) -> int:
+    async def sweep(
+        self, recorded: Callable[[str], Awaitable[bool]], stale_s: float, after: str, limit: int
+    ) -> Page:
+        page = await asyncio.to_thread(stale_page, self._dir, stale_s, after, limit)
         gone: list[str] = []
-        for name in await asyncio.to_thread(self._stale, stale_s):
+        for name in page.names:
             if name.endswith(PART_SUFFIX):
                 stem = name[: -len(PART_SUFFIX)]
                 if file_id_of(stem) is not None:
@@ -112,4 +104,4 @@ class DirectoryStorage:
             elif file_id_of(name) is not None and not await recorded(name):
                 gone.append(name)  # renamed, then the process died before the record
         await self.remove(gone)
-        return len(gone)
+        return Page(gone, page.resume)

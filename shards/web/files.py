@@ -32,10 +32,12 @@ from core.files.base import FileStorage
 from core.files.names import FILE_ID, check_name, file_id_of, new_file_id, stored_name
 from core.files.places import Pace, TransferPlaces
 from core.files.post import file_post_text
+from core.files.stale import SWEEP_PAGE, Page
 from core.rooms.management import Actor
 from core.rooms.owner import FILE_POSTER, PostResult
 from core.rooms.rules import can_post, can_read, can_see, uploads_on
 from core.store.base import ChatStore, FileRecord, OutboxEvent, RoomRecord
+from shards import metrics
 from shards.web.access import USER_KEY
 
 log = logging.getLogger(__name__)
@@ -285,14 +287,15 @@ class FileApi:
         self.places.need()
         return web.FileResponse(path, chunk_size=self._chunk, headers=headers)
 
-    async def sweep(self) -> int:
-        """Removes what crashes left behind (see ``FileStorage.sweep``)."""
+    async def sweep(self, after: str = "", limit: int = SWEEP_PAGE) -> Page:
+        """Removes what crashes left behind, one page of names (see ``FileStorage.sweep``)."""
 
         async def recorded(name: str) -> bool:
             file_id = file_id_of(name)
             return file_id is not None and await self._store.get_file(file_id) is not None
 
-        removed = await self._storage.sweep(recorded, STALE_S)
-        if removed:
-            log.info("file store: removed %d files left by interrupted uploads", removed)
-        return removed
+        page = await self._storage.sweep(recorded, STALE_S, after, limit)
+        if page.names:
+            metrics.FILES_SWEPT.labels("uploads").inc(len(page.names))
+            log.info("file store: removed %d files left by interrupted uploads", len(page.names))
+        return page

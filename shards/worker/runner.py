@@ -44,6 +44,7 @@ from shards.redis_clients import AnyRedis, bus_connect, redis_client
 from shards.rejoin import gateway_grace_s
 from shards.resp import RespError, RespSubscriber
 from shards.routing import ALL_SHARDS, RoomRouter, ShardMap
+from shards.sweeps import sweep_forever
 from shards.takeover import ShardHooks
 from shards.web.access import ACCESS_LOGGER, AccessLog
 from shards.web.files import FileApi
@@ -363,7 +364,7 @@ async def run_worker(
         runner, http_server = await _serve_http(worker, reuse, files, tokens)
         servers.append(http_server)
     if worker.files is not None and worker_id == 0:  # one sweeper per host is enough
-        worker.sweeper = loop.create_task(_sweep_files(worker.files))
+        worker.sweeper = loop.create_task(sweep_forever(worker.files.sweep, "file store"))
     worker.redis = redis_client(settings, socket_timeout=2)
     while batch := await store.invitations_after(worker.last_invitation, INVITATION_PAGE):
         worker.last_invitation = batch[-1].id  # older ones wait for cmd:getinv
@@ -406,15 +407,6 @@ def _file_tokens(settings: Settings) -> FileTokens | None:
     except (OSError, ValueError) as exc:
         raise CannotStart(f"file token secret: {exc}") from exc
     return FileTokens(secret, settings.files.token_ttl_s)
-
-
-async def _sweep_files(files: FileApi) -> None:
-    try:
-        await files.sweep()
-    except asyncio.CancelledError:
-        raise
-    except Exception:  # the sweep is housekeeping: a failure is logged, serving goes on
-        log.exception("file store sweep failed")
 
 
 async def _watch_revision(worker: RunningWorker) -> None:

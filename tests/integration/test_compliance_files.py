@@ -194,3 +194,74 @@ async def test_a_stored_name_that_is_a_path_is_never_followed(
     assert await service.run_adapters()
     out = Path(settings.compliance_output_dir)
     assert not any("not for the archive" in p.read_text() for p in out.iterdir() if p.is_file())
+
+
+def keep_copy(settings: Settings, service: compliance.ComplianceService, name: str) -> None:
+    """What the upload route does before its record: the bytes, and their copy."""
+    source = Path(settings.files_dir) / name
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(b"bytes of " + name.encode())
+    assert service._files.keep(source, name)
+
+
+async def test_the_sweep_removes_only_copies_no_event_refers_to(
+    tmp_path: Path, redis_url: str, store_url: str
+) -> None:
+    """Kept: a pending upload's copy (its file deleted since), an archived one queued for
+    removal, and what the store never names. Removed: a copy whose upload never got its
+    record (a crash between the two), and a copy a crash cut short."""
+    settings = compliance_settings(tmp_path, redis_url, store_url)
+    service, store = await archive(settings)
+    chat = service._chat
+    archived = await upload(settings, chat, b"archived", "a.txt")
+    await drain(service)
+    assert await service.run_adapters()  # queued for removal, not yet removed
+    pending = await upload(settings, chat, b"pending", "p.txt")
+    await drain(service)
+    await chat.delete_file(pending.id)  # its room went: the event still needs the copy
+    orphan = stored_name(new_file_id(), "o.pdf")
+    keep_copy(settings, service, orphan)  # killed before the record and its event
+    folder = Path(settings.compliance_files_dir)
+    cut_short = f".{stored_name(new_file_id(), 'c.bin')}.tmp"
+    (folder / cut_short).write_bytes(b"half")
+    (folder / "README").write_text("an operator's note")
+    page = await service.sweep_copies(older_than_s=-60)  # everything counts as old
+    assert sorted(page.names) == sorted([orphan, cut_short]) and page.resume == ""
+    assert copies(settings) == sorted([stored(archived), stored(pending), "README"])
+    assert await service.sweep_copies(older_than_s=3600) == compliance.Page([], "")
+    assert await service.remove_archived_copies() == 1  # the normal path still works
+    assert await service.run_adapters()
+    assert await service.remove_archived_copies() == 1
+    assert copies(settings) == ["README"]
+
+
+async def test_the_sweep_waits_while_the_outbox_is_behind(
+    tmp_path: Path, redis_url: str, store_url: str
+) -> None:
+    """An upload whose event has not left the outbox yet looks unreferred to the compliance
+    store: while the outbox holds old rows, the sweep removes nothing."""
+    settings = compliance_settings(tmp_path, redis_url, store_url)
+    service, store = await archive(settings)
+    waiting = await upload(settings, service._chat, b"waiting", "w.txt")
+    keep_copy(settings, service, stored(waiting))  # made by the route, event not yet moved
+    orphan = stored_name(new_file_id(), "o.pdf")
+    keep_copy(settings, service, orphan)
+    assert await service.sweep_copies(older_than_s=-60) == compliance.Page([], "")
+    assert copies(settings) == sorted([stored(waiting), orphan])
+    await drain(service)
+    assert (await service.sweep_copies(older_than_s=-60)).names == [orphan]
+    assert copies(settings) == [stored(waiting)]
+
+
+async def test_a_sweep_page_is_bounded_and_the_next_goes_on(
+    tmp_path: Path, redis_url: str, store_url: str
+) -> None:
+    settings = compliance_settings(tmp_path, redis_url, store_url)
+    service, store = await archive(settings)
+    orphans = sorted(stored_name(new_file_id(), f"{i}.bin") for i in range(3))
+    for name in orphans:
+        keep_copy(settings, service, name)
+    first = await service.sweep_copies(limit=2, older_than_s=-60)
+    assert first.names == orphans[:2] and first.resume == orphans[1]
+    assert await service.sweep_copies(first.resume, 2, -60) == compliance.Page(orphans[2:], "")
+    assert copies(settings) == []

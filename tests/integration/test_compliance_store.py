@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from core.compliance.store.base import ComplianceStore, Fenced
 from core.compliance.store.registry import make_compliance_store
+from core.compliance.store.sqlite import UPLOADED
 from core.config import load_settings
 from core.store.base import OutboxRecord
 
@@ -126,6 +128,24 @@ async def test_archived_copies_are_queued_for_removal(archive: ComplianceStore) 
     assert await archive.files_to_remove(10) == []
 
 
+async def test_copies_referred_are_those_of_pending_uploads_and_the_queue(
+    archive: ComplianceStore,
+) -> None:
+    pending, queued, loose = "Ab_" + "x" * 21 + ".pdf", "Q" * 24 + ".txt", "L" * 24
+    lookalike = "Ab_" + "_" * 21 + ".pdf"  # "_" is LIKE's wildcard: it must not match
+    upload = OutboxRecord(id=1, kind="FILEUPLOAD", payload=f'{{"text":"{pending}"}}', ts_ms=1)
+    chat = OutboxRecord(id=2, kind="CHAT", payload=f'{{"text":"{loose}"}}', ts_ms=2)
+    await archive.insert([upload, chat])
+    assert await archive.files_referred([pending, queued, loose, lookalike]) == {pending}
+    batch = await archive.claim_batch(10)
+    assert batch is not None
+    await archive.batch_done(batch.id, [queued])  # the pending upload's batch, archived
+    assert await archive.files_referred([pending, queued, loose, lookalike]) == {queued}
+    await archive.files_removed([queued])
+    assert await archive.files_referred([pending, queued, loose]) == set()
+    assert await archive.files_referred([]) == set()
+
+
 async def test_run_requests_and_reopen_keep_rows(compliance_url: str) -> None:
     store = make_compliance_store(compliance_url)
     await store.open()
@@ -167,3 +187,12 @@ def test_unknown_scheme_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="sqlite:, postgresql:, postgres:") as info:
         make_compliance_store("mysql://u:secret@h/db")
     assert "secret" not in str(info.value)
+
+
+async def test_the_uploads_lookup_reads_their_index_not_every_event(tmp_path: Path) -> None:
+    store = make_compliance_store(f"sqlite://{tmp_path / 'comp.db'}")
+    await store.open()
+    await store.close()
+    with sqlite3.connect(tmp_path / "comp.db") as conn:
+        plan = " ".join(str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN {UPLOADED}", ("x",)))
+    assert "events_uploads" in plan, plan

@@ -93,6 +93,10 @@ class ComplianceStore(Protocol):
     async def files_removed(self, names: list[str]) -> None:
         """The copies are gone from disk: their queue entries go too."""
 
+    async def files_referred(self, names: list[str]) -> set[str]:
+        """Those of ``names`` (stored file names) that a pending FILEUPLOAD event or the
+        removal queue still refers to: their compliance copies must stay."""
+
     async def request_run(self) -> None:
         """`pchat admin compliance run-now`: the service runs its adapters at its next look."""
 

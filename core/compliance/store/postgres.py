@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS compliance_batches (
     last_error text NOT NULL DEFAULT '', done_ms bigint NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS compliance_file_gc (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL UNIQUE);
+CREATE INDEX IF NOT EXISTS compliance_events_uploads ON compliance_events (id)
+    WHERE kind = 'FILEUPLOAD';
 """
 
 
@@ -147,6 +149,21 @@ class PostgresComplianceStore:
     async def files_removed(self, names: list[str]) -> None:
         async with self._conn() as conn:
             await conn.execute("DELETE FROM compliance_file_gc WHERE name = ANY($1::text[])", names)
+
+    async def files_referred(self, names: list[str]) -> set[str]:
+        """The uploads among the pending events are few (a partial index holds them), so
+        each name is looked for among those alone; the queue is looked up by its key."""
+        if not names:
+            return set()
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT n FROM unnest($1::text[]) AS n WHERE"
+                " EXISTS (SELECT 1 FROM compliance_file_gc WHERE name = n) OR"
+                " EXISTS (SELECT 1 FROM compliance_events WHERE kind = 'FILEUPLOAD'"
+                " AND strpos(payload, n) > 0)",
+                names,
+            )
+        return {r[0] for r in rows}
 
     async def request_run(self) -> None:
         async with self._conn() as conn:

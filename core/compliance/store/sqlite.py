@@ -30,6 +30,9 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS control (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS file_gc (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
     " name TEXT NOT NULL UNIQUE)",
+    # The uploads among the pending events, for the copies' sweep (``files_referred``):
+    # a few rows however many posts wait, so a name is looked for among those alone.
+    "CREATE INDEX IF NOT EXISTS events_uploads ON events (id) WHERE kind = 'FILEUPLOAD'",
 )
 ERROR_CHARS = 1000  # an adapter's error text kept for `pchat admin compliance status`
 
@@ -154,6 +157,12 @@ class SqliteComplianceStore:
             lambda c: c.executemany("DELETE FROM file_gc WHERE name = ?", [(n,) for n in names])
         )
 
+    async def files_referred(self, names: list[str]) -> set[str]:
+        def referred(c: sqlite3.Connection) -> set[str]:
+            return {n for n in names if _queued(c, n) or _uploaded(c, n)}
+
+        return await self._run(referred) if names else set()
+
     async def request_run(self) -> None:
         await self._run(
             lambda c: c.execute(
@@ -171,6 +180,18 @@ class SqliteComplianceStore:
 
     async def status(self) -> Status:
         return await self._run(_status)
+
+
+def _queued(c: sqlite3.Connection, name: str) -> bool:
+    return c.execute("SELECT 1 FROM file_gc WHERE name = ?", (name,)).fetchone() is not None
+
+
+# instr, not LIKE: a stored name may hold "_", which LIKE reads as a wildcard
+UPLOADED = "SELECT 1 FROM events WHERE kind = 'FILEUPLOAD' AND instr(payload, ?) > 0 LIMIT 1"
+
+
+def _uploaded(c: sqlite3.Connection, name: str) -> bool:
+    return c.execute(UPLOADED, (name,)).fetchone() is not None
 
 
 def _claim(c: sqlite3.Connection, max_events: int) -> Batch | None:
