@@ -149,6 +149,8 @@ class RunningWorker:
                 for session in sessions:
                     session.send_inner(notice)
                 delivered.append(inv.id)
+                # A session signing in meanwhile parked it as pending: not to be shown again.
+                self.gateway.handler.signin_views.drop_user(inv.invitee)
             await self.store.mark_invitations_delivered(delivered)
 
     async def _end_stale_sign_ins(self) -> None:
