@@ -271,6 +271,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # []: redis_url only. Used with redis_cluster only.
     redis_cluster_seeds: list[str] = msgspec.field(default_factory=list)
     workers: int = 1  # worker processes; 0: one per CPU
+    # Net allocations between the garbage collector's youngest passes in a worker (Python's
+    # default: 700). A sign-in burst allocates many short-lived objects, and each young pass,
+    # with the older passes it sets off, walks a heap of thousands of sessions while the loop
+    # waits: in signin-storm the collector took ~7 % of a worker (py-spy --native) at 700.
+    # The worker also freezes what start-up built (gc.freeze), so no pass walks it again.
+    # bench/README.md ("signin") has the A/B. 0: Python's defaults, nothing frozen.
+    gc_gen0_threshold: int = 20_000
     shards: int = 1024  # virtual shards: crc32(room_uri) % shards
     log_level: str = "INFO"
     sip: SipSettings = msgspec.field(default_factory=SipSettings)

@@ -66,11 +66,13 @@ class RoomRecord(msgspec.Struct, kw_only=True):
 
 
 class SigninRooms(msgspec.Struct, frozen=True, kw_only=True):
-    """What a sign-in asks for at once (getassociations member, manager, follower)."""
+    """What a sign-in asks for at once (getassociations member, manager, follower; getinv)."""
 
     member: list[RoomRecord]
     manager: list[RoomRecord]
     follower: list[RoomRecord]
+    invitations: list[InvitationRecord]  # pending_invitations: not yet delivered, by id
+    invited: list[RoomRecord]  # the rooms of those invitations that still exist
 
 
 class NewMessage(msgspec.Struct, kw_only=True, gc=False):
@@ -274,7 +276,9 @@ class ChatStore(Protocol):
 
     async def signin_rooms(self, user: str, principals: list[str]) -> SigninRooms:
         """The rooms where ``principals`` are members, managers, and those ``user``
-        follows: what ``rooms_with_principal`` and ``followed_rooms`` answer, in one read."""
+        follows, and ``user``'s pending invitations with their rooms: what
+        ``rooms_with_principal``, ``followed_rooms`` and ``pending_invitations`` answer, in
+        one read."""
         ...
 
     # -- preferences

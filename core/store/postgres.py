@@ -528,11 +528,16 @@ class PostgresStore:
         )
 
     async def signin_rooms(self, user: str, principals: list[str]) -> SigninRooms:
-        # No thread hop here (asyncpg): three queries on the pool, one call for the worker.
+        # No thread hop here (asyncpg): four queries on the pool (five with invitations),
+        # one call for the worker.
+        invitations = await self.pending_invitations(user)
+        invited = sorted({inv.room_id for inv in invitations})
         return SigninRooms(
             member=await self.rooms_with_principal(principals, "member"),
             manager=await self.rooms_with_principal(principals, "manager"),
             follower=await self.followed_rooms(user),
+            invitations=invitations,
+            invited=await self._rooms("WHERE id = ANY($1::text[])", invited) if invited else [],
         )
 
     # -- preferences

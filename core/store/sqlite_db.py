@@ -443,10 +443,18 @@ class SqliteDb:
         return self._rooms("WHERE id IN (SELECT room_id FROM follows WHERE user_uri = ?)", (user,))
 
     def signin_rooms(self, user: str, principals: list[str]) -> SigninRooms:
+        invitations = self.pending_invitations(user)
         return SigninRooms(
             member=self.rooms_with_principal(principals, "member") if principals else [],
             manager=self.rooms_with_principal(principals, "manager") if principals else [],
             follower=self.followed_rooms(user),
+            invitations=invitations,
+            invited=self._rooms(
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (_json_list(sorted({inv.room_id for inv in invitations})),),
+            )
+            if invitations
+            else [],
         )
 
     # -- preferences

@@ -156,10 +156,11 @@ class CommandHandler:
         self.signin_views: SigninViews[asyncio.Future[SigninRooms | None]] = SigninViews()
 
     async def load_signin_rooms(self, session_id: str, user: str) -> SigninRooms:
-        """Reads a new session's member, manager and followed rooms in one store call and
-        parks the read for its first getassociations of each kind (signin_view.py)."""
+        """Reads a new session's member, manager and followed rooms and its pending
+        invitations in one store call, and parks the read for its first getassociations of
+        each kind and its first getinv (signin_view.py)."""
         pending: asyncio.Future[SigninRooms | None] = asyncio.get_running_loop().create_future()
-        self.signin_views.put(session_id, pending)
+        self.signin_views.put(session_id, pending, user)
         try:
             rooms = await self._store.signin_rooms(user, _principals(user))
         except BaseException:
@@ -314,7 +315,7 @@ class CommandHandler:
         pending = self.signin_views.take(session.session_id, kind) if kind in KINDS else None
         parked = await pending if pending is not None else None
         if parked is not None:
-            found = getattr(parked, kind)
+            found = getattr(parked, kind)  # member, manager or follower
         elif kind == "follower":
             found = await self._store.followed_rooms(user)
         else:
@@ -444,15 +445,28 @@ class CommandHandler:
         return HistoryQuery(q.tag, count, seq, q.get("text"))  # type: ignore[arg-type]
 
     async def _on_getinv(self, session: SessionView, data: Element | None) -> str:
-        pending = await self._store.pending_invitations(session.user)
+        parked_read = self.signin_views.take(session.session_id, "invitations")
+        parked = await parked_read if parked_read is not None else None
+        if parked is not None:  # the sign-in's own read: no store call unless there are some
+            pending = parked.invitations
+            rooms: dict[str, RoomRecord | None] = {inv.room_id: None for inv in pending}
+            rooms.update((r.id, r) for r in parked.invited)  # a room not there was deleted
+        else:
+            pending = await self._store.pending_invitations(session.user)
+            rooms = {}
         out = []
         for inv in pending:
-            room = await self._store.get_room(inv.room_id)
+            if inv.room_id not in rooms:
+                rooms[inv.room_id] = await self._store.get_room(inv.room_id)
+            room = rooms[inv.room_id]
             category = await self.directory.category(room.category_id) if room else None
             # An invitation to a room the user may no longer read is dropped, not shown.
             if room and category and rules.can_read(room, category, session.user):
                 out.append(invitation_block(self._info.domain, inv, room))
-        await self._store.mark_invitations_delivered([inv.id for inv in pending])
+        if pending:
+            await self._store.mark_invitations_delivered([inv.id for inv in pending])
+            # Shown: another session's parked read on this worker must not show them again.
+            self.signin_views.drop_user(session.user)
         return "".join(out)
 
     def _pref_args(self, data: Element | None) -> tuple[str, Element]:

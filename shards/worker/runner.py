@@ -52,6 +52,7 @@ from shards.web.http import web_app
 from shards.web.token_key import load_token_secret
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
+from shards.worker.heap import tuned_gc
 from shards.worker.looplag import watch_loop_lag
 from shards.worker.output import PendingOutput
 from shards.worker.rooms import LocalRooms
@@ -149,6 +150,8 @@ class RunningWorker:
                 for session in sessions:
                     session.send_inner(notice)
                 delivered.append(inv.id)
+                # A session signing in meanwhile parked it as pending: not to be shown again.
+                self.gateway.handler.signin_views.drop_user(inv.invitee)
             await self.store.mark_invitations_delivered(delivered)
 
     async def _end_stale_sign_ins(self) -> None:
@@ -497,12 +500,13 @@ async def _serve_until_signal(settings: Settings, worker_id: int, host_claim: st
     try:
         async with run_worker(settings, worker_id, host_claim) as worker:
             started = True
-            waits = [asyncio.ensure_future(stop.wait())]
-            if worker.keeper is not None:
-                waits.append(asyncio.ensure_future(worker.keeper.refused.wait()))
-            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for wait in pending:
-                wait.cancel()
+            with tuned_gc(settings.gc_gen0_threshold):  # after start-up: its heap is frozen
+                waits = [asyncio.ensure_future(stop.wait())]
+                if worker.keeper is not None:
+                    waits.append(asyncio.ensure_future(worker.keeper.refused.wait()))
+                _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for wait in pending:
+                    wait.cancel()
         if worker.keeper is not None and worker.keeper.refused.is_set():
             raise DuplicateHost(worker.keeper.refusal)
     except OSError as exc:  # a bind or a certificate (ssl.SSLError is an OSError)

@@ -75,6 +75,23 @@ async def test_invitations_reach_an_online_member_at_once(
     await bob.close()
 
 
+async def test_an_invitation_delivered_live_leaves_no_parked_copy_to_show_again(
+    server: RunningWorker, general: Management
+) -> None:
+    bob = await signed_in(server, "bob")
+    room = await general.create_room(Actor(ALICE), "Live", "General", RoomChange())
+    await general.update_room(Actor(ALICE), room.id, RoomChange(add_members=[BOB]))
+    # A second session of bob's signs in before this worker hears of the change: its
+    # sign-in read parks the new invitation as pending.
+    read = await server.gateway.handler.load_signin_rooms("signing-in", BOB)
+    assert [inv.room_id for inv in read.invitations] == [room.id]
+    await server.deliver_invitations()  # the ntc:inv goes out and marks it delivered
+    await wait_notice(bob, "ntc:inv")
+    views = server.gateway.handler.signin_views
+    assert views.take("signing-in", "invitations") is None  # its getinv asks the store
+    await bob.close()
+
+
 async def test_no_invitations_when_they_are_off(server: RunningWorker, general: Management) -> None:
     await general.create_room(
         Actor(ALICE), "Quiet", "General", RoomChange(members=[BOB], invitations="off")

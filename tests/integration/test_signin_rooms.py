@@ -1,5 +1,6 @@
-"""A sign-in's rooms read once (ChatStore.signin_rooms, CommandHandler's parked read),
-and what must make a session read the store again: its own follow, an admin change."""
+"""A sign-in's rooms and invitations read once (ChatStore.signin_rooms, CommandHandler's
+parked read), and what must make a session read the store again: its own follow, an admin
+change (a new invitation comes with one), its user's invitations shown elsewhere."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from collections.abc import Set as AbstractSet
 
 from core.rooms.events import HistoryQuery, Participant
 from core.rooms.owner import JoinResult, PostResult
-from core.store.base import CategoryRecord, ChatStore, MessageRecord, RoomRecord
+from core.store.base import (
+    CategoryRecord,
+    ChatStore,
+    InvitationRecord,
+    MessageRecord,
+    RoomRecord,
+)
 from core.xccos import build
 from core.xccos.commands import CommandHandler, Directory, ServerInfo
 from core.xccos.envelope import Command, decode_envelope
@@ -44,6 +51,9 @@ class View:
     session_id = "1.1"
     gateway = 0
     pool_uri = ""
+
+    def __init__(self, session_id: str = "1.1") -> None:
+        self.session_id = session_id
 
     def begin_join(self, room_id: str) -> None: ...
     def end_join(self, room_id: str, ok: bool) -> None: ...
@@ -129,3 +139,83 @@ async def test_an_admin_change_drops_every_parked_read(store: ChatStore) -> None
     await store.bump_revision()
     handler.signin_views.clear()  # what the worker's revision refresh does (runner.refresh)
     assert await _rooms(handler, "member") == ["m1", "r1"]
+
+
+async def _invite(store: ChatStore, room_id: str) -> int:
+    [inv] = await store.add_invitations(
+        [InvitationRecord(id=0, room_id=room_id, invitee=ALICE, inviter="sip:bob@x", ts_ms=1)]
+    )
+    return inv.id
+
+
+async def _getinv(handler: CommandHandler, view: View | None = None) -> list[tuple[str, str]]:
+    data = build.envelope(1, build.cmd("cmd:getinv", 1, '<inv inviteId="1" domain="x"/>'))
+    [cmd] = decode_envelope(data).items
+    assert isinstance(cmd, Command)
+    rpl = await handler.command(view or View(), "1", cmd)
+    [reply] = decode_envelope(build.envelope(2, rpl)).items
+    assert reply.data is not None  # type: ignore[union-attr]
+    return [(i.get("chanUri").rpartition("/")[2], i.get("name")) for i in reply.data.findall("inv")]  # type: ignore[union-attr]
+
+
+async def test_the_one_read_holds_the_pending_invitations_and_their_rooms(
+    store: ChatStore,
+) -> None:
+    await _setup(store)
+    await _invite(store, "r2")
+    await _invite(store, "r0")
+    await _invite(store, "gone")  # its room was deleted (or never was)
+    read = await store.signin_rooms(ALICE, [ALICE, "domain:example.com"])
+    assert read.invitations == await store.pending_invitations(ALICE)
+    assert sorted(r.id for r in read.invited) == ["r0", "r2"]
+    assert [r.name for r in read.invited if r.id == "r2"] == ["room 2"]
+    nobody = await store.signin_rooms("sip:nobody@example.com", [])
+    assert (nobody.invitations, nobody.invited) == ([], [])
+
+
+async def test_getinv_at_sign_in_is_answered_from_the_parked_read(store: ChatStore) -> None:
+    handler = await _setup(store)
+    await _invite(store, "r1")
+    await handler.load_signin_rooms(View.session_id, ALICE)
+    room = await store.get_room("r1")
+    assert room is not None
+    room.name = "renamed"
+    await store.put_room(room)  # behind the worker's back: the parked read answers
+    await _invite(store, "r2")
+    assert await _getinv(handler) == [("r1", "room 1")]
+    assert await store.pending_invitations(ALICE) != []  # r2's: never parked, still pending
+    assert await _getinv(handler) == [("r2", "room 2")]  # taken once: now from the store
+    assert await store.pending_invitations(ALICE) == []
+
+
+async def test_a_new_invitation_after_the_read_is_seen(store: ChatStore) -> None:
+    handler = await _setup(store)
+    await handler.load_signin_rooms(View.session_id, ALICE)
+    await _invite(store, "r0")
+    await store.bump_revision()  # an invitation comes with a room change
+    handler.signin_views.clear()  # what the worker's revision refresh does (runner.refresh)
+    assert await _getinv(handler) == [("r0", "room 0")]
+
+
+async def test_invitations_shown_to_one_session_are_not_shown_again_to_another(
+    store: ChatStore,
+) -> None:
+    handler = await _setup(store)
+    await _invite(store, "r0")
+    phone, laptop = View("1.1"), View("1.2")
+    await handler.load_signin_rooms(phone.session_id, ALICE)
+    await handler.load_signin_rooms(laptop.session_id, ALICE)  # both parked r0 as pending
+    assert await _getinv(handler, phone) == [("r0", "room 0")]
+    assert await _getinv(handler, laptop) == []  # delivered: the laptop's parked copy went
+    assert await _rooms(handler, "member") == ["m1"]  # its rooms now come from the store
+
+
+async def test_an_invitation_to_a_deleted_room_is_dropped_from_the_parked_read(
+    store: ChatStore,
+) -> None:
+    handler = await _setup(store)
+    await _invite(store, "r0")
+    await _invite(store, "gone")
+    await handler.load_signin_rooms(View.session_id, ALICE)
+    assert await _getinv(handler) == [("r0", "room 0")]
+    assert await store.pending_invitations(ALICE) == []  # both marked delivered
