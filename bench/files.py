@@ -1,18 +1,25 @@
 """File transfers beside chat: upload and download throughput of 1 MB and 20 MB files
-while chat traffic runs, and the chat round trip with and without files, in one run.
+while chat traffic runs, and whether the chat round trip's p99 moves by more than 10 %.
 
-    python -m bench.files [--seconds 20] [--calm-seconds 8] [--sizes-mb 1,20]
-                          [--parallel 2] [--workers 2] [--server-src DIR]
+    python -m bench.files [--order cffc] [--rounds 3] [--phase-seconds 5] [--sizes-mb 1,20]
+                          [--parallel 2] [--workers 2] [--limit 1.10] [--server-src DIR]
+                          [--server-env PCHAT_X=V] [--keep-data]
 
 `pchat serve --workers 2` (fresh data dir, private redis-server, no room quota). A probe
-pair of users posts in one room and times each post to its delivery (one every 20 ms):
-first --calm-seconds alone, then --seconds while --parallel loops in another process
-upload a file of each size in turn to another room (HTTP Basic) and download it back,
-then --calm-seconds alone again. Reported: the probe's p50/p99 in the three phases, the
-ratio of the p99 with files to the calm p99s, and MB/s per size and direction (the median
-over the transfers, and the total bytes over the time spent). One host over loopback:
-the transfers' client shares the CPUs with the server, and on a shared machine other jobs
-do too, so only the ratios within one run mean much.
+pair of users posts in one room and times each post to its delivery (one every 20 ms),
+through interleaved phases of --phase-seconds: calm (c, chat alone) and files (f, while
+--parallel loops in another process upload a file of each size in turn to another room
+and download it back), --order repeated --rounds times (3 x "cffc": about 70 s). The
+transfers go to the fileServiceUrl the server hands out in rpl:getservinfo (HTTP Basic).
+
+Reported: the chat round trip pooled per condition (p50, p99), the p99 ratio files / calm
+with a 95 % interval from resampling whole phases, and the verdict against --limit (met:
+the whole interval within it; missed: the whole interval above it; else unresolved), see
+bench/phase_stats.py; per phase the p99s; MB/s per size and direction (the median over
+the transfers, and the total bytes over the time spent); per condition the CPU by who
+spent it and the server's own loop lag and delivery latency. One host over loopback: the
+transfers' client shares the CPUs with the server, so only ratios within one run mean much.
+The data folder is removed at the end (--keep-data keeps it).
 """
 
 from __future__ import annotations
@@ -20,15 +27,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import multiprocessing
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +44,23 @@ import aiohttp
 import psutil  # type: ignore[import-untyped]
 import uvloop
 
+from bench import phase_stats
 from bench.load import report
 from bench.load.server import BenchServer, histogram_quantiles, scrape
 from client.client import PchatClient
 
 DOMAIN = "example.com"
 PASSWORD = "bench-pw"
-PROBE_EVERY_S = 0.02  # 50 posts/s: enough samples for a p99 in a few seconds
+PROBE_EVERY_S = 0.02  # 50 posts/s: about 250 samples per 5 s phase, 1500 per condition
 TRANSFER_TIMEOUT_S = 300.0  # a 20 MB transfer on a loaded host takes seconds, never minutes
-# The server's own view of each phase (summed over the workers), read from /metrics: how
+JOIN_TIMEOUT_S = 30.0  # the transfer process's start-up and its last transfers' tail
+# The server's own view of each phase (summed over the processes), read from /metrics: how
 # late the loops' 10 Hz timer fired, and post-to-delivery inside the server, so that a
 # slower round trip can be told apart from the probe's own process waiting for a CPU.
 LOOP_LAG = "pchat_worker_loop_lag_seconds"
 DELIVERY = "pchat_fanout_delivery_latency_seconds"
 COMMAND = "pchat_xccos_command_latency_seconds"  # of the grpchat posts only (see scrape)
+CPU_KEYS = ("server", "probe_client", "redis_and_helpers")
 
 
 def _admin(server: BenchServer, *args: str) -> str:
@@ -60,7 +71,11 @@ def _admin(server: BenchServer, *args: str) -> str:
 
 
 async def _transfer_loop(
-    http: aiohttp.ClientSession, room: str, blobs: list[bytes], end: float, out: dict[str, Any]
+    http: aiohttp.ClientSession,
+    upload_url: str,
+    blobs: list[bytes],
+    end: float,
+    out: dict[str, Any],
 ) -> None:
     basic = base64.b64encode(f"carl@{DOMAIN}:{PASSWORD}".encode()).decode()
     headers = {"Authorization": f"Basic {basic}"}
@@ -70,9 +85,8 @@ async def _transfer_loop(
         i += 1
         key = f"{len(data) / 1e6:g}MB"
         start = time.monotonic()
-        url = f"/api/rooms/{room}/files"
-        async with http.post(url, params={"name": "b.bin"}, data=data, headers=headers) as r:
-            body = await r.json()
+        async with http.post(upload_url, params={"name": "b.bin"}, data=data, headers=headers) as r:
+            body = await r.json(content_type=None)
             if r.status != 201:
                 out.setdefault("errors", []).append(f"upload {r.status}: {body}")
                 return
@@ -83,7 +97,9 @@ async def _transfer_loop(
             async for chunk in r.content.iter_chunked(1 << 16):
                 got += len(chunk)
         down = time.monotonic() - start
-        assert got == len(data), (got, len(data))
+        if got != len(data):
+            out.setdefault("errors", []).append(f"download {r.status}: {got} of {len(data)} B")
+            return
         out.setdefault(f"upload_{key}", []).append((len(data), up))
         out.setdefault(f"download_{key}", []).append((len(data), down))
 
@@ -93,36 +109,29 @@ def _own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _transfers(
-    http_port: int,
-    room: str,
-    sizes: list[int],
-    parallel: int,
-    seconds: float,
-    ready: Callable[[], None],
-) -> dict[str, Any]:
+async def _mover(upload_url: str, sizes: list[int], parallel: int, pipe: Any) -> None:
+    """Waits for a phase's length on ``pipe``, says "ready", runs the loops that long
+    (the last transfers finish after it), sends their results; None ends it."""
     blobs = [os.urandom(size) for size in sizes]
-    out: dict[str, Any] = {}
-    ready()  # the probe's phase with files starts now, not while this process imports
-    cpu_at_start = _own_cpu_s()
-    end = time.monotonic() + seconds
     timeout = aiohttp.ClientTimeout(total=TRANSFER_TIMEOUT_S)
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{http_port}", timeout=timeout) as http:
-        await asyncio.gather(
-            *(_transfer_loop(http, room, blobs[n:] + blobs[:n], end, out) for n in range(parallel))
-        )
-    out["cpu_s"] = _own_cpu_s() - cpu_at_start
-    return out
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        while (seconds := await asyncio.to_thread(pipe.recv)) is not None:
+            out: dict[str, Any] = {}
+            pipe.send("ready")
+            cpu_at_start = _own_cpu_s()
+            end = time.monotonic() + seconds
+            loops = (
+                _transfer_loop(http, upload_url, blobs[n:] + blobs[:n], end, out)
+                for n in range(parallel)
+            )
+            await asyncio.gather(*loops)
+            out["cpu_s"] = _own_cpu_s() - cpu_at_start
+            pipe.send(out)
 
 
-def _transfer_process(
-    port: int, room: str, sizes: list[int], parallel: int, seconds: float, pipe: Any
-) -> None:
-    """Transfers run in a process of their own, so the probe's timings are the server's.
-    It sends "ready" when its transfers start, then their results and its CPU seconds."""
-    pipe.send(
-        uvloop.run(_transfers(port, room, sizes, parallel, seconds, lambda: pipe.send("ready")))
-    )
+def _transfer_process(upload_url: str, sizes: list[int], parallel: int, pipe: Any) -> None:
+    """Transfers run in a process of their own, so the probe's timings are the server's."""
+    uvloop.run(_mover(upload_url, sizes, parallel, pipe))
 
 
 async def _probe(
@@ -132,17 +141,12 @@ async def _probe(
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         start = time.monotonic()
-        await sender.post(room, f"probe {len(trips)}")
-        while (await reader.next_post(timeout=30)).text != f"probe {len(trips)}":
+        await sender.post(room, f"probe {start}")
+        while (await reader.next_post(timeout=30)).text != f"probe {start}":
             pass
         trips.append((time.monotonic() - start) * 1000)
         await asyncio.sleep(PROBE_EVERY_S)
     return trips
-
-
-def _q(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else 0.0
 
 
 def _throughput(samples: list[tuple[int, float]]) -> dict[str, float]:
@@ -156,9 +160,10 @@ def _throughput(samples: list[tuple[int, float]]) -> dict[str, float]:
 
 
 class _Meter:
-    """Per phase: CPU seconds by who spent them (in % of one core: 200 % is both cores of
-    two) and the server's histograms. The host is shared, so "others" (the host's busy time
-    less this bench's processes) says how much of a phase's figures is someone else."""
+    """CPU seconds by who spent them and the server's histograms, read at each phase's
+    bounds and summed per condition (in % of one core: 200 % is both cores of two). The
+    host is shared, so "others" (the host's busy time less this bench's processes) says
+    how much of a condition's figures is someone else."""
 
     def __init__(self, server: BenchServer) -> None:
         self._server = server
@@ -174,11 +179,11 @@ class _Meter:
             out[proc.pid] = times.user + times.system
         return out
 
-    def read(self, skip: int = 0) -> dict[str, Any]:
+    def read(self, skip: int) -> dict[str, Any]:
         """A snapshot; ``skip``: the transfer process's pid (it counts its own CPU)."""
         assert self._server.proc is not None
         top = psutil.Process(self._server.proc.pid)
-        tree = [top, *top.children(recursive=True)]  # the supervisor and its workers
+        tree = [top, *top.children(recursive=True)]  # the supervisor and its children
         ours = {p.pid for p in tree} | {skip}
         helpers = [p for p in self._me.children(recursive=True) if p.pid not in ours]
         host = psutil.cpu_times()
@@ -193,28 +198,97 @@ class _Meter:
         }
 
     @staticmethod
-    def phase(a: dict[str, Any], b: dict[str, Any], transfer_cpu_s: float = 0.0) -> dict[str, Any]:
-        wall = max(b["t"] - a["t"], 1e-9)
+    def condition(spans: list[tuple[dict[str, Any], dict[str, Any], float]]) -> dict[str, Any]:
+        """The sum over a condition's phases: (snapshot before, after, transfer CPU s)."""
+        wall = max(sum(b["t"] - a["t"] for a, b, _ in spans), 1e-9)
         spent = {
-            k: sum(s - a[k].get(pid, 0.0) for pid, s in b[k].items())
-            for k in ("server", "probe_client", "redis_and_helpers")
+            k: sum(s - a[k].get(pid, 0.0) for a, b, _ in spans for pid, s in b[k].items())
+            for k in CPU_KEYS
         }
-        spent["transfer_client"] = transfer_cpu_s
-        host = b["host_busy"] - a["host_busy"]
+        spent["transfer_client"] = sum(cpu for _, _, cpu in spans)
+        host = sum(b["host_busy"] - a["host_busy"] for a, b, _ in spans)
         spent["others_on_host"] = max(host - sum(spent.values()), 0.0)
         cpu = {k: round(100 * v / wall, 1) for k, v in spent.items()}
         cpu["host_busy"] = round(100 * host / wall, 1)
-        m0, m1 = a["metrics"], b["metrics"]
+        seen: dict[str, float] = {}
+        for a, b, _ in spans:
+            for key, n in b["metrics"].items():
+                seen[key] = seen.get(key, 0.0) + n - a["metrics"].get(key, 0.0)
         return {
+            "seconds": round(wall, 1),
             "cpu_pct_of_one_core": cpu,
-            "server_loop_lag_ms": histogram_quantiles(m0, m1, LOOP_LAG, (50.0, 99.0)),
-            "server_delivery_ms": histogram_quantiles(m0, m1, DELIVERY, (50.0, 99.0)),
-            "server_grpchat_ms": histogram_quantiles(m0, m1, COMMAND, (50.0, 99.0)),
+            "server_loop_lag_ms": histogram_quantiles({}, seen, LOOP_LAG, (50.0, 99.0)),
+            "server_delivery_ms": histogram_quantiles({}, seen, DELIVERY, (50.0, 99.0)),
+            "server_grpchat_ms": histogram_quantiles({}, seen, COMMAND, (50.0, 99.0)),
         }
 
 
-def _ratio(loaded: list[float], calm: list[float], q: float) -> float:
-    return round(_q(loaded, q) / max(_q(calm, q), 1e-9), 2)
+def _chat(phases: list[list[float]]) -> dict[str, Any]:
+    pooled = [v for phase in phases for v in phase]
+    return {
+        "phases": len(phases),
+        "posts": len(pooled),
+        "p50_ms": round(phase_stats.quantile(pooled, 0.5), 2),
+        "p99_ms": round(phase_stats.quantile(pooled, 0.99), 2),
+        "p99_ms_per_phase": [round(phase_stats.quantile(p, 0.99), 2) for p in phases],
+    }
+
+
+async def _file_service_url(client: PchatClient) -> str:
+    """The fileServiceUrl of rpl:getservinfo: where clients upload (main or file service)."""
+    reply = await client.command("cmd:getserverinfo", f'<sib domain="{DOMAIN}" infoType="123"/>')
+    sib = reply.data.find("sib") if reply.data is not None else None
+    base = sib.get("fileServiceUrl", "") if sib is not None else ""
+    if not base:
+        raise RuntimeError("the server offers no file service")
+    return base.rstrip("/")
+
+
+async def _phases(
+    args: argparse.Namespace, server: BenchServer, sender: PchatClient, reader: PchatClient
+) -> dict[str, Any]:
+    """Runs the schedule; the chat samples, meter spans and transfers of each condition."""
+    chat = await _admin_room(server, "Chat", sender, reader)
+    drop = _admin(server, "room", "add", "Drop", "--category", "Bench", "--privacy", "open")
+    upload_url = f"{await _file_service_url(sender)}/rooms/{drop.rpartition('/')[2]}/files"
+    sizes = [int(float(mb) * 1e6) for mb in args.sizes_mb.split(",")]
+    pipe, theirs = multiprocessing.Pipe()
+    job = (upload_url, sizes, args.parallel, theirs)
+    mover = multiprocessing.get_context("spawn").Process(target=_transfer_process, args=job)
+    mover.start()
+    await _probe(sender, reader, chat, 1.0)  # warm-up: connections, caches, the room loaded
+    meter = _Meter(server)
+    samples: dict[str, list[list[float]]] = {"c": [], "f": []}
+    spans: dict[str, list[tuple[dict[str, Any], dict[str, Any], float]]] = {"c": [], "f": []}
+    moved: dict[str, Any] = {"errors": []}
+    try:
+        for phase in phase_stats.schedule(args.order, args.rounds):
+            moved_cpu = 0.0
+            if phase == "f":
+                pipe.send(args.phase_seconds)
+                assert await asyncio.to_thread(pipe.recv) == "ready"
+            before = meter.read(skip=mover.pid or 0)
+            samples[phase].append(await _probe(sender, reader, chat, args.phase_seconds))
+            if phase == "f":  # the phase ends when its last transfers have
+                out = await asyncio.to_thread(pipe.recv)
+                moved_cpu = out.pop("cpu_s")
+                for key, values in out.items():
+                    moved.setdefault(key, []).extend(values)
+            spans[phase].append((before, meter.read(skip=mover.pid or 0), moved_cpu))
+    finally:
+        with contextlib.suppress(OSError):  # a mover that died has closed its end
+            pipe.send(None)
+        await asyncio.to_thread(mover.join, JOIN_TIMEOUT_S)
+    return {"samples": samples, "spans": spans, "moved": moved, "upload_url": upload_url}
+
+
+async def _admin_room(
+    server: BenchServer, name: str, sender: PchatClient, reader: PchatClient
+) -> str:
+    room = _admin(server, "room", "add", name, "--category", "Bench", "--privacy", "open")
+    for c in (sender, reader):
+        await c.join(room)
+    return room
 
 
 async def _run(args: argparse.Namespace, server: BenchServer) -> dict[str, object]:
@@ -222,77 +296,56 @@ async def _run(args: argparse.Namespace, server: BenchServer) -> dict[str, objec
     for name in ("ann", "ben", "carl"):
         _admin(server, "user", "add", f"{name}@{DOMAIN}", "--password", PASSWORD)
     _admin(server, "category", "add", "Bench")
-    chat = _admin(server, "room", "add", "Chat", "--category", "Bench", "--privacy", "open")
-    drop = _admin(server, "room", "add", "Drop", "--category", "Bench", "--privacy", "open")
     sender, reader = [
         await PchatClient.connect("127.0.0.1", server.sip_port, f"{n}@{DOMAIN}", PASSWORD)
         for n in ("ann", "ben")
     ]
     for c in (sender, reader):
         await c.sign_in()
-        await c.join(chat)
-    await _probe(sender, reader, chat, 1.0)  # warm-up: connections, caches, the room loaded
-    meter = _Meter(server)
-    marks = [meter.read()]
-    calm_before = await _probe(sender, reader, chat, args.calm_seconds)
-    sizes = [int(float(mb) * 1e6) for mb in args.sizes_mb.split(",")]
-    receive, send = multiprocessing.Pipe(duplex=False)
-    job = (server.http_port, drop.rpartition("/")[2], sizes, args.parallel, args.seconds, send)
-    mover = multiprocessing.get_context("spawn").Process(target=_transfer_process, args=job)
-    mover.start()
-    assert await asyncio.to_thread(receive.recv) == "ready"
-    marks.append(meter.read(skip=mover.pid or 0))
-    with_files = await _probe(sender, reader, chat, args.seconds)
-    moved = await asyncio.to_thread(receive.recv)
-    marks.append(meter.read(skip=mover.pid or 0))  # the last transfers end after the probe
-    await asyncio.to_thread(mover.join, 30)
-    calm_after = await _probe(sender, reader, chat, args.calm_seconds)
-    marks.append(meter.read())
-    for c in (sender, reader):
-        await c.close()
+    try:
+        ran = await _phases(args, server, sender, reader)
+    finally:
+        for c in (sender, reader):
+            await c.close()
+    calm, files = ran["samples"]["c"], ran["samples"]["f"]
+    point, low, high = phase_stats.bootstrap_ratio(files, calm, 0.99)
+    p50, p50_low, p50_high = phase_stats.bootstrap_ratio(files, calm, 0.5)
+    moved = ran["moved"]
     return {
         "workers": args.workers,
         "parallel_transfers": args.parallel,
-        "seconds_with_files": args.seconds,
-        "chat": {
-            "calm_before": {
-                "posts": len(calm_before),
-                "p50_ms": _q(calm_before, 0.5),
-                "p99_ms": _q(calm_before, 0.99),
-            },
-            "with_files": {
-                "posts": len(with_files),
-                "p50_ms": _q(with_files, 0.5),
-                "p99_ms": _q(with_files, 0.99),
-            },
-            "calm_after": {
-                "posts": len(calm_after),
-                "p50_ms": _q(calm_after, 0.5),
-                "p99_ms": _q(calm_after, 0.99),
-            },
-        },  # fmt: skip
-        # Against each calm phase: on a shared host they differ, and the spread says
-        # how much of a ratio is the host rather than the files.
-        "p99_ratio_vs_before": _ratio(with_files, calm_before, 0.99),
-        "p99_ratio_vs_after": _ratio(with_files, calm_after, 0.99),
-        "p50_ratio_vs_before": _ratio(with_files, calm_before, 0.5),
-        "p50_ratio_vs_after": _ratio(with_files, calm_after, 0.5),
+        "order": args.order,
+        "rounds": args.rounds,
+        "phase_seconds": args.phase_seconds,
+        "upload_url": ran["upload_url"],
+        "chat": {"calm": _chat(calm), "with_files": _chat(files)},
+        "p99_ratio": round(point, 3),
+        "p99_ratio_95": [round(low, 3), round(high, 3)],
+        "p50_ratio": round(p50, 3),
+        "p50_ratio_95": [round(p50_low, 3), round(p50_high, 3)],
+        "limit": args.limit,
+        "verdict": phase_stats.verdict(low, high, args.limit),
         "load_average_at_start": load_at_start,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "phases": {
-            "calm_before": _Meter.phase(marks[0], marks[1]),
-            "with_files": _Meter.phase(marks[1], marks[2], moved.pop("cpu_s")),
-            "calm_after": _Meter.phase(marks[2], marks[3]),
+        "conditions": {
+            "calm": _Meter.condition(ran["spans"]["c"]),
+            "with_files": _Meter.condition(ran["spans"]["f"]),
         },
         "transfers": {k: _throughput(v) for k, v in sorted(moved.items()) if k != "errors"},
-        "errors": moved.get("errors", []),
+        "errors": moved["errors"],
+        "samples_ms": {
+            "calm": [[round(v, 3) for v in p] for p in calm],
+            "with_files": [[round(v, 3) for v in p] for p in files],
+        },  # the bootstrap can be redone from these
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=20.0, help="how long files stream")
-    p.add_argument("--calm-seconds", type=float, default=8.0, help="chat alone, before and after")
+    p.add_argument("--order", default="cffc", help="one round's phases: c calm, f files")
+    p.add_argument("--rounds", type=int, default=3, help="how often --order runs")
+    p.add_argument("--phase-seconds", type=float, default=5.0, help="length of one phase")
+    p.add_argument("--limit", type=float, default=1.10, help="p99 ratio the target allows")
     p.add_argument("--sizes-mb", default="1,20", help="file sizes, comma-separated MB (10^6)")
     p.add_argument("--parallel", type=int, default=2, help="transfer loops at once")
     p.add_argument("--workers", type=int, default=2, help="server worker processes")
@@ -300,23 +353,31 @@ def main(argv: list[str] | None = None) -> int:
         "--server-env", action="append", default=[], metavar="PCHAT_X=V",
         help="a setting for the server, e.g. PCHAT_FILES__UPLOAD_KB_S=20000 (repeatable)",
     )  # fmt: skip
+    p.add_argument("--keep-data", action="store_true", help="keep the server's data folder")
     report.add_run_args(p)
     args = p.parse_args(argv)
+    phase_stats.schedule(args.order, args.rounds)  # a bad --order fails before the server
     extra = dict(kv.split("=", 1) for kv in args.server_env)
     data = Path(tempfile.mkdtemp(prefix="pchat-files-"))
     server = BenchServer(
         data, args.workers, DOMAIN, source=args.server_src,
         settings={"PCHAT_FILES__ROOM_QUOTA_KB": "0", **extra},  # many 20 MB files in one room
     )  # fmt: skip
-    server.start()
     try:
+        server.start()
         result = uvloop.run(_run(args, server))
     finally:
         server.stop()
+        if not args.keep_data:  # every upload stays on disk: a run leaves gigabytes
+            shutil.rmtree(data, ignore_errors=True)
     result["server_src"] = str(args.server_src or "this checkout")
     result["server_env"] = extra
     result["host_cpus"] = os.cpu_count()
     report.write_named(args, "files", result)
+    print(
+        f"chat p99 files/calm x{result['p99_ratio']} (95 % {result['p99_ratio_95']}):"
+        f" {result['verdict']} against x{args.limit}; transfers {result['transfers']}"
+    )
     return 0
 
 
