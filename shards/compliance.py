@@ -57,6 +57,7 @@ COPY_STALE_S = 3600.0
 # older than COPY_STALE_S less this margin (hosts' clocks differ, and a keep comes a moment
 # before its event's timestamp): an event that refers to an old copy has left the outbox.
 OUTBOX_MARGIN_S = 600.0
+FIRST_SWEEP_S = 60.0  # after the start: the relay catches up on the outbox first
 # Renews the lease only while it is still ours (a paused process must not steal it back).
 _RENEW = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then"
@@ -90,7 +91,7 @@ class ComplianceService:
         self._cut = False  # the last relay page was cut short by the copy bound
         self._failed = {a.name: metrics.COMPLIANCE_FAILURES.labels(a.name) for a in self._adapters}
         self._epoch = 0  # the compliance store's epoch won with the lease; 0: not active
-        self._sweep = Rounds(time.monotonic() + COPY_STALE_S / 60)  # not in the start's rush
+        self._sweep = Rounds(time.monotonic() + FIRST_SWEEP_S)
 
     async def run(self, redis: AnyRedis, stop: asyncio.Event) -> None:
         while not stop.is_set():

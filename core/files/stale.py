@@ -1,12 +1,12 @@
 """Paged sweeps of a folder of stored files: a bounded page of old names per call.
 
 Both file folders (the file store's and the compliance file store's) may hold more files
-than fit in memory at once. A sweep reads the folder as a stream and keeps only the
-``limit`` smallest old names after a cursor (a heap), so one page costs one pass over the
-folder's entries in a thread and ``limit`` names of memory, however large the folder is.
-The next page starts after the last name of this one; a short page ends the round and
-the next round starts from the beginning. Calls are blocking: callers run them off the
-loop.
+than fit in memory at once. A page is the ``limit`` smallest names after a cursor (a heap
+over the folder read as a stream, names only), and only those are asked their age: one
+page costs one pass over the folder's entries, ``limit`` stat calls and ``limit`` names
+of memory, however large the folder is. The next page starts after the last name of this
+one; a short page ends the round and the next round starts from the beginning. Calls are
+blocking: callers run them off the loop.
 """
 
 from __future__ import annotations
@@ -25,36 +25,37 @@ PAGE_PAUSE_S = 1.0  # between the pages of one round: the round goes on without 
 
 
 class Page(msgspec.Struct, frozen=True):
-    names: list[str]  # sorted, at most the limit asked for
+    names: list[str]  # sorted: the old ones among the (at most limit) names examined
     resume: str  # where the next page starts; "": this page ended the round
 
 
 def stale_page(folder: Path, older_than_s: float, after: str, limit: int,
                *, changed: bool = False) -> Page:  # fmt: skip
-    """The ``limit`` smallest names after ``after`` of the regular files in ``folder`` not
-    touched for ``older_than_s``: by modification time, or by status change time with
-    ``changed`` (a hard link's second name keeps the file's modification time, but the
+    """Of the ``limit`` smallest names after ``after`` of the regular files in ``folder``,
+    those not touched for ``older_than_s``: by modification time, or by status change time
+    with ``changed`` (a hard link's second name keeps the file's modification time, but the
     link itself is a status change)."""
     if not folder.is_dir():
         return Page([], "")
-    cutoff = time.time() - older_than_s
     with os.scandir(folder) as entries:
-        names = heapq.nsmallest(limit, _old_names(entries, after, cutoff, changed))
-    return Page(names, names[-1] if len(names) == limit else "")
+        examined = heapq.nsmallest(limit, _files_after(entries, after))
+    cutoff = time.time() - older_than_s
+    old = [name for name in examined if _changed_before(folder / name, cutoff, changed)]
+    return Page(old, examined[-1] if len(examined) == limit else "")
 
 
-def _old_names(
-    entries: Iterable[os.DirEntry[str]], after: str, cutoff: float, changed: bool
-) -> Iterator[str]:
-    for entry in entries:
-        if entry.name <= after or not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            info = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # removed while the page was read
-        if (info.st_ctime if changed else info.st_mtime) < cutoff:
+def _files_after(entries: Iterable[os.DirEntry[str]], after: str) -> Iterator[str]:
+    for entry in entries:  # is_file comes with the entry on Linux: no stat call
+        if entry.name > after and entry.is_file(follow_symlinks=False):
             yield entry.name
+
+
+def _changed_before(path: Path, cutoff: float, changed: bool) -> bool:
+    try:
+        info = path.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return False  # removed since the folder was read
+    return (info.st_ctime if changed else info.st_mtime) < cutoff
 
 
 class Rounds:

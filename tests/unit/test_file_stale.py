@@ -35,6 +35,16 @@ def test_a_full_last_page_is_followed_by_an_empty_one_that_ends_the_round(tmp_pa
     assert stale_page(tmp_path, 3600, "b", 2) == Page([], "")
 
 
+def test_a_page_examines_the_limit_of_names_and_asks_only_those_their_age(tmp_path: Path) -> None:
+    # New files take a page's places: a page costs `limit` stat calls, not one per file
+    # of the folder, and the round still reaches every name.
+    _files(tmp_path, ["a", "c", "e"], age_s=7200)
+    _files(tmp_path, ["b", "d"], age_s=60)
+    assert stale_page(tmp_path, 3600, "", 2) == Page(["a"], "b")
+    assert stale_page(tmp_path, 3600, "b", 2) == Page(["c"], "d")
+    assert stale_page(tmp_path, 3600, "d", 2) == Page(["e"], "")
+
+
 def test_only_files_untouched_long_enough_are_on_a_page(tmp_path: Path) -> None:
     _files(tmp_path, ["old"], age_s=7200)
     _files(tmp_path, ["new"], age_s=60)
