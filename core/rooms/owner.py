@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
 
 from core.compliance.events import Activity, Kind, chat_event, to_outbox
-from core.errors import BadRequest, Forbidden, NotFound, Overloaded, StoreError, TooLarge
+from core.errors import BadRequest, Forbidden, NotFound, Overloaded, TooLarge
 from core.rooms import rules
 from core.rooms.events import (
     HistoryQuery,
@@ -24,7 +23,8 @@ from core.rooms.events import (
     RoomEvent,
 )
 from core.rooms.grace import RejoinGrace
-from core.rooms.roster import Roster
+from core.rooms.state import RETRY_WINDOW_MS, Pending, RoomState, read_room_state
+from core.rooms.state import PostResult as PostResult  # the owner's answer to a post
 from core.store.base import (
     CategoryRecord,
     ChatStore,
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 # uploader, who need not have joined; the post is checked, ordered, stored and fanned out
 # like any other. Gateway session ids are "<worker>.<n>", so this never names one.
 FILE_POSTER = "files"
-RETRY_WINDOW_MS = 5 * 60 * 1000  # XCCOS.md §5: a re-sent envelope within 5 minutes is one post
-# Retry keys kept per room: 5 minutes of a 30 posts/s room fits; beyond it the oldest go
-# first, which only shortens the retry window of the busiest rooms.
-MAX_RETRY_KEYS = 10_000
 
 
 class EventSink(Protocol):
@@ -70,11 +66,6 @@ class OwnerSettings(msgspec.Struct, frozen=True, kw_only=True):
     gateway_grace_s: float = 0.0
 
 
-class PostResult(msgspec.Struct, frozen=True, gc=False, tag=True):
-    seq: int
-    ts_ms: int
-
-
 class JoinResult(msgspec.Struct, frozen=True, tag=True):
     room: RoomRecord
     category: CategoryRecord
@@ -82,53 +73,6 @@ class JoinResult(msgspec.Struct, frozen=True, tag=True):
     managers: list[str]
     ucnt: int
     last_seq: int = 0  # the room's newest msgid when the session joined
-
-
-class _Pending:
-    """A post accepted under a retry key: copies of the same envelope share its future."""
-
-    __slots__ = ("seq", "ts_ms", "future")
-
-    def __init__(self, seq: int, ts_ms: int, future: asyncio.Future[PostResult]) -> None:
-        self.seq = seq
-        self.ts_ms = ts_ms
-        self.future = future
-
-
-class RoomState:
-    __slots__ = (
-        "record",
-        "category",
-        "roster",
-        "next_seq",
-        "committed_seq",
-        "ring",
-        "ring_complete",
-        "retries",
-        "shard",
-        "epoch",
-        "loaded_s",
-    )
-
-    def __init__(
-        self,
-        record: RoomRecord,
-        category: CategoryRecord,
-        next_seq: int,
-        ring_size: int,
-        token: tuple[int, int],
-        loaded_s: float,
-    ) -> None:
-        self.shard, self.epoch = token  # every write of this state carries them
-        self.loaded_s = loaded_s
-        self.record = record
-        self.category = category
-        self.roster = Roster()
-        self.next_seq = next_seq
-        self.committed_seq = next_seq - 1  # newest durable post: a joiner's feed starts here
-        self.ring: deque[MessageRecord] = deque(maxlen=ring_size)
-        self.ring_complete = False  # the ring holds every stored post of the room
-        self.retries: dict[tuple[str, str], _Pending] = {}
 
 
 class RoomOwner:
@@ -191,34 +135,11 @@ class RoomOwner:
         """Read after the shard's epoch was claimed, so it sees every write of the owners
         before; a state loaded across a loss of the shard is not kept."""
         token = self._fence(room_id)
-        state = await self._read(room_id, token)
+        state = await read_room_state(
+            self._store, room_id, token, self._settings.ring_size, self._clock
+        )
         if self._fence(room_id) != token:
             raise Overloaded("the room moved to another worker while loading; retry")
-        return state
-
-    async def _read(self, room_id: str, token: tuple[int, int]) -> RoomState | None:
-        record = await self._store.get_room(room_id)
-        if record is None:
-            return None
-        category = await self._store.get_category(record.category_id)
-        if category is None:
-            raise StoreError(f"room {room_id} names a missing category")
-        max_seq = await self._store.max_seq(room_id)
-        if not category.history:
-            # Nothing is stored to continue from: msgids start from the clock (µs), so they
-            # still increase across restarts (up to a million posts a second).
-            max_seq = max(max_seq, int(self._clock() * 1_000_000))
-        state = RoomState(
-            record, category, max_seq + 1, self._settings.ring_size, token, self._clock()
-        )
-        recent = await self._store.history_last(room_id, self._settings.ring_size)
-        state.ring.extend(recent)
-        state.ring_complete = not recent or recent[0].seq == 1
-        since = int(self._clock() * 1000) - RETRY_WINDOW_MS
-        for key in await self._store.recent_client_keys(room_id, since):
-            done: asyncio.Future[PostResult] = asyncio.get_running_loop().create_future()
-            done.set_result(PostResult(key.seq, key.ts_ms))
-            state.retries[(key.author, key.client_key)] = _Pending(key.seq, key.ts_ms, done)
         return state
 
     async def _readable(self, room_id: str, user: str) -> RoomState:
@@ -340,7 +261,7 @@ class RoomOwner:
         )
         state.next_seq += 1
         if client_key:
-            self._remember(state, key, _Pending(message.seq, now_ms, future))
+            state.remember(key, Pending(message.seq, now_ms, future))
         return future
 
     async def _unlogged(
@@ -355,24 +276,12 @@ class RoomOwner:
         future.set_result(PostResult(seq, now_ms))
         if message.client_key:
             key = (message.author, message.client_key)
-            self._remember(state, key, _Pending(seq, now_ms, future))
+            state.remember(key, Pending(seq, now_ms, future))
         event = PostEvent(
             state.record.id, seq, message.author, now_ms, message.text, message.session, now_ms
         )
         self._sink.publish(event)
         return await future
-
-    def _remember(self, state: RoomState, key: tuple[str, str], pending: _Pending) -> None:
-        retries = state.retries
-        retries.pop(key, None)
-        retries[key] = pending
-        horizon = pending.ts_ms - RETRY_WINDOW_MS
-        while retries:
-            oldest_key = next(iter(retries))
-            oldest = retries[oldest_key]
-            if oldest.ts_ms >= horizon and len(retries) <= MAX_RETRY_KEYS:
-                break
-            del retries[oldest_key]
 
     def _committed(
         self,
@@ -397,10 +306,7 @@ class RoomOwner:
             ts_ms=message.ts_ms,
             text=message.text,
         )
-        state.committed_seq = max(state.committed_seq, message.seq)
-        if len(state.ring) == state.ring.maxlen:
-            state.ring_complete = False  # the oldest post leaves the ring for the store only
-        state.ring.append(record)
+        state.committed(record)
         if not future.done():
             future.set_result(PostResult(message.seq, message.ts_ms))
         self._sink.publish(

@@ -24,11 +24,11 @@ from core.rooms.events import (
 )
 from core.rooms.grace import MAX_DROPPED_GATEWAYS, ROOM_GRACE_S, RejoinGrace
 from core.rooms.owner import (
-    RETRY_WINDOW_MS,
     OwnerSettings,
     PostResult,
     RoomOwner,
 )
+from core.rooms.state import RETRY_WINDOW_MS
 from core.store.base import (
     CategoryRecord,
     ChatStore,
