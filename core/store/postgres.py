@@ -2,37 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
-import msgspec
 
-from core.errors import Conflict, NotFound, StoreError
+from core.errors import Conflict, NotFound
 from core.store.base import (
     CategoryRecord,
     ClientKey,
-    FileRecord,
-    InvitationRecord,
     MessageRecord,
     NewMessage,
     OutboxEvent,
     OutboxRecord,
-    PrefRecord,
     RoomRecord,
     RoomRole,
     SigninRooms,
     UserRecord,
 )
 from core.store.fencing import check_tokens, tokens_of
+from core.store.postgres_pool import (
+    IDLE_IN_TRANSACTION_MS,
+    INSERT_OUTBOX,
+    POOL_MAX_SIZE,
+    POOL_MIN_SIZE,
+    connect_pool,
+)
 from core.store.postgres_schema import migrate
+from core.store.postgres_user_data import PgUserData
 from core.store.rows import (
     CATEGORY_COLS,
     CATEGORY_FIELDS,
     CATEGORY_ROLES,
-    FILE_COLS,
-    INVITATION_COLS,
     MESSAGE_COLS,
     ROOM_COLS,
     ROOM_FIELDS,
@@ -40,55 +40,12 @@ from core.store.rows import (
     USER_COLS,
     Assembly,
     category_principals,
-    file_from_row,
-    file_row,
     ha1_text,
-    invitation_from_row,
     message_from_row,
     room_principals,
     user_from_row,
 )
 
-# Defaults of Settings.store_pool_min/max (core/config.py says why these values).
-POOL_MIN_SIZE = 1
-POOL_MAX_SIZE = 4
-CONNECT_TIMEOUT_S = 10.0
-# A process paused (SIGSTOP, a VM stall) inside a transaction keeps its locks; a fenced
-# write holds FOR SHARE on its shard's epoch row, which would block the claim of the
-# worker taking over. The server ends such a transaction after this long instead.
-IDLE_IN_TRANSACTION_MS = 5000
-# What the driver raises for a failed connection or statement: surfaced as StoreError.
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-
-
-async def connect_pool(
-    dsn: str, size: tuple[int, int], what: str, server_settings: dict[str, str] | None = None
-) -> Any:
-    """A pool of ``size`` (min, max) connections; ``StoreError`` names ``what`` and the
-    cause. The chat and the compliance stores both connect through it."""
-    try:
-        return await asyncpg.create_pool(
-            dsn, min_size=size[0], max_size=size[1], timeout=CONNECT_TIMEOUT_S,
-            server_settings=server_settings,
-        )  # fmt: skip
-    except DRIVER_ERRORS as exc:
-        raise StoreError(f"{what}cannot connect: {exc}") from exc
-
-
-@asynccontextmanager
-async def pooled(pool: Any, not_open: str, what: str) -> AsyncIterator[Any]:
-    """A connection of ``pool``: ``StoreError(not_open)`` while there is no pool, driver
-    and network failures as ``StoreError`` naming ``what``."""
-    if pool is None:
-        raise StoreError(not_open)
-    try:
-        async with pool.acquire() as conn:
-            yield conn
-    except DRIVER_ERRORS as exc:
-        raise StoreError(f"{what}{exc}") from exc
-
-
-_INSERT_OUTBOX = "INSERT INTO compliance_outbox (kind, payload, ts_ms) VALUES ($1, $2, $3)"
 # COLLATE "C" orders by code point, as SQLite does, whatever the database locale.
 _BY_NAME = 'ORDER BY name_key COLLATE "C", id COLLATE "C"'
 
@@ -104,17 +61,13 @@ async def _check_fences(conn: Any, tokens: list[tuple[int, int]]) -> None:
         check_tokens(tokens, {int(r[0]): int(r[1]) for r in rows})
 
 
-class PostgresStore:
+class PostgresStore(PgUserData):
     """``ChatStore`` on a PostgreSQL database; any number of servers may share it."""
 
     def __init__(self, dsn: str, pool: tuple[int, int] = (POOL_MIN_SIZE, POOL_MAX_SIZE)) -> None:
         self._dsn = dsn
         self._pool_size = pool  # (min, max) connections of this process
-        self._pool: Any = None  # asyncpg.Pool once open
-
-    def _conn(self) -> AbstractAsyncContextManager[Any]:
-        """A pooled connection; driver and network failures leave as ``StoreError``."""
-        return pooled(self._pool, "the PostgreSQL store is not open", "postgres: ")
+        self._pool = None  # asyncpg.Pool once open
 
     async def open(self, *, create: bool = True) -> None:
         if self._pool is not None:
@@ -136,21 +89,6 @@ class PostgresStore:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
-
-    async def _fetch(self, sql: str, *args: object) -> list[Any]:
-        async with self._conn() as conn:
-            rows: list[Any] = await conn.fetch(sql, *args)
-            return rows
-
-    async def _fetchval(self, sql: str, *args: object) -> Any:
-        async with self._conn() as conn:
-            return await conn.fetchval(sql, *args)
-
-    async def _execute(self, sql: str, *args: object) -> int:
-        """Runs one statement; returns the affected row count from its status tag."""
-        async with self._conn() as conn:
-            status: str = await conn.execute(sql, *args)
-        return int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0
 
     # -- change tracking
     async def revision(self) -> int:
@@ -379,7 +317,7 @@ class PostgresStore:
                             rows,
                         )
                     if events:
-                        await conn.executemany(_INSERT_OUTBOX, events)
+                        await conn.executemany(INSERT_OUTBOX, events)
             except asyncpg.UniqueViolationError as exc:
                 raise Conflict(f"a message seq is already stored ({exc})") from exc
 
@@ -388,7 +326,7 @@ class PostgresStore:
             async with self._conn() as conn, conn.transaction():
                 await _check_fences(conn, tokens_of(events))
                 await conn.executemany(
-                    _INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in events]
+                    INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in events]
                 )
 
     async def claim_shards(self, shards: list[int]) -> dict[int, int]:
@@ -471,42 +409,6 @@ class PostgresStore:
         sql = "DELETE FROM messages WHERE room_id = $1 AND seq = $2"
         return await self._execute(sql, room_id, seq) > 0
 
-    # -- invitations
-    async def add_invitations(self, invitations: list[InvitationRecord]) -> list[InvitationRecord]:
-        sql = (
-            "INSERT INTO invitations (room_id, invitee, inviter, ts_ms, delivered)"
-            " VALUES ($1, $2, $3, $4, $5) RETURNING id"
-        )
-        stored: list[InvitationRecord] = []
-        async with self._conn() as conn, conn.transaction():
-            for inv in invitations:
-                args = (inv.room_id, inv.invitee, inv.inviter, inv.ts_ms, inv.delivered)
-                new_id = int(await conn.fetchval(sql, *args))
-                stored.append(msgspec.structs.replace(inv, id=new_id))
-        return stored
-
-    async def pending_invitations(self, invitee: str) -> list[InvitationRecord]:
-        rows = await self._fetch(
-            f"SELECT {INVITATION_COLS} FROM invitations"
-            " WHERE invitee = $1 AND NOT delivered ORDER BY id",
-            invitee,
-        )
-        return [invitation_from_row(row) for row in rows]
-
-    async def invitations_after(self, last_id: int, limit: int) -> list[InvitationRecord]:
-        rows = await self._fetch(
-            f"SELECT {INVITATION_COLS} FROM invitations"
-            " WHERE id > $1 AND NOT delivered ORDER BY id LIMIT $2",
-            last_id,
-            limit,
-        )
-        return [invitation_from_row(row) for row in rows]
-
-    async def mark_invitations_delivered(self, ids: list[int]) -> None:
-        if ids:
-            sql = "UPDATE invitations SET delivered = true WHERE id = ANY($1::bigint[])"
-            await self._execute(sql, ids)
-
     # -- followed rooms
     async def follow(self, user: str, room_id: str) -> None:
         await self._execute(
@@ -539,59 +441,3 @@ class PostgresStore:
             invitations=invitations,
             invited=await self._rooms("WHERE id = ANY($1::text[])", invited) if invited else [],
         )
-
-    # -- preferences
-    async def get_pref(self, user: str, label: str) -> PrefRecord | None:
-        sql = "SELECT seqid, content FROM prefs WHERE user_uri = $1 AND label = $2"
-        rows = await self._fetch(sql, user, label)
-        if not rows:
-            return None
-        return PrefRecord(user=user, label=label, seqid=rows[0][0], content=bytes(rows[0][1]))
-
-    async def set_pref(
-        self, user: str, label: str, seqid: int, content: bytes
-    ) -> PrefRecord | None:
-        # One statement either way, so the compare-and-set is atomic.
-        if seqid == 0:
-            sql = "INSERT INTO prefs VALUES ($1, $2, 1, $3) ON CONFLICT DO NOTHING RETURNING seqid"
-            stored = await self._fetchval(sql, user, label, content)
-        else:
-            sql = (
-                "UPDATE prefs SET seqid = seqid + 1, content = $3"
-                " WHERE user_uri = $1 AND label = $2 AND seqid = $4 RETURNING seqid"
-            )
-            stored = await self._fetchval(sql, user, label, content, seqid)
-        if stored is None:
-            return None
-        return PrefRecord(user=user, label=label, seqid=int(stored), content=content)
-
-    async def add_file(self, record: FileRecord, outbox: list[OutboxEvent]) -> None:
-        async with self._conn() as conn, conn.transaction():
-            await conn.execute(
-                f"INSERT INTO files ({FILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                *file_row(record),
-            )
-            if outbox:
-                await conn.executemany(
-                    _INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in outbox]
-                )
-
-    async def get_file(self, file_id: str) -> FileRecord | None:
-        rows = await self._fetch(f"SELECT {FILE_COLS} FROM files WHERE id = $1", file_id)
-        return file_from_row(rows[0]) if rows else None
-
-    async def room_files(self, room_id: str) -> list[FileRecord]:
-        sql = f"SELECT {FILE_COLS} FROM files WHERE room_id = $1 ORDER BY ts_ms, id"
-        return [file_from_row(row) for row in await self._fetch(sql, room_id)]
-
-    async def room_file_bytes(self, room_id: str) -> int:
-        rows = await self._fetch(
-            "SELECT coalesce(sum(size), 0) FROM files WHERE room_id = $1", room_id
-        )
-        return int(rows[0][0])
-
-    async def set_file_post(self, file_id: str, seq: int) -> None:
-        await self._execute("UPDATE files SET post_seq = $2 WHERE id = $1", file_id, seq)
-
-    async def delete_file(self, file_id: str) -> bool:
-        return await self._execute("DELETE FROM files WHERE id = $1", file_id) > 0

@@ -29,6 +29,7 @@ FORBIDDEN = {
 # module path (relative to the repo) -> packages it may import despite FORBIDDEN
 ALLOWED = {
     "core/store/postgres.py": {"asyncpg"},
+    "core/store/postgres_pool.py": {"asyncpg"},
     "core/compliance/store/postgres.py": {"asyncpg"},
 }
 

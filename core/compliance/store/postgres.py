@@ -17,7 +17,7 @@ from core.compliance.store.base import Batch, Fenced, Status
 from core.compliance.store.sqlite import ERROR_CHARS, now_ms
 from core.errors import StoreError
 from core.store.base import OutboxRecord
-from core.store.postgres import connect_pool, pooled
+from core.store.postgres_pool import connect_pool, pooled
 
 _T = TypeVar("_T")
 SCHEMA_VERSION = 1
