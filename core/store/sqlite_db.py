@@ -7,22 +7,15 @@ onto the one thread that owns it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-
-import msgspec
 
 from core.errors import Conflict, NotFound, StoreError, StoreMissing
 from core.store.base import (
     CategoryRecord,
     ClientKey,
-    FileRecord,
-    InvitationRecord,
     MessageRecord,
     NewMessage,
     OutboxEvent,
     OutboxRecord,
-    PrefRecord,
     RoomRecord,
     RoomRole,
     SigninRooms,
@@ -33,8 +26,6 @@ from core.store.rows import (
     CATEGORY_COLS,
     CATEGORY_FIELDS,
     CATEGORY_ROLES,
-    FILE_COLS,
-    INVITATION_COLS,
     MESSAGE_COLS,
     ROOM_COLS,
     ROOM_FIELDS,
@@ -42,15 +33,13 @@ from core.store.rows import (
     USER_COLS,
     Assembly,
     category_principals,
-    file_from_row,
-    file_row,
     ha1_text,
-    invitation_from_row,
     message_from_row,
     room_principals,
     user_from_row,
 )
 from core.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from core.store.sqlite_user_data import INSERT_OUTBOX, SqliteUserData, json_list
 
 # A `pchat admin` edit and a server commit queue behind each other for up to this
 # long; both hold the write lock for milliseconds, so waiting 5 s means a stuck peer.
@@ -75,12 +64,9 @@ HISTORY_SEARCH = (
 _INSERT_MESSAGE = (
     "INSERT INTO messages (room_id, seq, author, ts_ms, text, client_key) VALUES (?, ?, ?, ?, ?, ?)"
 )
-_INSERT_OUTBOX = "INSERT INTO compliance_outbox (kind, payload, ts_ms) VALUES (?, ?, ?)"
-
 _SHARD_EPOCHS = (
     "SELECT shard, epoch FROM shard_epochs WHERE shard IN (SELECT value FROM json_each(?))"
 )
-_json_encoder = msgspec.json.Encoder()
 
 
 def fts_query(text: str) -> str | None:
@@ -95,14 +81,10 @@ def fts_query(text: str) -> str | None:
     return " ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
-def _json_list(values: Iterable[object]) -> str:
-    return _json_encoder.encode(list(values)).decode()
-
-
-class SqliteDb:
+class SqliteDb(SqliteUserData):
     """The synchronous half: lives on the store's one thread and owns the connection."""
 
-    __slots__ = ("conn",)
+    __slots__ = ()
 
     def __init__(self, path: str) -> None:
         # isolation_level=None: no implicit BEGIN. Writes say BEGIN IMMEDIATE, so two
@@ -120,17 +102,6 @@ class SqliteDb:
         conn.execute("PRAGMA foreign_keys = ON")
         # Used in queries only, never in the schema, so other tools can open the file.
         conn.create_function("pchat_casefold", 1, str.casefold, deterministic=True)
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:  # a failed COMMIT can leave it open
-                self.conn.execute("ROLLBACK")
-            raise
 
     def migrate(self, create: bool = True) -> None:
         with self.write() as c:
@@ -223,7 +194,7 @@ class SqliteDb:
                 self.conn.execute(
                     "SELECT category_id, role, principal FROM category_principals"
                     " WHERE category_id IN (SELECT value FROM json_each(?)) ORDER BY principal",
-                    (_json_list(cats.ids),),
+                    (json_list(cats.ids),),
                 )
             )
         return cats.records(CategoryRecord)
@@ -284,7 +255,7 @@ class SqliteDb:
                 self.conn.execute(
                     "SELECT room_id, role, principal FROM room_principals"
                     " WHERE room_id IN (SELECT value FROM json_each(?)) ORDER BY principal",
-                    (_json_list(rooms.ids),),
+                    (json_list(rooms.ids),),
                 )
             )
         return rooms.records(RoomRecord)
@@ -311,7 +282,7 @@ class SqliteDb:
             "WHERE id IN (SELECT room_id FROM room_principals WHERE role = ?"
             " AND principal IN (SELECT value FROM json_each(?)))"
         )
-        return self._rooms(where, (role, _json_list(principals)))
+        return self._rooms(where, (role, json_list(principals)))
 
     def delete_room(self, room_id: str) -> bool:
         with self.write() as c:
@@ -329,14 +300,14 @@ class SqliteDb:
                 self._check_fences(tokens)
                 c.executemany(_INSERT_MESSAGE, rows)
                 if outbox:
-                    c.executemany(_INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in outbox])
+                    c.executemany(INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in outbox])
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"a message seq is already stored ({exc})") from exc
 
     def _check_fences(self, tokens: list[tuple[int, int]]) -> None:
         """Inside the write's BEGIN IMMEDIATE: no claim can slip in before its COMMIT."""
         if tokens:
-            rows = self.conn.execute(_SHARD_EPOCHS, (_json_list(s for s, _ in tokens),))
+            rows = self.conn.execute(_SHARD_EPOCHS, (json_list(s for s, _ in tokens),))
             check_tokens(tokens, dict(rows.fetchall()))
 
     def claim_shards(self, shards: list[int]) -> dict[int, int]:
@@ -346,13 +317,13 @@ class SqliteDb:
                 " ON CONFLICT (shard) DO UPDATE SET epoch = epoch + 1",
                 [(s,) for s in shards],
             )
-            return dict(c.execute(_SHARD_EPOCHS, (_json_list(shards),)).fetchall())
+            return dict(c.execute(_SHARD_EPOCHS, (json_list(shards),)).fetchall())
 
     def add_outbox(self, events: list[OutboxEvent]) -> None:
         tokens = tokens_of(events)
         with self.write() as c:
             self._check_fences(tokens)
-            c.executemany(_INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in events])
+            c.executemany(INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in events])
 
     def outbox_head(self, limit: int) -> list[OutboxRecord]:
         rows = self.conn.execute(
@@ -363,7 +334,7 @@ class SqliteDb:
     def delete_outbox(self, ids: list[int]) -> None:
         with self.write() as c:
             sql = "DELETE FROM compliance_outbox WHERE id IN (SELECT value FROM json_each(?))"
-            c.execute(sql, (_json_list(ids),))
+            c.execute(sql, (json_list(ids),))
 
     def outbox_stats(self) -> tuple[int, int]:
         row = self.conn.execute("SELECT count(*), min(ts_ms) FROM compliance_outbox").fetchone()
@@ -393,41 +364,6 @@ class SqliteDb:
         sql = "DELETE FROM messages WHERE room_id = ? AND seq = ?"
         return self.conn.execute(sql, (room_id, seq)).rowcount > 0
 
-    # -- invitations
-    def add_invitations(self, invitations: list[InvitationRecord]) -> list[InvitationRecord]:
-        sql = (
-            "INSERT INTO invitations (room_id, invitee, inviter, ts_ms, delivered)"
-            " VALUES (?, ?, ?, ?, ?)"
-        )
-        stored: list[InvitationRecord] = []
-        with self.write() as c:
-            for inv in invitations:
-                params = (inv.room_id, inv.invitee, inv.inviter, inv.ts_ms, inv.delivered)
-                new_id = c.execute(sql, params).lastrowid
-                assert new_id is not None  # an INSERT into a rowid table always sets it
-                stored.append(msgspec.structs.replace(inv, id=new_id))
-        return stored
-
-    def pending_invitations(self, invitee: str) -> list[InvitationRecord]:
-        rows = self.conn.execute(
-            f"SELECT {INVITATION_COLS} FROM invitations"
-            " WHERE invitee = ? AND NOT delivered ORDER BY id",
-            (invitee,),
-        )
-        return [invitation_from_row(r) for r in rows]
-
-    def invitations_after(self, last_id: int, limit: int) -> list[InvitationRecord]:
-        rows = self.conn.execute(
-            f"SELECT {INVITATION_COLS} FROM invitations"
-            " WHERE id > ? AND NOT delivered ORDER BY id LIMIT ?",
-            (last_id, limit),
-        )
-        return [invitation_from_row(r) for r in rows]
-
-    def mark_invitations_delivered(self, ids: list[int]) -> None:
-        sql = "UPDATE invitations SET delivered = 1 WHERE id IN (SELECT value FROM json_each(?))"
-        self.conn.execute(sql, (_json_list(ids),))
-
     # -- followed rooms
     def follow(self, user: str, room_id: str) -> None:
         self.conn.execute("INSERT OR IGNORE INTO follows VALUES (?, ?)", (user, room_id))
@@ -451,58 +387,8 @@ class SqliteDb:
             invitations=invitations,
             invited=self._rooms(
                 "WHERE id IN (SELECT value FROM json_each(?))",
-                (_json_list(sorted({inv.room_id for inv in invitations})),),
+                (json_list(sorted({inv.room_id for inv in invitations})),),
             )
             if invitations
             else [],
         )
-
-    # -- preferences
-    def get_pref(self, user: str, label: str) -> PrefRecord | None:
-        sql = "SELECT seqid, content FROM prefs WHERE user_uri = ? AND label = ?"
-        row = self.conn.execute(sql, (user, label)).fetchone()
-        if row is None:
-            return None
-        return PrefRecord(user=user, label=label, seqid=row[0], content=bytes(row[1]))
-
-    def set_pref(self, user: str, label: str, seqid: int, content: bytes) -> PrefRecord | None:
-        # One statement either way: the compare-and-set is atomic without BEGIN.
-        if seqid == 0:
-            sql = "INSERT INTO prefs VALUES (?, ?, 1, ?) ON CONFLICT DO NOTHING"
-            cur = self.conn.execute(sql, (user, label, content))
-        else:
-            sql = (
-                "UPDATE prefs SET seqid = seqid + 1, content = ?"
-                " WHERE user_uri = ? AND label = ? AND seqid = ?"
-            )
-            cur = self.conn.execute(sql, (content, user, label, seqid))
-        if cur.rowcount != 1:
-            return None
-        return PrefRecord(user=user, label=label, seqid=seqid + 1, content=content)
-
-    def add_file(self, record: FileRecord, outbox: list[OutboxEvent]) -> None:
-        with self.write() as c:
-            c.execute(
-                f"INSERT INTO files ({FILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", file_row(record)
-            )
-            c.executemany(_INSERT_OUTBOX, [(e.kind, e.payload, e.ts_ms) for e in outbox])
-
-    def get_file(self, file_id: str) -> FileRecord | None:
-        row = self.conn.execute(
-            f"SELECT {FILE_COLS} FROM files WHERE id = ?", (file_id,)
-        ).fetchone()
-        return None if row is None else file_from_row(row)
-
-    def room_files(self, room_id: str) -> list[FileRecord]:
-        sql = f"SELECT {FILE_COLS} FROM files WHERE room_id = ? ORDER BY ts_ms, id"
-        return [file_from_row(row) for row in self.conn.execute(sql, (room_id,))]
-
-    def room_file_bytes(self, room_id: str) -> int:
-        sql = "SELECT coalesce(sum(size), 0) FROM files WHERE room_id = ?"
-        return int(self.conn.execute(sql, (room_id,)).fetchone()[0])
-
-    def set_file_post(self, file_id: str, seq: int) -> None:
-        self.conn.execute("UPDATE files SET post_seq = ? WHERE id = ?", (seq, file_id))
-
-    def delete_file(self, file_id: str) -> bool:
-        return self.conn.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
