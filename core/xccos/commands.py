@@ -8,8 +8,6 @@ sends back the reply strings it returns. Room commands go to the room's owner th
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import time
 import uuid
@@ -22,6 +20,7 @@ import msgspec
 from core.auth.filetoken import FileTokens
 from core.errors import (
     BadRequest,
+    Conflict,
     Forbidden,
     NotFound,
     NotImplementedCommand,
@@ -44,7 +43,9 @@ from core.store.base import (
 )
 from core.xccos import build
 from core.xccos.envelope import Command, Post
+from core.xccos.history import history_page, history_query
 from core.xccos.ids import parse_room_uri, room_refs, room_uri, ts_iso
+from core.xccos.prefs import pref_block, pref_label, pref_update
 from core.xccos.signin_view import KINDS, SigninViews
 from core.xccos.xml import Element
 
@@ -404,45 +405,12 @@ class CommandHandler:
 
     async def _on_bccontext(self, session: SessionView, data: Element | None) -> str:
         room_id = self._room_ids(data)[0]
-        query = self._history_query(data)
+        query = history_query(data, self._info.history_max)
         messages = await self._rooms.history(room_id, session.user, query, session.session_id)
         uri = room_uri(self._info.domain, room_id)
-        items, more = self._history_page(uri, messages, newest_first=query.kind != "after")
+        budget = self._info.reply_budget_bytes
+        items, more = history_page(uri, messages, budget, newest_first=query.kind != "after")
         return build.chanib(uri, inner=items, extra_attrs={"more": "true"} if more else None)
-
-    def _history_page(
-        self, uri: str, messages: list[MessageRecord], *, newest_first: bool
-    ) -> tuple[str, bool]:
-        """The messages that fit the reply budget, oldest first, and whether some were
-        left out: "last"/"before" keep the newest (the client pages back with before),
-        "after" the oldest (a catch-up goes on with after)."""
-        budget = self._info.reply_budget_bytes - 1024  # the chanib and rpl around them
-        order = reversed(messages) if newest_first else iter(messages)
-        parts: list[str] = []
-        for m in order:
-            part = build.msg(uri, m.author, ts_iso(m.ts_ms), m.seq, m.text)
-            budget -= len(part.encode())
-            if budget < 0:
-                break
-            parts.append(part)
-        if newest_first:
-            parts.reverse()
-        return "".join(parts), len(parts) < len(messages)
-
-    def _history_query(self, data: Element | None) -> HistoryQuery:
-        bcq = data.find("bcq") if data is not None else None
-        if bcq is None or not bcq.children:
-            return HistoryQuery("last", 25)
-        q = bcq.children[0]
-        if q.tag not in ("last", "before", "after", "search"):
-            raise BadRequest(f"unknown history query {q.tag}")
-        count = _number(q.get("cnt", "25"), "cnt")
-        seq = _number(q.get("msgid", "0") or "0", "msgid")
-        if not 1 <= count <= self._info.history_max:
-            raise BadRequest(f"cnt must be 1..{self._info.history_max}")
-        if q.tag == "search" and not q.get("text").strip():
-            raise BadRequest("search needs text")
-        return HistoryQuery(q.tag, count, seq, q.get("text"))  # type: ignore[arg-type]
 
     async def _on_getinv(self, session: SessionView, data: Element | None) -> str:
         parked_read = self.signin_views.take(session.session_id, "invitations")
@@ -469,40 +437,19 @@ class CommandHandler:
             self.signin_views.drop_user(session.user)
         return "".join(out)
 
-    def _pref_args(self, data: Element | None) -> tuple[str, Element]:
-        pref = data.find("pref") if data is not None else None
-        if pref is None or not pref.get("label"):
-            raise BadRequest("pref needs a label")
-        label = pref.get("label")
-        cap = self._info.pref_label_chars
-        if cap and len(label) > cap:
-            raise TooLarge(f"a pref label has at most {cap} characters")
-        return label, pref
-
     async def _on_getpref(self, session: SessionView, data: Element | None) -> str:
-        label, _ = self._pref_args(data)
+        label, _ = pref_label(data, self._info.pref_label_chars)
         record = await self._store.get_pref(session.user, label)
         seqid, content = (record.seqid, record.content) if record else (0, b"")
-        encoded = base64.b64encode(content).decode()
-        return f'<pref label="{build.esc(label)}" seqid="{seqid}" content="{encoded}"/>'
+        return pref_block(label, seqid, content)
 
     async def _on_setpref(self, session: SessionView, data: Element | None) -> str:
-        label, pref = self._pref_args(data)
-        try:
-            seqid = int(pref.get("seqid", "0") or 0)
-            content = base64.b64decode(pref.get("content"), validate=True)
-        except (ValueError, binascii.Error) as exc:
-            raise BadRequest("seqid must be an integer and content base64") from exc
-        cap = self._info.pref_content_bytes
-        if cap and len(content) > cap:
-            raise TooLarge(f"a pref holds at most {cap} bytes")
+        label, pref = pref_label(data, self._info.pref_label_chars)
+        seqid, content = pref_update(pref, self._info.pref_content_bytes)
         record = await self._store.set_pref(session.user, label, seqid, content)
         if record is None:
-            from core.errors import Conflict
-
             raise Conflict("stale seqid")
-        encoded = base64.b64encode(record.content).decode()
-        return f'<pref label="{build.esc(label)}" seqid="{record.seqid}" content="{encoded}"/>'
+        return pref_block(label, record.seqid, record.content)
 
     async def _on_follow(self, session: SessionView, data: Element | None) -> str:
         room_id = self._room_ids(data)[0]
@@ -538,17 +485,6 @@ def _too_large(data: str, budget_bytes: int) -> bool:
     """Whether the reply's UTF-8 exceeds the budget; encoded only when its characters
     could (at most 4 bytes each), so ordinary replies cost a length check."""
     return len(data) * 4 > budget_bytes and len(data.encode()) > budget_bytes
-
-
-MAX_MSGID = 2**63 - 1  # msgids are signed 64-bit integers in both stores
-
-
-def _number(value: str, name: str) -> int:
-    """A decimal msgid or count from the client: ASCII digits ("²".isdigit() is True),
-    within the stores' 64-bit range, else 400."""
-    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > MAX_MSGID:
-        raise BadRequest(f"{name} must be a decimal integer below 2^63")
-    return int(value)
 
 
 _HANDLERS: dict[str, Handler] = {
