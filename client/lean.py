@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import Callable
 
@@ -40,6 +41,42 @@ def bound_socket(local_host: str) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def numeric_ipv4(host: str) -> bool:
+    """Is ``host`` a dotted IPv4 address (nothing to resolve)?"""
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
+
+
+async def connect_numeric(sock: socket.socket, host: str, port: int) -> None:
+    """A non-blocking connect to a numeric IPv4 address, without the resolver: uvloop's
+    ``sock_connect`` asks getaddrinfo (in libuv's thread pool) on every call, even for
+    127.0.0.1 (measured: 6.5 % of a load process signing in, in the thread hand-off)."""
+    try:
+        sock.connect((host, port))
+        return
+    except (BlockingIOError, InterruptedError):
+        pass
+    loop = asyncio.get_running_loop()
+    writable: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+
+    def connected() -> None:
+        if not writable.done():
+            writable.set_result(None)
+
+    loop.add_writer(fd, connected)
+    try:
+        await writable
+    finally:
+        loop.remove_writer(fd)
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:  # OSError picks the subclass by errno: ConnectionRefusedError and so on
+        raise OSError(err, f"connect to {host}:{port}: {os.strerror(err)}")
 
 
 class LeanClient(PchatClient):
@@ -90,7 +127,10 @@ class LeanClient(PchatClient):
             return client
         sock = bound_socket(local_host)
         try:
-            await loop.sock_connect(sock, (host, port))
+            if numeric_ipv4(host):
+                await connect_numeric(sock, host, port)
+            else:
+                await loop.sock_connect(sock, (host, port))
         except BaseException:
             sock.close()
             raise

@@ -15,7 +15,7 @@ import secrets
 import ssl
 from collections import deque
 from collections.abc import Iterable
-from typing import cast
+from typing import TypeVar, cast
 
 from client.errors import SipError, XccosError, _check
 from client.inbox import ChatMessage, _Inbox
@@ -27,7 +27,22 @@ from core.xccos import build
 from core.xccos.envelope import Notice, Post, Reply, decode_envelope
 from core.xccos.xml import Element
 
+_T = TypeVar("_T")
+
 RETRY_503_ATTEMPTS = 8  # with backoff: about 30 s of an overloaded server before giving up
+# The whole sign-in sequence (SUBSCRIBE, INVITE, the five commands, a followed room's bjoin
+# and history) under one deadline: each step used to have its own 10 s timer, one timer
+# per step and per reply is what a load generator signing in thousands paid for.
+SIGNIN_TIMEOUT_S = 30.0
+
+
+async def _within(fut: asyncio.Future[_T], timeout: float | None) -> _T:
+    """``fut``'s result, within ``timeout`` s; None: the caller's deadline (an enclosing
+    ``asyncio.timeout``) bounds the wait, no timer of its own."""
+    if timeout is None:
+        return await fut
+    async with asyncio.timeout(timeout):
+        return await fut
 
 
 class PchatClient(asyncio.Protocol):
@@ -176,9 +191,10 @@ class PchatClient(asyncio.Protocol):
         in_dialog: bool = False,
         extra: Iterable[tuple[str, str]] = (),
         body: bytes = b"",
-        timeout: float = 10.0,
+        timeout: float | None = 10.0,
     ) -> SipMessage:
-        """Sends one request (answering a digest challenge once) and returns the final response."""
+        """Sends one request (answering a digest challenge once) and returns the final response.
+        ``timeout`` per response; None: the caller's deadline."""
         extra = list(extra)
         if self._transport is None or self._transport.is_closing():
             raise ConnectionError("connection closed")
@@ -191,7 +207,7 @@ class PchatClient(asyncio.Protocol):
             self._tx[cseq] = fut
             self.send_raw(encode_request(method, uri, headers, body))
             try:
-                response = await asyncio.wait_for(fut, timeout)
+                response = await _within(fut, timeout)
             finally:
                 self._tx.pop(cseq, None)
             if response.status != 401:
@@ -208,7 +224,7 @@ class PchatClient(asyncio.Protocol):
 
     # -- sign-in (XCCOS.md §6) --------------------------------------------------------------
 
-    async def provision(self) -> bool:
+    async def provision(self, *, timeout: float | None = 10.0) -> bool:
         """SUBSCRIBE provisioning: is persistent chat enabled for this user?"""
         self._setup_call_id = secrets.token_hex(12)
         response = await self.request(
@@ -219,18 +235,22 @@ class PchatClient(asyncio.Protocol):
                 ("Expires", "0"),
                 ("Accept", "application/vnd-microsoft-roaming-provisioning-v2+xml"),
             ],
+            timeout=timeout,
         )
         _check(response)
         return b'"EnablePersistentChat">true' in response.body
 
-    async def invite(self, session_expires: int | None = None) -> SipMessage:
+    async def invite(
+        self, session_expires: int | None = None, *, timeout: float | None = 10.0
+    ) -> SipMessage:
         self._setup_call_id = secrets.token_hex(12)
         extra = [("Content-Type", "application/sdp"), ("Supported", "timer")]
         if session_expires:
             extra.append(("Session-Expires", str(session_expires)))
         response = await self.request(
-            "INVITE", self.pool_uri, extra=extra, body=b"m=message 5060 sip null\r\n"
-        )
+            "INVITE", self.pool_uri, extra=extra, body=b"m=message 5060 sip null\r\n",
+            timeout=timeout,
+        )  # fmt: skip
         _check(response)
         self.call_id = self._setup_call_id
         server = response.get("Server") or ""
@@ -245,29 +265,36 @@ class PchatClient(asyncio.Protocol):
         self.send_raw(encode_request("ACK", self._remote_target, ack))
         return response
 
-    async def sign_in(self) -> dict[str, object]:
-        """The original client's whole sign-in; returns what each step answered."""
-        if not await self.provision():
+    async def sign_in(self, *, timeout: float = SIGNIN_TIMEOUT_S) -> dict[str, object]:
+        """The original client's whole sign-in; returns what each step answered. One
+        deadline, ``timeout`` s, for the whole sequence (TimeoutError past it)."""
+        async with asyncio.timeout(timeout):
+            return await self._sign_in_steps()
+
+    async def _sign_in_steps(self) -> dict[str, object]:
+        if not await self.provision(timeout=None):
             raise SipError(403, "Forbidden", "persistent chat is not enabled for this user")
-        await self.invite()
-        info = await self.command(
-            "cmd:getserverinfo", f'<sib domain="{self.domain}" infoType="123"/>'
+        await self.invite(timeout=None)
+        ask = self.command
+        info = await ask(
+            "cmd:getserverinfo", f'<sib domain="{self.domain}" infoType="123"/>', timeout=None
         )
         sib = info.data.find("sib") if info.data is not None else None
         self.server_info = dict(sib.attrs) if sib is not None else {}
-        members = await self.command("cmd:getassociations", '<assoc type="member"/>')
-        managers = await self.command("cmd:getassociations", '<assoc type="manager"/>')
-        followers = await self.command("cmd:getassociations", '<assoc type="follower"/>')
+        members = await ask("cmd:getassociations", '<assoc type="member"/>', timeout=None)
+        managers = await ask("cmd:getassociations", '<assoc type="manager"/>', timeout=None)
+        followers = await ask("cmd:getassociations", '<assoc type="follower"/>', timeout=None)
         followed = _uris(followers.data)
         history: dict[str, list[ChatMessage]] = {}
         joined: list[str] = []
         if followed:
-            bjoin = await self.command("cmd:bjoin", "".join(build.chanib(u) for u in followed))
+            chanibs = "".join(build.chanib(u) for u in followed)
+            bjoin = await ask("cmd:bjoin", chanibs, timeout=None)
             joined = [c.get("uri") for c in _children(bjoin.data, "chanib")]
             for uri in joined:
-                history[uri] = await self.history(uri)
-        invitations = await self.command(
-            "cmd:getinv", f'<inv inviteId="1" domain="{self.domain}"/>'
+                history[uri] = await self.history(uri, timeout=None)
+        invitations = await ask(
+            "cmd:getinv", f'<inv inviteId="1" domain="{self.domain}"/>', timeout=None
         )
         return {
             "server_info": self.server_info,
@@ -285,7 +312,7 @@ class PchatClient(asyncio.Protocol):
         inner: str,
         *,
         envid: int | None = None,
-        timeout: float = 10.0,
+        timeout: float | None = 10.0,
         answered: asyncio.Future[Reply] | None = None,
     ) -> str:
         """Sends one INFO; retries 503 with backoff (same envid, so retries are safe).
@@ -312,14 +339,16 @@ class PchatClient(asyncio.Protocol):
         raise SipError(503, "Service Unavailable", "gave up after retries")
 
     async def command(
-        self, name: str, data: str = "", *, check: bool = True, timeout: float = 10.0
+        self, name: str, data: str = "", *, check: bool = True, timeout: float | None = 10.0
     ) -> Reply:
+        """Sends one command and waits for its reply, ``timeout`` s for each (None: the
+        caller's deadline)."""
         envid = next(self._envid)
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._replies[str(envid)] = fut
         try:
             await self.send_envelope(build.cmd(name, 1, data), envid=envid, timeout=timeout)
-            reply = await asyncio.wait_for(fut, timeout)
+            reply = await _within(fut, timeout)
         finally:
             self._replies.pop(str(envid), None)
         if check and reply.code != 200:
@@ -373,10 +402,13 @@ class PchatClient(asyncio.Protocol):
         )
         return [dict(c.attrs) for c in _children(reply.data, "chanib")]
 
-    async def history(self, room: str, *, query: str = '<last cnt="25"/>') -> list[ChatMessage]:
+    async def history(
+        self, room: str, *, query: str = '<last cnt="25"/>', timeout: float | None = 10.0
+    ) -> list[ChatMessage]:
         """bccontext; ``query`` is one of <last cnt/>, <before msgid cnt/>, <after msgid cnt/>,
         <search text cnt/>."""
-        reply = await self.command("cmd:bccontext", f"{build.chanib(room)}<bcq>{query}</bcq>")
+        body = f"{build.chanib(room)}<bcq>{query}</bcq>"
+        reply = await self.command("cmd:bccontext", body, timeout=timeout)
         chan = reply.data.find("chanib") if reply.data is not None else None
         out = []
         for m in _children(chan, "msg"):

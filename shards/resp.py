@@ -123,7 +123,11 @@ async def _open(url: str, protocol_factory: Callable[[], _RespProtocol]) -> _Res
             f"unsupported Redis URL scheme {parts.scheme!r} (redis://, rediss:// or unix://)"
         )
     try:
-        _, protocol = await asyncio.wait_for(coro, CONNECT_TIMEOUT_S)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the connection and
+        # drops a cancel that meets it, and the caller goes on as if never cancelled (a
+        # worker's shutdown waited forever on its admin-notice listener that way).
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            _, protocol = await coro
     except ssl.SSLError as exc:
         raise RespError(f"Redis TLS handshake failed: {exc.reason or exc}") from exc
     return protocol

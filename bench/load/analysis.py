@@ -78,6 +78,7 @@ class Merged:
             round(sum(a["post_bytes"] for a in agents) / received) if received else 0
         )
         self.cpu_s = sum(a["cpu_s"] for a in agents)
+        self.gc = agents[0].get("gc", {}) if agents else {}  # each load process tunes alike
         windows = [a["signin_window"] for a in agents if a["signin_window"][1]]
         self.signin_window = (
             (min(w[0] for w in windows), max(w[1] for w in windows)) if windows else (0.0, 0.0)
@@ -106,7 +107,11 @@ def analyse(
     if profile.mode in ("steady", "ramp"):
         result.update(_traffic(profile, m, raw, events, samples))
     result["server"] = _usage(samples, events, "server", info)
-    result["loadgen"] = {**_usage(samples, events, "loadgen", {}), "cpu_s": round(m.cpu_s, 1)}
+    result["loadgen"] = {
+        **_usage(samples, events, "loadgen", {}),
+        "cpu_s": round(m.cpu_s, 1),
+        "gc": m.gc,
+    }
     result["machine"] = _others(samples, events)
     before, after = raw["counters_before"], raw["counters_after"]
     result["server_counters"] = {

@@ -56,6 +56,9 @@ def test_load_generator_smoke(tmp_path: Path) -> None:
     result = json.loads((run_dir / "result.json").read_text())
     assert result["sessions"] == 4 and not result["errors"]
     assert result["posts"]["accepted"] > 0 and result["posts"]["accepted_per_s"] > 0
+    # The load processes tune their collector as a worker does (bench/load/agent.py).
+    assert result["loadgen"]["gc"]["gen0_threshold"] == 20_000
+    assert result["loadgen"]["gc"]["frozen"] > 10_000  # the modules and the set-up
     deliveries = result["deliveries"]
     assert deliveries["per_s"] > 0 and deliveries["message_bytes"] > 0
     lat = deliveries["latency_ms"]

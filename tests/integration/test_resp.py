@@ -197,3 +197,25 @@ async def test_a_worker_runs_its_bus_over_tls_with_a_password(
         assert got.text == "through a TLS bus"
         await alice.close()
         await bob.close()
+
+
+async def test_a_cancelled_connect_is_never_swallowed(redis_url: str) -> None:
+    """A connect cancelled as the connection comes up either ends cancelled or was done
+    before the cancel: it never goes on as if nobody had cancelled it. Python 3.11's
+    wait_for returned the connection and dropped the cancel when both met, which left a
+    worker's shutdown waiting forever for its admin-notice listener."""
+    loop = asyncio.get_running_loop()
+    swallowed = 0
+    for attempt in range(300):
+        task = loop.create_task(RespSubscriber.connect(redis_url, lambda _c, _d: None))
+        # Cancel at every moment of the connect, from its first step to its last callback.
+        for _ in range(attempt % 12):
+            await asyncio.sleep(0)
+        asked = task.cancel()
+        try:
+            sub = await task
+        except asyncio.CancelledError:
+            continue
+        sub.close()
+        swallowed += asked  # cancel() said yes, yet the connect returned
+    assert swallowed == 0
