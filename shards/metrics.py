@@ -16,36 +16,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
-    values,
 )
-
-# The process's pid, read once and again in a forked child. prometheus-client's multiprocess
-# values ask for the pid on every inc/set/observe, to notice a fork and move to the child's
-# own file; its default asks os.getpid(), a system call each time (8 % of a worker signing
-# users in). MultiProcessValue's process_identifier is the supported hook; this one answers
-# from memory and is kept right across os.fork() by the fork hook, so a forked child still
-# writes its own file.
-_pid = os.getpid()
-
-
-def _after_fork_in_child() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def process_id() -> int:
-    """This process's pid, without a system call."""
-    return _pid
-
-
-# Before the first metric below is made: a value class is bound when a metric (or a label's
-# child) is created, and every pchat metric is created in this module. Only in multiprocess
-# mode (PROMETHEUS_MULTIPROC_DIR set before prometheus_client was imported).
-if getattr(values.ValueClass, "_multiprocess", False):
-    values.ValueClass = values.MultiProcessValue(process_identifier=process_id)  # type: ignore[no-untyped-call]
 
 # Latency buckets from 0.5 ms to 10 s: post-to-delivery targets are 5 ms and 100 ms.
 LATENCY_BUCKETS = (
