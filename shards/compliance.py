@@ -36,6 +36,7 @@ from shards import metrics
 from shards.lifetime import die_with_parent
 from shards.logs import setup_logging
 from shards.redis_clients import AnyRedis, redis_client
+from shards.waits import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,7 @@ class ComplianceService:
                 log.warning("compliance service %s stepped down: %s", self._me, exc)
             except Exception:
                 log.exception("compliance round failed; retrying")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), IDLE_S)
+            await wait_set(stop, IDLE_S)
         with contextlib.suppress(Exception):
             await redis.eval(_RENEW, 1, LEASE_KEY, self._me, 1)  # hand the lease back fast
 

@@ -28,6 +28,7 @@ from core.store.base import ChatStore
 from shards.host_claim import DuplicateHost
 from shards.leases import LeaseTable
 from shards.placement import Placement
+from shards.waits import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,8 @@ class ShardKeeper:
         self._hooks: OwnerHooks | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # Set by stop() before it cancels the loop: a wake in the same turn as the cancel
-        # makes Python 3.11's wait_for return instead of raising it, and the loop would
-        # go on for ever.
+        # Set by stop() before it cancels the loop: the loop also ends on it when a cancel
+        # is lost anyway (one that meets the end of a tick's own awaits).
         self._stopping = False
         # Set when another host holds this host's host_id claim: this worker serves no
         # shard any more and its process stops (``refusal`` says why).
@@ -165,8 +165,7 @@ class ShardKeeper:
 
     async def _run(self) -> None:
         while not self._stopping:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._renew_s)
+            await wait_set(self._wake, self._renew_s)
             if self._stopping:
                 return
             self._wake.clear()

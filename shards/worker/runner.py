@@ -46,6 +46,7 @@ from shards.resp import RespError, RespSubscriber
 from shards.routing import ALL_SHARDS, RoomRouter, ShardMap
 from shards.sweeps import sweep_forever
 from shards.takeover import ShardHooks
+from shards.waits import wait_set
 from shards.web.access import ACCESS_LOGGER, AccessLog
 from shards.web.files import FileApi
 from shards.web.http import web_app
@@ -419,8 +420,7 @@ async def _watch_revision(worker: RunningWorker) -> None:
     listener = asyncio.get_running_loop().create_task(_admin_notices(worker, notice))
     try:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(notice.wait(), REVISION_POLL_S)
+            await wait_set(notice, REVISION_POLL_S)
             notice.clear()
             try:
                 current = await worker.store.revision()

@@ -262,12 +262,12 @@ def _awaiting(task: asyncio.Task[None] | None, name: str) -> bool:
 async def test_stop_right_after_a_wake_does_not_hang(
     redis: aioredis.Redis, store: ChatStore
 ) -> None:
-    # The keeper waits in wait_for(wake, renew_s). A wake in the same turn as stop()'s
-    # cancel completes that wait first, and Python 3.11's wait_for then returns instead of
-    # raising the cancel: the loop would go on, and stop() would wait on it for ever.
+    # The keeper waits in wait_set(wake, renew_s). A wake in the same turn as stop()'s
+    # cancel completes that wait first; with Python 3.11's wait_for the wait then returned
+    # instead of raising the cancel: the loop would go on, and stop() would wait for ever.
     a = keeper(redis, store, 0)
     await a.keeper.start(a)
-    await until(lambda: _awaiting(a.keeper._task, "wait_for"), 5.0)  # between rounds
+    await until(lambda: _awaiting(a.keeper._task, "wait_set"), 5.0)  # between rounds
     stopping = asyncio.create_task(a.keeper.stop())  # runs first in the next turn
     a.keeper.wake()  # the wait's own wake-up is queued behind it
     done, _ = await asyncio.wait({stopping}, timeout=3.0)  # asyncio.wait cancels nothing
