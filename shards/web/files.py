@@ -39,6 +39,8 @@ from core.rooms.rules import can_post, can_read, can_see, uploads_on
 from core.store.base import ChatStore, FileRecord, OutboxEvent, RoomRecord
 from shards import metrics
 from shards.web.access import USER_KEY
+from shards.web.csrf import from_browser
+from shards.web.signin import SESSION_COOKIE
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ class FileApi:
         post: Poster,
         base_url: str,
         tokens: FileTokens | None = None,
+        redirect_to: str = "",
     ) -> None:
         self._store = store
         self._storage = storage
@@ -99,16 +102,38 @@ class FileApi:
         self._post = post
         self._base = base_url.rstrip("/")  # the download URLs in file posts
         self._tokens = tokens
+        # The file service's base URL (shards/file_service.py) on a worker while it runs;
+        # "": this process carries the bytes itself.
+        self._redirect_to = redirect_to.rstrip("/")
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_post("/api/rooms/{room}/files", self._wrap(self.upload))
+        app.router.add_post("/api/rooms/{room}/files", self._wrap(self.upload, transfer=True))
         app.router.add_get("/api/rooms/{room}/files", self._wrap(self.list_files))
-        app.router.add_get("/api/files/{file}", self._wrap(self.download))
+        app.router.add_get("/api/files/{file}", self._wrap(self.download, transfer=True))
+
+    def _redirect(self, request: web.Request) -> web.Response | None:
+        """307 to the same path on the file service (the method and the body are kept),
+        before any sign-in is checked here: the service checks it. Not for a browser (it
+        sends Origin or Sec-Fetch-Site, or holds the session cookie): the service is
+        another origin, where its fetch would lose the cookie and the CSRF header, so the
+        pages' and the web chat's transfers stay on the worker."""
+        if not self._redirect_to or from_browser(request) or SESSION_COOKIE in request.cookies:
+            return None
+        return web.Response(
+            status=307,
+            headers={"Location": self._redirect_to + request.path_qs, "Content-Length": "0"},
+        )
 
     def _wrap(
-        self, handler: Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]
+        self,
+        handler: Callable[[web.Request, Actor], Awaitable[web.StreamResponse]],
+        *,
+        transfer: bool = False,
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
+            moved = self._redirect(request) if transfer else None
+            if moved is not None:
+                return moved
             actor = await self._signed_in(request)
             if isinstance(actor, web.Response):
                 return actor
