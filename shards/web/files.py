@@ -51,6 +51,9 @@ STALE_S = 3600.0
 # A transfer refused for want of a place (503) is retried after this: a 1 MB transfer
 # takes well under a second, so a place is usually free again by then.
 RETRY_AFTER_S = 1
+# The query parameter of a worker's 307 to the file service: a file token (as Bearer) for
+# the user the worker signed in. The access log never writes query strings.
+TOKEN_PARAM = "file_token"
 
 
 class Authenticate(Protocol):
@@ -111,17 +114,21 @@ class FileApi:
         app.router.add_get("/api/rooms/{room}/files", self._wrap(self.list_files))
         app.router.add_get("/api/files/{file}", self._wrap(self.download, transfer=True))
 
-    def _redirect(self, request: web.Request) -> web.Response | None:
+    def _redirect(self, request: web.Request, actor: Actor) -> web.Response | None:
         """307 to the same path on the file service (the method and the body are kept),
-        before any sign-in is checked here: the service checks it. Not for a browser (it
-        sends Origin or Sec-Fetch-Site, or holds the session cookie): the service is
-        another origin, where its fetch would lose the cookie and the CSRF header, so the
-        pages' and the web chat's transfers stay on the worker."""
-        if not self._redirect_to or from_browser(request) or SESSION_COOKIE in request.cookies:
+        with a file token for the user signed in here in the query (TOKEN_PARAM): a client
+        drops its Authorization header on a redirect to another origin (the service's
+        port), and would reach it signed out. Not for a browser (it sends Origin or
+        Sec-Fetch-Site, or holds the session cookie): its fetch would lose the cookie and
+        the CSRF header there, so the pages' and the web chat's transfers stay here."""
+        if not self._redirect_to or self._tokens is None:
             return None
+        if from_browser(request) or SESSION_COOKIE in request.cookies:
+            return None
+        token = self._tokens.issue(actor.uri, time.time())
+        target = request.rel_url.update_query({TOKEN_PARAM: token})
         return web.Response(
-            status=307,
-            headers={"Location": self._redirect_to + request.path_qs, "Content-Length": "0"},
+            status=307, headers={"Location": self._redirect_to + str(target), "Content-Length": "0"}
         )
 
     def _wrap(
@@ -131,12 +138,12 @@ class FileApi:
         transfer: bool = False,
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
-            moved = self._redirect(request) if transfer else None
-            if moved is not None:
-                return moved
             actor = await self._signed_in(request)
             if isinstance(actor, web.Response):
                 return actor
+            moved = self._redirect(request, actor) if transfer else None
+            if moved is not None:
+                return moved
             try:
                 return await handler(request, actor)
             except PchatError as exc:
@@ -148,11 +155,16 @@ class FileApi:
         return run
 
     async def _signed_in(self, request: web.Request) -> Actor | web.Response:
-        """A Bearer file token, else what the management API accepts (HTTP Basic)."""
+        """A Bearer file token (or one in the query, from a worker's 307), else what the
+        management API accepts (HTTP Basic, the session cookie)."""
         header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+        if header.startswith("Bearer "):
+            given = header[7:].strip()
+        elif TOKEN_PARAM in request.query and not header:
+            given = request.query[TOKEN_PARAM]
+        else:
             return await self._authenticate(request, json_only=False)
-        user = self._tokens.user_of(header[7:].strip(), time.time()) if self._tokens else None
+        user = self._tokens.user_of(given, time.time()) if self._tokens else None
         record = await self._store.get_user(user) if user else None
         if record is None or not record.enabled:
             return _unauthorized("the file token is not valid (expired?): ask getserverinfo again")
