@@ -354,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         help="a setting for the server, e.g. PCHAT_FILES__UPLOAD_KB_S=20000 (repeatable)",
     )  # fmt: skip
     p.add_argument(
-        "--file-service", choices=("on", "off"), default="on",
-        help="the separate file process (shards/file_service.py) or the workers' routes",
+        "--file-service", choices=("on", "off"), default="off",
+        help="the file service (shards/file_service.py, off by default as in the server)"
+        " or the workers' own routes",
     )  # fmt: skip
     p.add_argument("--keep-data", action="store_true", help="keep the server's data folder")
     report.add_run_args(p)
