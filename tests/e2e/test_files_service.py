@@ -17,6 +17,7 @@ from yarl import URL
 from client.client import PchatClient
 from shards.web.files import TOKEN_PARAM
 from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster
+from tests.redis_cluster import RedisClusterNodes
 
 BASIC = {
     "Authorization": "Basic " + base64.b64encode(f"alice@{DOMAIN}:{PASSWORD}".encode()).decode()
@@ -153,5 +154,38 @@ async def test_the_pages_transfers_stay_on_the_worker(tmp_path: Path) -> None:
             # The cookie is good on the service too (cookies do not depend on the port).
             async with http.get(str(body["url"])) as r:
                 assert r.status == 200 and await r.read() == b"page"
+    finally:
+        await cluster.stop()
+
+
+async def test_the_service_posts_over_a_redis_cluster_bus(
+    tmp_path: Path, redis_cluster: RedisClusterNodes
+) -> None:
+    """The bus on a Redis Cluster (sharded channels): the service's file posts reach the
+    rooms' owners, on either worker."""
+    cluster = Cluster(tmp_path, 2, redis_cluster_url=redis_cluster.url, file_service=True)
+    await cluster.start()
+    try:
+        await cluster.wait_files_healthy()
+        for user in ("alice", "bob"):
+            await cluster.admin("user", "add", f"{user}@{DOMAIN}", "--password", PASSWORD)
+        await cluster.admin("category", "add", "General")
+        alice = await cluster.client("alice")
+        bob = await cluster.client("bob")
+        try:
+            async with aiohttp.ClientSession() as http:
+                for n in range(4):  # random room ids: owned by both workers, most likely
+                    uri = await cluster.admin(
+                        "room", "add", f"Drop {n}", "--category", "General", "--privacy", "open"
+                    )
+                    await bob.join(uri)
+                    room = uri.rpartition("/")[2]
+                    body = await transfer(http, cluster, alice, room, os.urandom(10_000 + n))
+                    assert "post_error" not in body and int(str(body["msgid"])) > 0
+                    post = await bob.next_post(10)
+                    assert str(body["url"]) in post.text
+        finally:
+            await alice.close()
+            await bob.close()
     finally:
         await cluster.stop()
