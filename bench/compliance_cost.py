@@ -97,6 +97,8 @@ async def _run(
     redis.start()
     sip, http = _port(), _port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")} | stores
+    if (Path(__file__).parents[1] / "shards/file_service.py").exists():
+        env["PCHAT_FILES__SERVICE_PORT"] = "-1"  # said explicitly: benches never meet on 8081
     args = [
         sys.executable, "-m", "shards.cli", "serve", "--data-dir", str(data),
         "--domain", DOMAIN, "--sip-port", str(sip), "--http-port", str(http),

@@ -3,7 +3,7 @@ while chat traffic runs, and whether the chat round trip's p99 moves by more tha
 
     python -m bench.files [--order cffc] [--rounds 3] [--phase-seconds 5] [--sizes-mb 1,20]
                           [--parallel 2] [--workers 2] [--limit 1.10] [--server-src DIR]
-                          [--server-env PCHAT_X=V] [--keep-data]
+                          [--server-env PCHAT_X=V] [--file-service on|off] [--keep-data]
 
 `pchat serve --workers 2` (fresh data dir, private redis-server, no room quota). A probe
 pair of users posts in one room and times each post to its delivery (one every 20 ms),
@@ -353,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         "--server-env", action="append", default=[], metavar="PCHAT_X=V",
         help="a setting for the server, e.g. PCHAT_FILES__UPLOAD_KB_S=20000 (repeatable)",
     )  # fmt: skip
+    p.add_argument(
+        "--file-service", choices=("on", "off"), default="off",
+        help="the file service (shards/file_service.py, off by default as in the server)"
+        " or the workers' own routes",
+    )  # fmt: skip
     p.add_argument("--keep-data", action="store_true", help="keep the server's data folder")
     report.add_run_args(p)
     args = p.parse_args(argv)
@@ -362,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     server = BenchServer(
         data, args.workers, DOMAIN, source=args.server_src,
         settings={"PCHAT_FILES__ROOM_QUOTA_KB": "0", **extra},  # many 20 MB files in one room
+        file_service=args.file_service == "on",
     )  # fmt: skip
     try:
         server.start()
@@ -372,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(data, ignore_errors=True)
     result["server_src"] = str(args.server_src or "this checkout")
     result["server_env"] = extra
+    result["file_service"] = args.file_service
     result["host_cpus"] = os.cpu_count()
     report.write_named(args, "files", result)
     print(

@@ -180,6 +180,19 @@ class FileSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # The token's HMAC secret (created mode 0600 on first start); "": <data_dir>/file-token.key.
     # A pool's hosts share one file here, so a token from one host is good on every host.
     token_key_file: str = ""
+    # The file service (shards/file_service.py): a separate, niced process that carries the
+    # file bytes, so that uploads and downloads do not take the chat workers' loops. It runs
+    # when more than one worker shares the host (its file posts reach the room's owner over
+    # the Redis bus) and HTTP is on; the workers' file routes then answer 307 to it (a
+    # browser signed in by the session cookie is still served by the worker). Its port;
+    # -1: no service, the workers serve files themselves; 0: any free port (tests).
+    service_port: int = -1
+    # Its niceness (os.nice, 0 to 19) below the workers': under load the chat goes first.
+    # 0: the same priority as the workers.
+    service_nice: int = 10
+    # The base URL clients are told for the service (file posts' links, fileServiceUrl);
+    # "": http(s)://<http host>:<service_port>. Set it behind a proxy or NAT.
+    service_public_url: str = ""
 
 
 class ComplianceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -346,6 +359,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def redis_socket(self) -> str:
         """Where the embedded redis-server listens (a unix socket in the data directory)."""
         return str(Path(self.data_dir).resolve() / "redis.sock")
+
+    @property
+    def file_service(self) -> bool:
+        """The file service runs (files.service_port): with HTTP on and a bus (leases) to
+        reach the rooms' owners; one worker serves its files itself."""
+        return self.files.service_port >= 0 and self.http.port >= 0 and self.leased
 
     @property
     def leased(self) -> bool:
@@ -558,6 +577,17 @@ def load_settings(
         raise ConfigError("files.max_transfers must be >= 1 and files.upload_kb_s >= 0")
     if settings.files.room_quota_kb < 0 or settings.files.token_ttl_s < 1:
         raise ConfigError("files.room_quota_kb must be >= 0 and files.token_ttl_s >= 1")
+    if not -1 <= settings.files.service_port <= 65535 or not 0 <= settings.files.service_nice <= 19:
+        raise ConfigError("files.service_port must be -1 to 65535 and files.service_nice 0 to 19")
+    if settings.files.service_port > 0 and settings.files.service_port in (
+        settings.http.port,
+        settings.sip.port,
+        settings.sip.tls_port,
+    ):
+        raise ConfigError("files.service_port must differ from the HTTP and SIP ports")
+    service_url = settings.files.service_public_url
+    if service_url and not service_url.startswith(("http://", "https://")):
+        raise ConfigError("files.service_public_url must start with http:// or https://")
     interval = settings.compliance.run_interval_s
     if not 60 <= interval <= 30 * 86400:
         raise ConfigError(f"compliance.run_interval_s must be 60 s to 30 days; got {interval}")

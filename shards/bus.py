@@ -12,43 +12,30 @@ channels is a sharded channel (shards/links.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Protocol
 
-from core.config import redact_url
 from core.errors import Overloaded, PchatError
 from core.rooms.events import HistoryQuery, Participant, RoomEvent
-from core.rooms.owner import JoinResult, PostResult, RoomOwner
+from core.rooms.owner import JoinResult, RoomOwner
 from core.store.base import MessageRecord
 from shards import wire
+from shards.bus_client import PUBLISH_TIMEOUT_S, REQUEST_TIMEOUT_S, BusClient
 from shards.links import BusLink, Connect
 from shards.metrics import Metrics
 from shards.rejoin import Rejoiner
 from shards.resp import RespError
 from shards.routing import Ownership, ShardMap
 
+__all__ = ["PUBLISH_TIMEOUT_S", "REQUEST_TIMEOUT_S", "Fanout", "Gateway", "RedisBus"]
+
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT_S = 5.0  # an owner that does not answer in this: 503, the client retries
-# A request's publish that Redis has not confirmed in this: 503 at once. A live node answers
-# in well under a millisecond; one that is dead without a reset (a paused or cut-off cluster
-# master, until its replica is promoted) never does, and the request must not wait for it.
-PUBLISH_TIMEOUT_S = 1.0
-# Requests of this worker waiting for another worker's answer. Over it they get 503 at once:
-# with a node that does not answer, each waits its bound, and a burst of commands must not
-# pile up behind it (each holds a client's transaction open).
-MAX_WAITING = 4096
 # Owner requests being served at once for other workers; over it they get 503 so a
 # flood from other gateways cannot grow this worker's task list without bound.
 MAX_SERVING = 10_000
-# Waits between reconnect attempts. Capped at 0.5 s: after a Redis Cluster failover the bus
-# was the last part back (up to one 2 s wait after the promotion), and one connect attempt
-# per worker per half second costs a down Redis nothing.
-RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5)
 
 
 class Gateway(Protocol):
@@ -73,8 +60,8 @@ class Fanout:
         self._local(event)
 
 
-class RedisBus:
-    """Implements ``RemoteOwners`` and carries events; reconnects by itself."""
+class RedisBus(BusClient):
+    """Implements ``RemoteOwners`` and carries events; reconnects by itself (BusClient)."""
 
     def __init__(
         self,
@@ -84,10 +71,7 @@ class RedisBus:
         metrics: Metrics,
         connect: Connect,
     ) -> None:
-        self._url = url  # for logs only; ``connect`` makes the link (one Redis or a cluster)
-        self._connect_link = connect
-        self._me = me
-        self._map = shard_map
+        super().__init__(url, me, shard_map, metrics, connect)
         # What the bus serves, given by start(): the owner and the gateway are built on
         # the bus (they publish and watch through it), so they come after it.
         self._owner: RoomOwner
@@ -95,21 +79,10 @@ class RedisBus:
         self._ownership: Ownership
         self._serving_shards: set[int] = set()  # owner channels subscribed (leases held)
         self.on_control: Callable[[], None] = lambda: None  # wakes the shard keeper
-        self._metrics = metrics
-        self._link: BusLink | None = None
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[wire.Reply]] = {}
         self._serving = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._rooms: dict[str, asyncio.Future[None]] = {}  # room channels: subscribed or pending
-        self._keeper: asyncio.Task[None] | None = None
         self._rejoiner: Rejoiner | None = None  # made in start(), with the gateway
-        self._up = asyncio.Event()
-        self._own = (wire.reply_channel(me), wire.CONTROL_CHANNEL)
-
-    @property
-    def up(self) -> bool:
-        return self._up.is_set()
 
     async def start(
         self, owner: RoomOwner, gateway: Gateway, ownership: Ownership, timeout_s: float = 10.0
@@ -120,52 +93,21 @@ class RedisBus:
         self._gateway = gateway
         self._ownership = ownership
         self._rejoiner = Rejoiner(self._rejoin, self._still_in)
-        self._keeper = asyncio.get_running_loop().create_task(self._keep_connected())
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._up.wait(), timeout_s)
-        if not self.up:
-            log.error(
-                "Redis at %s not reachable yet; commands for other workers get 503",
-                redact_url(self._url),
-            )
+        await self._open(timeout_s)
 
     async def stop(self) -> None:
         if self._rejoiner is not None:
             await self._rejoiner.stop()
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
-        if self._link is not None:
-            self._link.close()
+        await super().stop()
 
-    # -- connection keeping -----------------------------------------------------------------
+    # -- connection keeping (BusClient keeps the link and the reply channel) ------------------
 
-    async def _keep_connected(self) -> None:
-        failures = 0
-        while True:
-            try:
-                await self._connect()
-                failures = 0
-                assert self._link is not None
-                await self._link.closed.wait()
-                log.warning("lost the Redis connection; reconnecting")
-            except asyncio.CancelledError:
-                raise
-            except (TimeoutError, OSError, RespError) as exc:
-                log.warning("Redis at %s unavailable (%s); retrying", redact_url(self._url), exc)
-            self._down()
-            await asyncio.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)])
-            failures += 1
-
-    async def _connect(self) -> None:
-        self._link = link = await self._connect_link(self._on_message)
-        await link.subscribe(*self._own)
+    async def _connected(self, link: BusLink) -> None:
+        await link.subscribe(wire.CONTROL_CHANNEL)
         rooms = [wire.room_channel(r) for r in self._rooms]
         rooms += [wire.owner_channel(k) for k in self._serving_shards]
         if rooms:
             await link.subscribe(*rooms)
-        self._up.set()
         # Others forget what this worker told them and say so (Forgot, with the shards they
         # serve); on each Forgot this worker re-announces its sessions there (_on_control),
         # and each re-join's answer fills what its rooms missed while the link was down
@@ -178,15 +120,6 @@ class RedisBus:
             acquired = wire.Acquired(self._me, sorted(self._serving_shards))
             await link.publish(wire.CONTROL_CHANNEL, wire.encoder.encode(acquired))
         log.info("worker %d on the Redis bus", self._me)
-
-    def _down(self) -> None:
-        self._up.clear()
-        if self._link is not None:
-            self._link.close()
-        self._link = None
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_exception(Overloaded("lost the Redis connection"))
 
     # -- room channels ----------------------------------------------------------------------
 
@@ -225,8 +158,6 @@ class RedisBus:
         if future.exception() is None:
             self._metrics.redis_published(time.perf_counter() - started)
 
-    # -- requests to owners on other workers ---------------------------------------------------
-
     # -- shards served here (the keeper's leases) --------------------------------------------
 
     async def serve_shards(self, shards: list[int]) -> None:
@@ -244,49 +175,6 @@ class RedisBus:
         if self._link is not None:
             await self._link.publish(wire.CONTROL_CHANNEL, wire.encoder.encode(message))
 
-    async def _request(self, room_id: str, op: wire.Op) -> wire.Result:
-        shard = self._map.shard(room_id)
-        link = self._link
-        if link is None:
-            self._metrics.rejected("redis")
-            raise Overloaded("the Redis bus is down")
-        if len(self._waiting) >= MAX_WAITING:
-            self._metrics.rejected("redis")
-            raise Overloaded("too many requests waiting for other workers")
-        request_id = next(self._ids)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + REQUEST_TIMEOUT_S
-        future: asyncio.Future[wire.Reply] = loop.create_future()
-        self._waiting[request_id] = future
-        try:
-            data = wire.encoder.encode(wire.Request(request_id, self._me, op))
-            try:
-                published = link.publish(wire.owner_channel(shard), data)
-                receivers = await asyncio.wait_for(published, PUBLISH_TIMEOUT_S)
-            except RespError as exc:
-                self._metrics.rejected("redis")
-                raise Overloaded("the Redis bus is down") from exc
-            except TimeoutError as exc:
-                self._metrics.rejected("redis")
-                raise Overloaded(
-                    f"the Redis node of shard {shard}'s channel does not answer"
-                ) from exc
-            if receivers == 0:  # no lease holder now (a takeover runs): say so now, not later
-                self._metrics.rejected("owner")
-                raise Overloaded(f"shard {shard} has no owner right now")
-            try:
-                reply = await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
-            except TimeoutError as exc:
-                self._metrics.rejected("owner")
-                raise Overloaded(f"the owner of shard {shard} did not answer") from exc
-        finally:
-            self._waiting.pop(request_id, None)
-            if future.done() and not future.cancelled():
-                future.exception()  # failed by _down while the publish failed too: seen here
-        if reply.code:
-            raise wire.error_of(reply)
-        return reply.result
-
     async def join(self, room_id: str, who: Participant, quiet: bool = False) -> JoinResult:
         await self.watch_room(room_id)
         result = await self._request(room_id, wire.JoinReq(room_id, who, quiet))
@@ -296,15 +184,6 @@ class RedisBus:
 
     async def part(self, room_id: str, session: str) -> None:
         await self._request(room_id, wire.PartReq(room_id, session))
-
-    async def append_post(
-        self, room_id: str, session: str, user: str, client_key: str, text: str
-    ) -> PostResult:
-        result = await self._request(
-            room_id, wire.PostReq(room_id, session, user, client_key, text)
-        )
-        assert isinstance(result, PostResult)
-        return result
 
     async def history(
         self, room_id: str, user: str, query: HistoryQuery, session: str = ""
@@ -319,11 +198,8 @@ class RedisBus:
         try:
             if channel.startswith(wire.ROOM_PREFIX):
                 self._gateway.on_remote_event(wire.event_decoder.decode(data))
-            elif channel == self._own[0]:
-                reply = wire.reply_decoder.decode(data)
-                future = self._waiting.get(reply.id)
-                if future is not None and not future.done():
-                    future.set_result(reply)
+            elif channel == self._reply:
+                self._on_reply(data)
             elif channel.startswith(wire.OWNER_PREFIX):
                 self._serve(wire.request_decoder.decode(data))
             elif channel == wire.CONTROL_CHANNEL:

@@ -63,6 +63,8 @@ def listen_ports(settings: Settings) -> list[tuple[str, str, int]]:
         ("SIP TLS", settings.sip.host, settings.sip.tls_port),
         ("HTTP", settings.http.host, settings.http.port),
     ]
+    if settings.file_service:
+        wanted.append(("file service", settings.http.host, settings.files.service_port))
     return [item for item in wanted if item[2] > 0]
 
 

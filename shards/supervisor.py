@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,12 +36,15 @@ STABLE_AFTER_S = 10.0  # a worker alive this long has its backoff reset
 STOP_GRACE_S = 10.0  # workers get this long to commit queued posts after SIGTERM
 
 
-PID_FILES = ("workers.pid", "compliance.pid")
+PID_FILES = ("workers.pid", "compliance.pid", "files.pid")
 COMPLIANCE = -1  # the compliance service's id among the supervised children
+FILE_SERVICE = -2  # the file service's (shards/file_service.py)
+SERVICES = {COMPLIANCE: "compliance service", FILE_SERVICE: "file service"}
+MODULES = {COMPLIANCE: "shards.compliance", FILE_SERVICE: "shards.file_service"}
 
 
 class Worker:
-    """A supervised child: a worker (id >= 0) or the compliance service."""
+    """A supervised child: a worker (id >= 0), the compliance or the file service."""
 
     def __init__(self, worker_id: int) -> None:
         self.worker_id = worker_id
@@ -59,6 +63,9 @@ class Supervisor:
         self._workers = [Worker(i) for i in range(settings.workers)]
         if settings.compliance.enabled:
             self._workers.append(Worker(COMPLIANCE))
+        if settings.file_service:
+            # Beside the workers, restarted like them; every worker sends it transfers.
+            self._workers.append(Worker(FILE_SERVICE))
         self._env: dict[str, str] = {}
         self._lock_fd = -1
         self._host_claim = ""  # this host's claim of its host_id in a shared Redis
@@ -78,6 +85,12 @@ class Supervisor:
             self._redis.start()
             log.info("embedded redis-server on %s", settings.redis_socket)
         settings = msgspec.structs.replace(settings, data_dir=str(data_dir))
+        if settings.file_service and settings.files.service_port == 0:
+            # Any free port, picked once here: the workers name it in their links and
+            # 307s, and a restarted service takes the same one again.
+            files = msgspec.structs.replace(settings.files, service_port=_free_port(settings))
+            settings = msgspec.structs.replace(settings, files=files)
+            log.info("file service port: %d", settings.files.service_port)
         if settings.leased and settings.redis_url:
             # A shared Redis: another host may have been given this host_id by mistake.
             # The embedded Redis is this host's alone.
@@ -130,8 +143,8 @@ class Supervisor:
         self._stopping = True
 
     def _spawn(self, worker: Worker) -> None:
-        if worker.worker_id == COMPLIANCE:
-            cmd = [sys.executable, "-m", "shards.compliance"]
+        if worker.worker_id in MODULES:
+            cmd = [sys.executable, "-m", MODULES[worker.worker_id]]
         else:
             cmd = [
                 sys.executable,
@@ -145,14 +158,16 @@ class Supervisor:
         self._write_pids()
 
     def _write_pids(self) -> None:
-        """data_dir/workers.pid: 'worker pid' lines, for operators and tests."""
+        """data_dir/workers.pid: 'worker pid' lines, for operators and tests (the
+        services' in compliance.pid and files.pid)."""
         folder = Path(self.settings.data_dir)
         children = [w for w in self._workers if w.proc is not None]
         for name, group in zip(
             PID_FILES,
             (
-                [w for w in children if w.worker_id != COMPLIANCE],
+                [w for w in children if w.worker_id not in SERVICES],
                 [w for w in children if w.worker_id == COMPLIANCE],
+                [w for w in children if w.worker_id == FILE_SERVICE],
             ),
             strict=True,
         ):
@@ -177,8 +192,8 @@ class Supervisor:
                         worker.failures = 0
                     continue
                 if proc is not None:
-                    is_worker = worker.worker_id != COMPLIANCE
-                    name = f"worker {worker.worker_id}" if is_worker else "compliance service"
+                    is_worker = worker.worker_id not in SERVICES
+                    name = SERVICES.get(worker.worker_id, f"worker {worker.worker_id}")
                     if proc.returncode == EXIT_CANNOT_START:
                         raise CannotStart(f"{name} cannot start (reason logged above); stopping")
                     if proc.returncode == EXIT_DUPLICATE_HOST:
@@ -212,6 +227,13 @@ class Supervisor:
                 log.warning("worker pid %d did not stop in time; killing it", proc.pid)
                 proc.kill()
                 proc.wait()
+
+
+def _free_port(settings: Settings) -> int:
+    host = settings.http.host
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 async def _prepare_store(settings: Settings) -> None:

@@ -76,6 +76,7 @@ class BenchServer:
         settings: dict[str, str] | None = None,
         redis_cluster: bool = False,
         pool: PoolPlace | None = None,
+        file_service: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.workers = workers
@@ -86,6 +87,9 @@ class BenchServer:
         self.bind = pool.bind if pool else "127.0.0.1"
         self.sip_port = pool.sip_port if pool else free_port()
         self.http_port = pool.http_port if pool else free_port()
+        # The file service (shards/file_service.py), on a free port of its own or off, said
+        # explicitly so that benches side by side never meet on its default port.
+        self.file_service = file_service
         self.redis = EmbeddedRedis(str(data_dir / "redis.sock"), str(data_dir / "redis.log"))
         # --redis-cluster: the bus on a private Redis Cluster (3 masters, 3 replicas, sharded
         # pub/sub) instead of the one redis-server; a pool's host uses the pool's instead.
@@ -125,6 +129,8 @@ class BenchServer:
         # run with --server-src have no such cap, and would refuse the unknown setting.)
         if self.source is None or (self.source / "shards/worker/unauth.py").exists():
             env["PCHAT_LIMITS__UNAUTH_PER_ADDRESS"] = "0"
+        if self.source is None or (self.source / "shards/file_service.py").exists():
+            env["PCHAT_FILES__SERVICE_PORT"] = str(free_port()) if self.file_service else "-1"
         env.update(self.settings)
         env["PCHAT_LOG_LEVEL"] = env.get("PCHAT_LOG_LEVEL", "WARNING")
         cwd = None

@@ -93,6 +93,9 @@ class ServerInfo(msgspec.Struct, frozen=True, kw_only=True):
     history_max: int
     room_list_max: int = 5000  # limits.room_list_max: rooms read for an empty chansrch
     http_base: str = ""  # e.g. "http://host:8080"; "" leaves the service URLs empty
+    # The file routes' base (fileServiceUrl): the file service's own when it runs
+    # (shards/file_service.py), e.g. "http://host:8081"; "": http_base.
+    file_base: str = ""
     # Bytes one reply may hold. Below the connection's output cap, so an honest reader
     # is never cut off as a slow consumer by its own answer; history pages at it.
     reply_budget_bytes: int = 128 * 1024
@@ -301,7 +304,7 @@ class CommandHandler:
 
     def _file_service(self, user: str) -> str:
         """fileServiceUrl, and (pchat) the signed-in user's short-lived fileToken."""
-        base, tokens = self._info.http_base, self._file_tokens
+        base, tokens = self._info.file_base or self._info.http_base, self._file_tokens
         if not base or tokens is None:
             return 'fileServiceUrl=""'
         token = tokens.issue(user, time.time())

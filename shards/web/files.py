@@ -39,6 +39,8 @@ from core.rooms.rules import can_post, can_read, can_see, uploads_on
 from core.store.base import ChatStore, FileRecord, OutboxEvent, RoomRecord
 from shards import metrics
 from shards.web.access import USER_KEY
+from shards.web.csrf import from_browser
+from shards.web.signin import SESSION_COOKIE
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ STALE_S = 3600.0
 # A transfer refused for want of a place (503) is retried after this: a 1 MB transfer
 # takes well under a second, so a place is usually free again by then.
 RETRY_AFTER_S = 1
+# The query parameter of a worker's 307 to the file service: a file token (as Bearer) for
+# the user the worker signed in. The access log never writes query strings.
+TOKEN_PARAM = "file_token"
 
 
 class Authenticate(Protocol):
@@ -84,6 +89,7 @@ class FileApi:
         post: Poster,
         base_url: str,
         tokens: FileTokens | None = None,
+        redirect_to: str = "",
     ) -> None:
         self._store = store
         self._storage = storage
@@ -99,19 +105,45 @@ class FileApi:
         self._post = post
         self._base = base_url.rstrip("/")  # the download URLs in file posts
         self._tokens = tokens
+        # The file service's base URL (shards/file_service.py) on a worker while it runs;
+        # "": this process carries the bytes itself.
+        self._redirect_to = redirect_to.rstrip("/")
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_post("/api/rooms/{room}/files", self._wrap(self.upload))
+        app.router.add_post("/api/rooms/{room}/files", self._wrap(self.upload, transfer=True))
         app.router.add_get("/api/rooms/{room}/files", self._wrap(self.list_files))
-        app.router.add_get("/api/files/{file}", self._wrap(self.download))
+        app.router.add_get("/api/files/{file}", self._wrap(self.download, transfer=True))
+
+    def _redirect(self, request: web.Request, actor: Actor) -> web.Response | None:
+        """307 to the same path on the file service (the method and the body are kept),
+        with a file token for the user signed in here in the query (TOKEN_PARAM): a client
+        drops its Authorization header on a redirect to another origin (the service's
+        port), and would reach it signed out. Not for a browser (it sends Origin or
+        Sec-Fetch-Site, or holds the session cookie): its fetch would lose the cookie and
+        the CSRF header there, so the pages' and the web chat's transfers stay here."""
+        if not self._redirect_to or self._tokens is None:
+            return None
+        if from_browser(request) or SESSION_COOKIE in request.cookies:
+            return None
+        token = self._tokens.issue(actor.uri, time.time())
+        target = request.rel_url.update_query({TOKEN_PARAM: token})
+        return web.Response(
+            status=307, headers={"Location": self._redirect_to + str(target), "Content-Length": "0"}
+        )
 
     def _wrap(
-        self, handler: Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]
+        self,
+        handler: Callable[[web.Request, Actor], Awaitable[web.StreamResponse]],
+        *,
+        transfer: bool = False,
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
             actor = await self._signed_in(request)
             if isinstance(actor, web.Response):
                 return actor
+            moved = self._redirect(request, actor) if transfer else None
+            if moved is not None:
+                return moved
             try:
                 return await handler(request, actor)
             except PchatError as exc:
@@ -123,11 +155,16 @@ class FileApi:
         return run
 
     async def _signed_in(self, request: web.Request) -> Actor | web.Response:
-        """A Bearer file token, else what the management API accepts (HTTP Basic)."""
+        """A Bearer file token (or one in the query, from a worker's 307), else what the
+        management API accepts (HTTP Basic, the session cookie)."""
         header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+        if header.startswith("Bearer "):
+            given = header[7:].strip()
+        elif TOKEN_PARAM in request.query and not header:
+            given = request.query[TOKEN_PARAM]
+        else:
             return await self._authenticate(request, json_only=False)
-        user = self._tokens.user_of(header[7:].strip(), time.time()) if self._tokens else None
+        user = self._tokens.user_of(given, time.time()) if self._tokens else None
         record = await self._store.get_user(user) if user else None
         if record is None or not record.enabled:
             return _unauthorized("the file token is not valid (expired?): ask getserverinfo again")

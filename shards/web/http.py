@@ -24,6 +24,7 @@ from shards.web.chat import ChatSocket
 from shards.web.csrf import CsrfGuard
 from shards.web.files import FileApi, Poster
 from shards.web.html import static_routes
+from shards.web.listen import file_base
 from shards.web.pages_admin import AdminPages
 from shards.web.pages_removal import RemovalPages
 from shards.web.pages_rooms import RoomPages
@@ -71,6 +72,46 @@ def make_app(
     return app
 
 
+async def sign_in(
+    store: ChatStore, settings: Settings, throttle: Throttle, changed: Changed, storage: FileStorage
+) -> tuple[ManagementApi, Sessions, CsrfGuard]:
+    """The one sign-in of every web part (a worker's, the file service's): HTTP Basic
+    through ``throttle``, the pages' session cookie (the install's key, so a cookie from
+    a worker's page is good on the file service too), with the CSRF guard."""
+    http = settings.http
+    guard = CsrfGuard(http.allowed_origins, http.public_url)
+    key = await asyncio.to_thread(load_key, Path(settings.session_key_path))
+    sessions = Sessions(
+        store, key, http.session_ttl_s, always_secure=http.public_url.startswith("https:")
+    )
+    api = ManagementApi(
+        store, settings.domain, changed, throttle, guard,
+        invitations_per_change=settings.limits.invitations_per_change, sessions=sessions,
+        files=storage,
+    )  # fmt: skip
+    return api, sessions, guard
+
+
+def file_api(
+    store: ChatStore,
+    settings: Settings,
+    api: ManagementApi,
+    storage: FileStorage,
+    *,
+    tokens: FileTokens | None,
+    post: Poster,
+    redirect: bool,
+) -> FileApi:
+    """The file routes, as a worker and the file service both serve them: the links
+    point at ``file_base`` (the service's when it runs); ``redirect``: a worker's, whose
+    transfers are sent to the service (FileApi.redirect_to)."""
+    base = file_base(settings)
+    return FileApi(
+        store, settings, api.authenticate, storage, post=post, base_url=base, tokens=tokens,
+        redirect_to=base if redirect and settings.file_service else "",
+    )  # fmt: skip
+
+
 async def web_app(
     store: ChatStore,
     settings: Settings,
@@ -81,29 +122,18 @@ async def web_app(
     storage: FileStorage,
     tokens: FileTokens | None,
     post: Poster,
-    base_url: str,
     audit: AuditLog | None = None,
     gateway: Gateway | None = None,
 ) -> tuple[web.Application, FileApi]:
     """Every web part of a worker, wired to one sign-in: HTTP Basic, the session
     cookie and (files only) the signed file token, through the worker's throttle
     (shared with SIP), with one CSRF guard. With ``gateway`` (and websocket.enabled), the
-    browser chat's sessions are held by it, as SIP sessions are."""
-    http = settings.http
-    guard = CsrfGuard(http.allowed_origins, http.public_url)
-    key = await asyncio.to_thread(load_key, Path(settings.session_key_path))
-    sessions = Sessions(
-        store, key, http.session_ttl_s, always_secure=http.public_url.startswith("https:")
-    )
+    browser chat's sessions are held by it, as SIP sessions are. With the file service on,
+    the file routes send transfers there (307)."""
+    api, sessions, guard = await sign_in(store, settings, throttle, changed, storage)
     per_change = settings.limits.invitations_per_change
-    api = ManagementApi(
-        store, settings.domain, changed, throttle, guard,
-        invitations_per_change=per_change, sessions=sessions, files=storage,
-    )  # fmt: skip
     trail = WebAudit(audit)  # every change made on the web, refused ones too
-    files = FileApi(
-        store, settings, api.authenticate, storage, post=post, base_url=base_url, tokens=tokens
-    )
+    files = file_api(store, settings, api, storage, tokens=tokens, post=post, redirect=True)
     gate = PageGate(Credentials(store, settings.domain, throttle), sessions, guard)
     mgmt = Management(store, invitations_per_change=per_change, files=storage)
     pages: list[Routes] = [

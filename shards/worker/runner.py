@@ -8,8 +8,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
-import ssl
 import sys
 from collections.abc import AsyncIterator
 
@@ -47,17 +45,22 @@ from shards.routing import ALL_SHARDS, RoomRouter, ShardMap
 from shards.sweeps import sweep_forever
 from shards.takeover import ShardHooks
 from shards.waits import wait_set
-from shards.web.access import ACCESS_LOGGER, AccessLog
 from shards.web.files import FileApi
 from shards.web.http import web_app
-from shards.web.token_key import load_token_secret
+from shards.web.listen import (
+    file_base,
+    file_tokens,
+    http_base,
+    listen_socket,
+    serve_app,
+    server_tls,
+)
 from shards.worker.connection import SipConnection
 from shards.worker.gateway import Gateway
 from shards.worker.heap import tuned_gc
 from shards.worker.looplag import watch_loop_lag
 from shards.worker.output import PendingOutput
 from shards.worker.rooms import LocalRooms
-from shards.worker.unauth import CappedProtocol
 
 log = logging.getLogger(__name__)
 
@@ -163,33 +166,10 @@ class RunningWorker:
         self.gateway.end_stale({u.uri: u for u in await self.store.list_users()})
 
 
-def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        # Every worker listens on the same port; the kernel spreads connections (SO_REUSEPORT).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
-
-
-def _server_tls(cert: str, key: str) -> ssl.SSLContext:
-    """One TLS setup for SIP and HTTPS (TLS 1.2+, the stdlib's server defaults)."""
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.minimum_version = ssl.TLSVersion.TLSv1_2
-    tls.load_cert_chain(cert, key)
-    return tls
-
-
 async def _serve_http(
     worker: RunningWorker, reuse: bool, files: FileStorage, tokens: FileTokens | None
 ) -> tuple[web.AppRunner, asyncio.Server]:
-    """The HTTP(S) listener. It is made here, not by aiohttp's SockSite, for the TLS
-    handshake deadline SockSite cannot set."""
-    http = worker.settings.http
+    """The HTTP(S) listener: every web part, under the gateway's connection caps."""
     gateway = worker.gateway
     app, worker.files = await web_app(
         worker.store,
@@ -200,39 +180,14 @@ async def _serve_http(
         storage=files,
         tokens=tokens,
         post=gateway.router.append_post,
-        base_url=http_base(worker.settings),
         audit=AuditLog(worker.settings.audit_file),
         gateway=gateway,
     )
-    runner = web.AppRunner(
-        app,
-        access_log=ACCESS_LOGGER if worker.settings.log.access else None,
-        access_log_class=AccessLog,
-        keepalive_timeout=http.keepalive_timeout_s,
+    port = worker.settings.http.port
+    runner, server, worker.http_port = await serve_app(
+        app, worker.settings, port, reuse, gateway.unauth
     )
-    await runner.setup()
-    assert runner.server is not None  # set by setup()
-    sock = _listen_socket(http.host, http.port, reuse)
-    tls = _server_tls(http.tls_cert, http.tls_key) if http.tls_cert else None
-    inner, caps = runner.server, gateway.unauth
-    server = await asyncio.get_running_loop().create_server(
-        lambda: CappedProtocol(inner(), caps),
-        sock=sock,
-        ssl=tls,
-        ssl_handshake_timeout=(http.tls_handshake_timeout_s or None) if tls else None,
-    )
-    worker.http_port = sock.getsockname()[1]
     return runner, server
-
-
-def http_base(settings: Settings) -> str:
-    """What clients are told the HTTP services' base URL is; "": none known."""
-    base = settings.http.public_url.rstrip("/")
-    if not base and settings.http.port > 0:
-        host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
-        scheme = "https" if settings.http.tls_cert else "http"
-        base = f"{scheme}://{host}:{settings.http.port}"
-    return base
 
 
 def _server_info(settings: Settings) -> ServerInfo:
@@ -244,6 +199,7 @@ def _server_info(settings: Settings) -> ServerInfo:
         story_size_limit=settings.limits.story_size_limit,
         history_max=settings.limits.history_max,
         http_base=http_base(settings),
+        file_base=file_base(settings),
         # Half the output cap: a reply never cuts off the reader it answers.
         reply_budget_bytes=max(settings.sip.max_output_bytes // 2, 16 * 1024),
         joins_per_session=settings.limits.joins_per_session,
@@ -335,7 +291,7 @@ async def run_worker(
     router = RoomRouter(shard_map, ownership, owner, remote=bus)
     directory = Directory(store)
     files = make_storage(settings.files.backend, settings.files_dir)
-    tokens = _file_tokens(settings)
+    tokens = file_tokens(settings)
     handler = CommandHandler(store, router, directory, _server_info(settings), file_tokens=tokens)
     gateway = Gateway(settings, node, store, handler, router, local, metrics, output)
     if bus is not None and keeper is not None:
@@ -347,13 +303,13 @@ async def run_worker(
     worker.keeper = keeper
     loop = asyncio.get_running_loop()
     reuse = settings.leased or settings.sip.port != 0
-    sip_sock = _listen_socket(settings.sip.host, settings.sip.port, reuse)
+    sip_sock = listen_socket(settings.sip.host, settings.sip.port, reuse)
     server = await loop.create_server(lambda: SipConnection(gateway), sock=sip_sock)
     worker.sip_port = sip_sock.getsockname()[1]
     servers = [server]
     if settings.sip.tls_port >= 0:
-        tls = _server_tls(settings.sip.tls_cert, settings.sip.tls_key)
-        tls_sock = _listen_socket(settings.sip.host, settings.sip.tls_port, reuse)
+        tls = server_tls(settings.sip.tls_cert, settings.sip.tls_key)
+        tls_sock = listen_socket(settings.sip.host, settings.sip.tls_port, reuse)
         servers.append(
             await loop.create_server(
                 lambda: SipConnection(gateway),
@@ -367,7 +323,8 @@ async def run_worker(
     if settings.http.port >= 0:
         runner, http_server = await _serve_http(worker, reuse, files, tokens)
         servers.append(http_server)
-    if worker.files is not None and worker_id == 0:  # one sweeper per host is enough
+    # One sweeper per host is enough: worker 0 (the file service, when on, sweeps nothing).
+    if worker.files is not None and worker_id == 0:
         worker.sweeper = loop.create_task(sweep_forever(worker.files.sweep, "file store"))
     worker.redis = redis_client(settings, socket_timeout=2)
     while batch := await store.invitations_after(worker.last_invitation, INVITATION_PAGE):
@@ -400,17 +357,6 @@ async def run_worker(
             await runner.cleanup()
         await worker.redis.aclose()
         await store.close()
-
-
-def _file_tokens(settings: Settings) -> FileTokens | None:
-    """The file-service tokens, with the install's secret; None without an HTTP listener."""
-    if settings.http.port < 0:
-        return None
-    try:
-        secret = load_token_secret(settings.file_token_key_path)
-    except (OSError, ValueError) as exc:
-        raise CannotStart(f"file token secret: {exc}") from exc
-    return FileTokens(secret, settings.files.token_ttl_s)
 
 
 async def _watch_revision(worker: RunningWorker) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from tests.bench.test_bench_smoke import bench_result
 
 
@@ -14,12 +16,14 @@ def _data_dirs() -> set[Path]:
     return set(Path(tempfile.gettempdir()).glob("pchat-files-*"))
 
 
-def test_files_bench_smoke(tmp_path: Path) -> None:
+@pytest.mark.parametrize("service", ["off", "on"])
+def test_files_bench_smoke(tmp_path: Path, service: str) -> None:
     before = _data_dirs()
     args = ["bench.files", "--order", "cf", "--rounds", "2", "--phase-seconds", "1.2"]
     args += ["--sizes-mb", "0.1,0.5", "--parallel", "1", "--out", str(tmp_path)]
+    args += ["--file-service", service]
     result = bench_result(tmp_path, "*-files/result.json", args, 120)
-    assert result["errors"] == []
+    assert result["errors"] == [] and result["file_service"] == service
     assert set(result["transfers"]) == {
         "upload_0.1MB", "download_0.1MB", "upload_0.5MB", "download_0.5MB",
     }  # fmt: skip

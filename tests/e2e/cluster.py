@@ -65,11 +65,15 @@ class Cluster:
         *extra: str,
         env: dict[str, str] | None = None,
         redis_cluster_url: str = "",
+        file_service: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.workers = workers
         self.sip = free_port()
         self.http = free_port()
+        # The file service (shards/file_service.py) on a free port of its own, or off: said
+        # explicitly, so that test servers side by side never meet on its default port.
+        self.files = free_port() if file_service else -1
         self.redis = EmbeddedRedis(
             str(data_dir / "test-redis.sock"), str(data_dir / "test-redis.log")
         )
@@ -87,6 +91,7 @@ class Cluster:
     def _process_env(self) -> dict[str, str]:
         """The caller's environment without PCHAT_*, plus this cluster's settings."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
+        env["PCHAT_FILES__SERVICE_PORT"] = str(self.files)
         env.update(self.env)
         return env
 
@@ -111,9 +116,24 @@ class Cluster:
             await asyncio.sleep(0.1)
         raise TimeoutError("cluster did not become healthy")
 
-    def worker_pids(self) -> dict[int, int]:
+    async def wait_files_healthy(self, timeout_s: float = 20.0) -> None:
+        """Until the file service answers /healthz with 200 (it starts beside the workers)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if self.file_service_pid() is not None and await _healthz_ok(self.files):
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError("the file service did not become healthy")
+
+    def file_service_pid(self) -> int | None:
+        """The file service's pid, from the supervisor's files.pid; None: not running."""
+        pids = self.worker_pids("files.pid")
+        return next(iter(pids.values()), None)
+
+    def worker_pids(self, name: str = "workers.pid") -> dict[int, int]:
         """worker id -> pid, from the supervisor's pid file."""
-        path = self.data_dir / "workers.pid"
+        path = self.data_dir / name
         if not path.exists():
             return {}
         out = {}

@@ -82,6 +82,7 @@ class Host:
             PCHAT_POOL_HOSTS=str(len(HOSTS)),
             PCHAT_LEASES__HOST_ID=str(self.host_id),
             PCHAT_STORE=self.pool.store_url,
+            PCHAT_FILES__SERVICE_PORT="-1",  # said explicitly: pools side by side never meet
         )
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(

@@ -55,6 +55,28 @@ async def test_every_upload_and_download_is_archived_once_across_kill_9(
     assert list((tmp_path / "compliance-files").iterdir()) == []  # archived: copies gone
 
 
+async def test_the_file_service_archives_the_same(tmp_path: Path) -> None:
+    """The transfers through the file service (shards/file_service.py, 2 workers) are
+    recorded and kept for compliance exactly as the workers' own."""
+    async with store_urls("sqlite", tmp_path) as (chat_url, compliance_url):
+        env = {
+            "PCHAT_COMPLIANCE__ADAPTERS": '["xml", "jsonl"]',
+            "PCHAT_COMPLIANCE__XML_ATTACH": "true",
+            "PCHAT_STORE": chat_url,
+            "PCHAT_COMPLIANCE__STORE": compliance_url,
+        }
+        cluster = Cluster(tmp_path, 2, "--compliance", env=env, file_service=True)
+        try:
+            await cluster.start()
+            await cluster.wait_files_healthy()
+            sent, downloads = await transfers(cluster)
+            await drained(cluster, chat_url, compliance_url)
+        finally:
+            await cluster.stop()
+    check_archive(tmp_path / "compliance", sent, downloads)
+    assert list((tmp_path / "compliance-files").iterdir()) == []
+
+
 async def transfers(cluster: Cluster) -> tuple[dict[str, tuple[str, bytes]], Counter[str]]:
     """Alice uploads, Bob downloads, the compliance service is killed in between. Returns
     {stored name: (file id, bytes)} of the acknowledged uploads, and the downloads served."""
@@ -67,7 +89,8 @@ async def transfers(cluster: Cluster) -> tuple[dict[str, tuple[str, bytes]], Cou
     downloads: Counter[str] = Counter()
     end = time.monotonic() + RUN_S
     pick = random.Random(7).choice
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{cluster.http}") as http:
+    port = cluster.files if cluster.files > 0 else cluster.http  # the service, when on
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
 
         async def traffic() -> None:
             i = 0

@@ -1,5 +1,7 @@
-"""kill -9 of the worker processes mid-upload (real `pchat serve`, real disk and store):
-a half-written file is never recorded nor served, and every recorded file has its bytes."""
+"""kill -9 of the processes carrying uploads mid-upload (real `pchat serve`, real disk and
+store): a half-written file is never recorded nor served, and every recorded file has its
+bytes. For both carriers: the workers' own routes (files.service_port -1) and the file
+service (shards/file_service.py), killed with the workers."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from core.files.names import PART_SUFFIX, stored_name
 from core.store.base import FileRecord
@@ -33,29 +36,49 @@ async def room_files(cluster: Cluster, room_id: str) -> list[FileRecord]:
         await store.close()
 
 
-async def start(tmp_path: Path) -> tuple[Cluster, str]:
-    cluster = Cluster(tmp_path, 2)
+@pytest.fixture(params=["worker", "service"])
+def carrier(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def base_of(cluster: Cluster) -> str:
+    """Where the transfers go: the file service when it runs, else the workers."""
+    return f"http://127.0.0.1:{cluster.files if cluster.files > 0 else cluster.http}"
+
+
+async def start(tmp_path: Path, carrier: str) -> tuple[Cluster, str]:
+    cluster = Cluster(tmp_path, 2, file_service=carrier == "service")
     await cluster.start()
+    if carrier == "service":
+        await cluster.wait_files_healthy()
     await cluster.admin("user", "add", f"alice@{DOMAIN}", "--password", PASSWORD)
     await cluster.admin("category", "add", "General")
     uri = await cluster.admin("room", "add", "Drop", "--category", "General", "--privacy", "open")
     return cluster, uri.rpartition("/")[2]
 
 
-async def kill_workers(cluster: Cluster) -> None:
-    before = set(cluster.worker_pids().values())
+async def kill_carriers(cluster: Cluster) -> None:
+    """kill -9 of the workers and the file service (when it runs); back when restarted."""
+    service = cluster.file_service_pid()
+    before = set(cluster.worker_pids().values()) | ({service} if service else set())
     for pid in before:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     for _ in range(200):  # the supervisor restarts them
-        if len(now := cluster.worker_pids()) == cluster.workers and not before & set(now.values()):
-            break
+        now = set(cluster.worker_pids().values())
+        if len(now) == cluster.workers and not before & now:
+            if service is None or cluster.file_service_pid() not in (None, service):
+                break
         await asyncio.sleep(0.1)
     await cluster.wait_healthy()
+    if service is not None:
+        await cluster.wait_files_healthy()
 
 
-async def test_kill_9_mid_upload_leaves_no_file_that_is_served(tmp_path: Path) -> None:
-    cluster, room = await start(tmp_path)
+async def test_kill_9_mid_upload_leaves_no_file_that_is_served(
+    tmp_path: Path, carrier: str
+) -> None:
+    cluster, room = await start(tmp_path, carrier)
     files_dir = tmp_path / "files"
     hold = asyncio.Event()
 
@@ -65,7 +88,7 @@ async def test_kill_9_mid_upload_leaves_no_file_that_is_served(tmp_path: Path) -
         yield b"b" * 200_000
 
     try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{cluster.http}") as http:
+        async with aiohttp.ClientSession(base_of(cluster)) as http:
             url = f"/api/rooms/{room}/files"
 
             async def send() -> int:
@@ -81,7 +104,7 @@ async def test_kill_9_mid_upload_leaves_no_file_that_is_served(tmp_path: Path) -
                     break
                 await asyncio.sleep(0.05)
             assert parts, "the upload never reached the disk"
-            await kill_workers(cluster)
+            await kill_carriers(cluster)
             hold.set()
             try:
                 status = await asyncio.wait_for(sending, 10)
@@ -103,8 +126,10 @@ async def test_kill_9_mid_upload_leaves_no_file_that_is_served(tmp_path: Path) -
         await cluster.stop()
 
 
-async def test_every_recorded_file_has_its_bytes_across_kill_9(tmp_path: Path) -> None:
-    cluster, room = await start(tmp_path)
+async def test_every_recorded_file_has_its_bytes_across_kill_9(
+    tmp_path: Path, carrier: str
+) -> None:
+    cluster, room = await start(tmp_path, carrier)
     acknowledged: dict[str, str] = {}  # file id -> sha256 the server answered with
     stop = asyncio.Event()
 
@@ -126,11 +151,11 @@ async def test_every_recorded_file_has_its_bytes_across_kill_9(tmp_path: Path) -
                 await asyncio.sleep(0.05)  # the worker died under this request
 
     try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{cluster.http}") as http:
+        async with aiohttp.ClientSession(base_of(cluster)) as http:
             tasks = [asyncio.ensure_future(uploader(n, http)) for n in range(4)]
             for _ in range(3):
                 await asyncio.sleep(0.7)
-                await kill_workers(cluster)
+                await kill_carriers(cluster)
             await asyncio.sleep(0.5)
             stop.set()
             await asyncio.gather(*tasks)

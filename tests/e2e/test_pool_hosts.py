@@ -11,6 +11,7 @@ from pathlib import Path
 async def test_serve_refuses_several_hosts_on_sqlite(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
     env["PCHAT_POOL_HOSTS"] = "2"
+    env["PCHAT_FILES__SERVICE_PORT"] = "-1"  # said explicitly: test servers never meet on 8081
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shards.cli", "serve", "--data-dir", str(tmp_path),
         "--sip-port", "0", "--http-port", "0", "--workers", "1",

@@ -59,6 +59,7 @@ async def test_logged_urls_carry_no_password(
     redis_port, redis_proc = redis_with_password
     redis_url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{redis_port}/0"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCHAT_")}
+    env["PCHAT_FILES__SERVICE_PORT"] = str(free_port())  # its Redis link logs no password too
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shards.cli", "serve", "--data-dir", str(tmp_path),
         "--sip-port", str(free_port()), "--http-port", str(http), "--workers", "2",

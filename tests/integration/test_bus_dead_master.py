@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 
 from core.errors import Overloaded
-from shards import bus as bus_module
+from shards import bus_client as bus_module
 from shards import wire
 from shards.bus import PUBLISH_TIMEOUT_S, RedisBus
 from shards.links import ClusterSeeds

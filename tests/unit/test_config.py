@@ -506,3 +506,40 @@ def test_websocket_settings_load_from_env_and_an_unbounded_output_is_refused() -
     assert settings.websocket.idle_timeout_s == 30.0
     with pytest.raises(ConfigError, match="websocket.max_output_bytes"):
         load_settings(env={"PCHAT_WEBSOCKET__MAX_OUTPUT_BYTES": "0"})
+
+
+# -- the file service (files.service_*)
+
+
+def test_the_file_service_runs_with_workers_http_and_a_port() -> None:
+    env = {"PCHAT_FILES__SERVICE_PORT": "8091", "PCHAT_WORKERS": "2"}
+    settings = load_settings(env=env)
+    assert settings.files.service_port == 8091 and settings.files.service_nice == 10
+    assert settings.file_service
+    assert not load_settings(env={**env, "PCHAT_WORKERS": "1"}).file_service  # no bus
+    assert not load_settings(env={**env, "PCHAT_HTTP__PORT": "-1"}).file_service
+    assert not load_settings(env={**env, "PCHAT_FILES__SERVICE_PORT": "-1"}).file_service
+    tuned = load_settings(
+        env={
+            **env,
+            "PCHAT_FILES__SERVICE_NICE": "0",
+            "PCHAT_FILES__SERVICE_PUBLIC_URL": "https://f",
+        }
+    )
+    assert (tuned.files.service_nice, tuned.files.service_public_url) == (0, "https://f")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"PCHAT_FILES__SERVICE_PORT": "-2"},
+        {"PCHAT_FILES__SERVICE_PORT": "70000"},
+        {"PCHAT_FILES__SERVICE_NICE": "20"},
+        {"PCHAT_FILES__SERVICE_NICE": "-1"},
+        {"PCHAT_FILES__SERVICE_PORT": "8080"},  # the HTTP port's default
+        {"PCHAT_FILES__SERVICE_PUBLIC_URL": "files.example.com"},
+    ],
+)
+def test_bad_file_service_settings_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match=r"files\.service"):
+        load_settings(env=env)
