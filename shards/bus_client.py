@@ -25,6 +25,7 @@ from shards.links import BusLink, Connect
 from shards.metrics import Metrics
 from shards.resp import RespError
 from shards.routing import ShardMap
+from shards.waits import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,7 @@ class BusClient:
     async def _open(self, timeout_s: float) -> None:
         """Starts keeping the link; waits at most ``timeout_s`` for the first one."""
         self._keeper = asyncio.get_running_loop().create_task(self._keep_connected())
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._up.wait(), timeout_s)
-        if not self.up:
+        if not await wait_set(self._up, timeout_s):
             log.error(
                 "Redis at %s not reachable yet; requests to other workers get 503",
                 redact_url(self._url),
