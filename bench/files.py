@@ -129,8 +129,14 @@ async def _mover(upload_url: str, sizes: list[int], parallel: int, pipe: Any) ->
             pipe.send(out)
 
 
-def _transfer_process(upload_url: str, sizes: list[int], parallel: int, pipe: Any) -> None:
-    """Transfers run in a process of their own, so the probe's timings are the server's."""
+def _transfer_process(
+    upload_url: str, sizes: list[int], parallel: int, pipe: Any, nice: int
+) -> None:
+    """Transfers run in a process of their own, so the probe's timings are the server's.
+    ``nice``: the uploaders and downloaders stand for other machines, which on this host
+    share the server's cores; a lower priority leaves the cores to the server first."""
+    if nice:
+        os.nice(nice)
     uvloop.run(_mover(upload_url, sizes, parallel, pipe))
 
 
@@ -253,7 +259,7 @@ async def _phases(
     upload_url = f"{await _file_service_url(sender)}/rooms/{drop.rpartition('/')[2]}/files"
     sizes = [int(float(mb) * 1e6) for mb in args.sizes_mb.split(",")]
     pipe, theirs = multiprocessing.Pipe()
-    job = (upload_url, sizes, args.parallel, theirs)
+    job = (upload_url, sizes, args.parallel, theirs, args.mover_nice)
     mover = multiprocessing.get_context("spawn").Process(target=_transfer_process, args=job)
     mover.start()
     await _probe(sender, reader, chat, 1.0)  # warm-up: connections, caches, the room loaded
@@ -314,6 +320,7 @@ async def _run(args: argparse.Namespace, server: BenchServer) -> dict[str, objec
     return {
         "workers": args.workers,
         "parallel_transfers": args.parallel,
+        "mover_nice": args.mover_nice,
         "order": args.order,
         "rounds": args.rounds,
         "phase_seconds": args.phase_seconds,
@@ -349,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes-mb", default="1,20", help="file sizes, comma-separated MB (10^6)")
     p.add_argument("--parallel", type=int, default=2, help="transfer loops at once")
     p.add_argument("--workers", type=int, default=2, help="server worker processes")
+    p.add_argument(
+        "--mover-nice",
+        type=int,
+        default=0,
+        help="niceness of the transfer client (it stands for other machines; 0: as the server)",
+    )
     p.add_argument(
         "--server-env", action="append", default=[], metavar="PCHAT_X=V",
         help="a setting for the server, e.g. PCHAT_FILES__UPLOAD_KB_S=20000 (repeatable)",
