@@ -20,7 +20,7 @@ from core.sip.digest import user_ha1s
 from core.store.base import CategoryRecord, RoomRecord, UserRecord
 from core.store.registry import make_store
 from tests.e2e.cluster import DOMAIN, PASSWORD, Cluster
-from tests.e2e.test_compliance_files import basic, check_archive, drained
+from tests.e2e.test_compliance_files import archive_env, basic, check_archive, drained
 from tests.e2e.test_compliance_kill import pid_of, store_urls
 
 BODY_S = 60.0  # bounds each part of the body; the whole test takes about 10 s
@@ -30,12 +30,7 @@ async def test_files_deleted_while_compliance_is_down_are_archived_with_their_by
     tmp_path: Path,
 ) -> None:
     async with store_urls("sqlite", tmp_path) as (chat_url, compliance_url):
-        env = {
-            "PCHAT_COMPLIANCE__ADAPTERS": '["xml", "jsonl"]',
-            "PCHAT_COMPLIANCE__XML_ATTACH": "true",
-            "PCHAT_STORE": chat_url,
-            "PCHAT_COMPLIANCE__STORE": compliance_url,
-        }
+        env = archive_env(chat_url, compliance_url)
         rooms = await seed(chat_url)
         cluster = Cluster(tmp_path, 1, "--compliance", env=env)
         try:

@@ -28,53 +28,47 @@ from tests.e2e.test_compliance_kill import pid_of, store_urls
 RUN_S = 4.0  # of steady uploads and downloads
 
 
+def archive_env(chat_url: str, compliance_url: str) -> dict[str, str]:
+    """The server's settings: both stores, the XML and JSONL adapters, .ATTACH manifests."""
+    return {
+        "PCHAT_COMPLIANCE__ADAPTERS": '["xml", "jsonl"]',
+        "PCHAT_COMPLIANCE__XML_ATTACH": "true",
+        "PCHAT_STORE": chat_url,
+        "PCHAT_COMPLIANCE__STORE": compliance_url,
+    }
+
+
 def basic(user: str) -> dict[str, str]:
     token = base64.b64encode(f"{user}@{DOMAIN}:{PASSWORD}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize(
+    ("backend", "workers", "file_service"),
+    [
+        pytest.param("sqlite", 1, False, id="sqlite"),
+        pytest.param("postgres", 1, False, id="postgres"),
+        # Through the file service (shards/file_service.py, beside 2 workers): its transfers
+        # are recorded and kept for compliance exactly as the workers' own.
+        pytest.param("sqlite", 2, True, id="file-service"),
+    ],
+)
 async def test_every_upload_and_download_is_archived_once_across_kill_9(
-    tmp_path: Path, backend: str
+    tmp_path: Path, backend: str, workers: int, file_service: bool
 ) -> None:
     async with store_urls(backend, tmp_path) as (chat_url, compliance_url):
-        env = {
-            "PCHAT_COMPLIANCE__ADAPTERS": '["xml", "jsonl"]',
-            "PCHAT_COMPLIANCE__XML_ATTACH": "true",
-            "PCHAT_STORE": chat_url,
-            "PCHAT_COMPLIANCE__STORE": compliance_url,
-        }
-        cluster = Cluster(tmp_path, 1, "--compliance", env=env)
+        env = archive_env(chat_url, compliance_url)
+        cluster = Cluster(tmp_path, workers, "--compliance", env=env, file_service=file_service)
         try:
             await cluster.start()
+            if file_service:
+                await cluster.wait_files_healthy()
             sent, downloads = await transfers(cluster)
             await drained(cluster, chat_url, compliance_url)
         finally:
             await cluster.stop()
     check_archive(tmp_path / "compliance", sent, downloads)
     assert list((tmp_path / "compliance-files").iterdir()) == []  # archived: copies gone
-
-
-async def test_the_file_service_archives_the_same(tmp_path: Path) -> None:
-    """The transfers through the file service (shards/file_service.py, 2 workers) are
-    recorded and kept for compliance exactly as the workers' own."""
-    async with store_urls("sqlite", tmp_path) as (chat_url, compliance_url):
-        env = {
-            "PCHAT_COMPLIANCE__ADAPTERS": '["xml", "jsonl"]',
-            "PCHAT_COMPLIANCE__XML_ATTACH": "true",
-            "PCHAT_STORE": chat_url,
-            "PCHAT_COMPLIANCE__STORE": compliance_url,
-        }
-        cluster = Cluster(tmp_path, 2, "--compliance", env=env, file_service=True)
-        try:
-            await cluster.start()
-            await cluster.wait_files_healthy()
-            sent, downloads = await transfers(cluster)
-            await drained(cluster, chat_url, compliance_url)
-        finally:
-            await cluster.stop()
-    check_archive(tmp_path / "compliance", sent, downloads)
-    assert list((tmp_path / "compliance-files").iterdir()) == []
 
 
 async def transfers(cluster: Cluster) -> tuple[dict[str, tuple[str, bytes]], Counter[str]]:
