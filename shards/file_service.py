@@ -45,9 +45,9 @@ from shards.metrics import Metrics
 from shards.redis_clients import bus_connect
 from shards.routing import ShardMap
 from shards.web.files import FileApi
-from shards.web.http import file_api, make_app, sign_in
+from shards.web.http import file_api, make_app, sign_in, store_answers
 from shards.web.listen import file_tokens, serve_app
-from shards.worker.unauth import UnauthCaps, effective_total
+from shards.worker.unauth import UnauthCaps
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,7 @@ class RunningFileService:
         self.port = 0
 
     async def health(self) -> dict[str, object]:
-        try:
-            await asyncio.wait_for(self.store.revision(), 1.0)
-            store_ok = True
-        except Exception:  # any failure of the store is what /healthz must report, not raise
-            store_ok = False
+        store_ok = await store_answers(self.store)
         return {"file_service": True, "redis_ok": self.bus.up, "store_ok": store_ok}
 
 
@@ -102,12 +98,7 @@ async def run_file_service(settings: Settings) -> AsyncIterator[RunningFileServi
         )
         service = RunningFileService(store, bus, files)
         app = make_app(service.health, files=files)
-        limits = settings.limits
-        caps = UnauthCaps(
-            effective_total(limits.unauth_connections),
-            limits.unauth_per_address,
-            metrics.connection_refused,
-        )
+        caps = UnauthCaps.from_limits(settings.limits, metrics.connection_refused)
         runner, server, service.port = await serve_app(
             app, settings, settings.files.service_port, False, caps
         )

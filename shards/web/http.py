@@ -36,6 +36,10 @@ HealthCheck = Callable[[], Awaitable[dict[str, object]]]
 Changed = Callable[[], Awaitable[None]]
 
 
+# A health probe of the store or Redis waits this long: a /healthz poll must answer fast.
+HEALTH_TIMEOUT_S = 1.0
+
+
 class Routes(Protocol):
     """A web part that adds its routes to the app (the pages, the sign-in)."""
 
@@ -70,6 +74,15 @@ def make_app(
     for part in pages:
         part.routes(app)
     return app
+
+
+async def store_answers(store: ChatStore) -> bool:
+    """Whether the chat store answers within a second, for /healthz."""
+    try:
+        await asyncio.wait_for(store.revision(), HEALTH_TIMEOUT_S)
+    except Exception:  # any failure of the store is what /healthz must report, not raise
+        return False
+    return True
 
 
 async def sign_in(

@@ -20,7 +20,7 @@ from shards.worker.admission import Admission
 from shards.worker.output import Flushable, PendingOutput
 from shards.worker.rooms import LocalRooms
 from shards.worker.session import Session
-from shards.worker.unauth import UnauthCaps, effective_total
+from shards.worker.unauth import UnauthCaps
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,7 @@ class Gateway:
         self.admission = Admission(
             settings.limits.admission_queue, lambda: metrics.rejected("admission")
         )
-        limits = settings.limits
-        self.unauth = UnauthCaps(
-            effective_total(limits.unauth_connections),
-            limits.unauth_per_address,
-            metrics.connection_refused,
-        )
+        self.unauth = UnauthCaps.from_limits(settings.limits, metrics.connection_refused)
         self.sessions: dict[str, Session] = {}
         self.by_user: dict[str, set[Session]] = {}  # a user's devices signed in here
         self._session_ids = itertools.count(1)

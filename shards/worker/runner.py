@@ -46,7 +46,7 @@ from shards.sweeps import sweep_forever
 from shards.takeover import ShardHooks
 from shards.waits import wait_set
 from shards.web.files import FileApi
-from shards.web.http import web_app
+from shards.web.http import store_answers, web_app
 from shards.web.listen import (
     file_base,
     file_tokens,
@@ -103,11 +103,7 @@ class RunningWorker:
                 redis_ok = bool(await asyncio.wait_for(self.redis.ping(), 1.0))
             except (TimeoutError, OSError, aioredis.RedisError):
                 redis_ok = False
-        try:
-            await asyncio.wait_for(self.store.revision(), 1.0)
-            store_ok = True
-        except Exception:  # any failure of the store is what /healthz must report, not raise
-            store_ok = False
+        store_ok = await store_answers(self.store)
         return {
             "worker": self.worker_id,
             "redis_ok": redis_ok,

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Literal, cast
 
+from core.config import LimitSettings
+
 log = logging.getLogger(__name__)
 
 Reason = Literal["total", "address"]
@@ -49,6 +51,11 @@ class UnauthCaps:
         self._by_peer: dict[str, int] = {}  # at most one key per held place
         self._ids = itertools.count(1)
         self._logged: dict[Reason, tuple[float, int]] = {}  # reason -> (last line, since)
+
+    @classmethod
+    def from_limits(cls, limits: LimitSettings, refused: Callable[[Reason], None]) -> UnauthCaps:
+        """The caps of the limits settings (unauth_connections, unauth_per_address)."""
+        return cls(effective_total(limits.unauth_connections), limits.unauth_per_address, refused)
 
     @property
     def held(self) -> int:
