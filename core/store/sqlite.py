@@ -31,6 +31,7 @@ from core.store.base import (
     SigninRooms,
     UserRecord,
 )
+from core.store.sqlite_checkpoint import WalCheckpointer
 from core.store.sqlite_db import (
     HISTORY_AFTER,
     HISTORY_BEFORE,
@@ -46,12 +47,16 @@ _T = TypeVar("_T")
 
 
 class SqliteStore:
-    """``ChatStore`` on one SQLite file; several processes may open the same file."""
+    """``ChatStore`` on one SQLite file; several processes may open the same file.
+
+    Its commits never checkpoint the WAL: a `WalCheckpointer` thread does, beside them.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = os.fspath(path)
         self._db: SqliteDb | None = None
         self._lane: ThreadLane | None = None
+        self._checkpointer: WalCheckpointer | None = None
 
     async def _call(self, fn: Callable[[SqliteDb, *_Ts], _T], *args: *_Ts) -> _T:
         db, lane = self._db, self._lane
@@ -72,7 +77,7 @@ class SqliteStore:
         lane = ThreadLane("pchat-sqlite")
         db: SqliteDb | None = None
         try:
-            db = await lane.call(SqliteDb, self._path)
+            db = await lane.call(lambda: SqliteDb(self._path, autocheckpoint=False))
             await lane.call(db.migrate, create)
         except BaseException as exc:
             if db is not None:
@@ -82,13 +87,18 @@ class SqliteStore:
                 raise StoreError(f"sqlite: cannot open {self._path}: {exc}") from exc
             raise
         self._db, self._lane = db, lane
+        self._checkpointer = WalCheckpointer(self._path)
+        self._checkpointer.start()
 
     async def close(self) -> None:
         db, lane = self._db, self._lane
         if db is None or lane is None:
             return
         self._db = self._lane = None
+        checkpointer, self._checkpointer = self._checkpointer, None
         try:
+            if checkpointer is not None:  # joined on the lane: a last round may sync
+                await lane.call(checkpointer.stop)
             # Queued behind any call still running, so those finish first.
             await lane.call(db.close)
         finally:

@@ -86,7 +86,7 @@ class SqliteDb(SqliteUserData):
 
     __slots__ = ()
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, autocheckpoint: bool = True) -> None:
         # isolation_level=None: no implicit BEGIN. Writes say BEGIN IMMEDIATE, so two
         # processes queue on busy_timeout instead of failing a read-to-write upgrade.
         self.conn = sqlite3.connect(
@@ -99,6 +99,8 @@ class SqliteDb(SqliteUserData):
         # survives a process crash or kill -9 (it is in the WAL file); only an OS crash
         # or power cut can lose the last few. That is the durability pchat promises.
         conn.execute("PRAGMA synchronous = NORMAL")
+        if not autocheckpoint:  # a WalCheckpointer does it, off the commit path
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         conn.execute("PRAGMA foreign_keys = ON")
         # Used in queries only, never in the schema, so other tools can open the file.
         conn.create_function("pchat_casefold", 1, str.casefold, deterministic=True)

@@ -1,0 +1,88 @@
+"""WAL checkpoints on a thread of their own, off the commit path.
+
+By default SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: that
+commit copies the WAL back into the database file and syncs both (with synchronous =
+NORMAL it is the only place that syncs), and every post of its group commit waits for
+it. On fanout-10k with rooms of 20 the WAL passes 1,000 pages several times a second, and
+that made the commit's p99 4–6 ms against 0.6 ms without (bench/README.md, 2026-12-04
+late). So the store's connections set ``wal_autocheckpoint = 0`` and this thread, with a
+connection of its own, checkpoints every ``interval_s`` in two steps:
+
+* PASSIVE copies the WAL back and syncs without waiting for anyone or blocking anyone;
+* RESTART then copies what was committed meanwhile (a few pages) under the write lock
+  and lets the next commit write the WAL from its start again. Without it a busy WAL is
+  never wholly copied at the moment a commit begins, and grows without end (600 MB in a
+  30 s run). It waits at most ``RESTART_WAIT_MS`` for a commit or a read to end.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+
+log = logging.getLogger(__name__)
+
+# Between rounds the WAL gathers about a second of writes: a few MB at full posting rate,
+# and a round's sync costs the disk one flush a second per process.
+CHECKPOINT_INTERVAL_S = 1.0
+# How long RESTART may wait for the commit or the reads in progress (its busy_timeout). A
+# commit that arrives meanwhile waits for it: this bounds that wait too, once a round.
+RESTART_WAIT_MS = 10
+# A WAL still this long after a round (~256 MB of 4 KB pages) means a read has held an
+# old snapshot for long; it is said in the log, and the next round copies the rest.
+WAL_WARN_PAGES = 64_000
+
+
+class WalCheckpointer:
+    """One thread that checkpoints one SQLite file's WAL every ``interval_s``."""
+
+    def __init__(self, path: str, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
+        self._path = path
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pchat-sqlite-wal", daemon=True)
+        self.rounds = 0  # rounds that ran to the end, busy or not (tests and logs read it)
+        self._warned = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ends the thread after its current round (a PASSIVE round never waits)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+            conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoints of %s are off: cannot open it (%s)", self._path, exc)
+            return
+        try:
+            while not self._stop.wait(self._interval_s):
+                self._round(conn)
+        finally:
+            conn.close()
+
+    def _round(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _busy, wal_pages, copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        except sqlite3.Error as exc:  # e.g. the disk is full: the next round tries again
+            log.warning("WAL checkpoint of %s failed: %s; trying again", self._path, exc)
+            return
+        self.rounds += 1
+        left = wal_pages - copied
+        if left > WAL_WARN_PAGES and not self._warned:
+            self._warned = True
+            log.warning(
+                "the WAL of %s still holds %d pages after a checkpoint: a long read holds"
+                " an old snapshot; the checkpoint copies the rest once it ends",
+                self._path,
+                left,
+            )
+        elif left <= WAL_WARN_PAGES:
+            self._warned = False
