@@ -9,10 +9,12 @@ late). So the store's connections set ``wal_autocheckpoint = 0`` and this thread
 connection of its own, checkpoints every ``interval_s`` in two steps:
 
 * PASSIVE copies the WAL back and syncs without waiting for anyone or blocking anyone;
-* RESTART then copies what was committed meanwhile (a few pages) under the write lock
-  and lets the next commit write the WAL from its start again. Without it a busy WAL is
-  never wholly copied at the moment a commit begins, and grows without end (600 MB in a
-  30 s run). It waits at most ``RESTART_WAIT_MS`` for a commit or a read to end.
+* once a PASSIVE round has copied the whole WAL, RESTART lets the next commit write the
+  WAL from its start again; with nothing left to copy it does not sync, so it holds the
+  write lock only while it waits, at most ``RESTART_WAIT_MS``, for the reads in progress.
+  Without it a busy WAL is never wholly copied at the moment a commit begins, and grows
+  without end (600 MB in a 30 s run). Commits that land during every PASSIVE try leave a
+  tail; past ``WAL_RESTART_PAGES`` RESTART copies that tail itself, under the lock.
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ CHECKPOINT_INTERVAL_S = 1.0
 # How long RESTART may wait for the commit or the reads in progress (its busy_timeout). A
 # commit that arrives meanwhile waits for it: this bounds that wait too, once a round.
 RESTART_WAIT_MS = 10
+# PASSIVE tries per round: a try after the first copies only the commits of the one
+# before (a few pages), so one usually ends with nothing left.
+PASSIVE_TRIES = 3
+# A WAL this long (~32 MB of 4 KB pages) is restarted even when commits keep a tail in it:
+# the bound of its size under any write rate.
+WAL_RESTART_PAGES = 8_000
+# The WAL file is cut back to this at a restart when a burst made it longer; the usual
+# second of writes stays under it, so the file is not grown again every second.
+WAL_KEEP_BYTES = WAL_RESTART_PAGES * 4096
 # A WAL still this long after a round (~256 MB of 4 KB pages) means a read has held an
 # old snapshot for long; it is said in the log, and the next round copies the rest.
 WAL_WARN_PAGES = 64_000
@@ -69,8 +80,14 @@ class WalCheckpointer:
 
     def _round(self, conn: sqlite3.Connection) -> None:
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            _busy, wal_pages, copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            for _ in range(PASSIVE_TRIES):
+                passive = conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                _busy, wal_pages, copied = passive.fetchone()
+                if copied >= wal_pages:
+                    break
+            if copied >= wal_pages or wal_pages > WAL_RESTART_PAGES:
+                restart = conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                _busy, wal_pages, copied = restart.fetchone()
         except sqlite3.Error as exc:  # e.g. the disk is full: the next round tries again
             log.warning("WAL checkpoint of %s failed: %s; trying again", self._path, exc)
             return

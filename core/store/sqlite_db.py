@@ -38,6 +38,7 @@ from core.store.rows import (
     room_principals,
     user_from_row,
 )
+from core.store.sqlite_checkpoint import WAL_KEEP_BYTES
 from core.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from core.store.sqlite_user_data import INSERT_OUTBOX, SqliteUserData, json_list
 
@@ -101,6 +102,7 @@ class SqliteDb(SqliteUserData):
         conn.execute("PRAGMA synchronous = NORMAL")
         if not autocheckpoint:  # a WalCheckpointer does it, off the commit path
             conn.execute("PRAGMA wal_autocheckpoint = 0")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
         conn.execute("PRAGMA foreign_keys = ON")
         # Used in queries only, never in the schema, so other tools can open the file.
         conn.create_function("pchat_casefold", 1, str.casefold, deterministic=True)

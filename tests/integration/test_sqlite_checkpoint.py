@@ -120,3 +120,22 @@ async def test_close_ends_the_checkpointer_thread(tmp_path: Path) -> None:
     assert names.count("pchat-sqlite-wal") == 1
     await store.close()
     assert "pchat-sqlite-wal" not in [t.name for t in threading.enumerate()]
+
+
+async def test_the_wal_stays_bounded_under_back_to_back_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PASSIVE alone never finds the WAL wholly copied while commits keep landing, so the
+    # next commit never starts it over: it grew to the size of everything written.
+    monkeypatch.setattr(sqlite_store, "WalCheckpointer", checkpointers(0.02))
+    db = tmp_path / "chat.db"
+    store = await opened(db)
+    wal = Path(f"{db}-wal")
+    largest = 0
+    try:
+        for first in range(1, 12001, 40):  # ~21,000 WAL pages in all, at disk speed
+            await store.append_messages(posts(first, 40))
+            largest = max(largest, wal.stat().st_size)
+        assert largest < 12_000 * PAGE, largest // PAGE  # 4,000-8,000 seen
+    finally:
+        await store.close()
