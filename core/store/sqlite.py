@@ -50,10 +50,15 @@ class SqliteStore:
     """``ChatStore`` on one SQLite file; several processes may open the same file.
 
     Its commits never checkpoint the WAL: a `WalCheckpointer` thread does, beside them.
+    ``background_checkpoints=False`` leaves them to SQLite's own, in the commit that takes
+    the WAL past 1,000 pages (what bench/wal_checkpoint.py compares against).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, background_checkpoints: bool = True
+    ) -> None:
         self._path = os.fspath(path)
+        self._background = background_checkpoints
         self._db: SqliteDb | None = None
         self._lane: ThreadLane | None = None
         self._checkpointer: WalCheckpointer | None = None
@@ -77,7 +82,8 @@ class SqliteStore:
         lane = ThreadLane("pchat-sqlite")
         db: SqliteDb | None = None
         try:
-            db = await lane.call(lambda: SqliteDb(self._path, autocheckpoint=False))
+            autocheckpoint = not self._background
+            db = await lane.call(lambda: SqliteDb(self._path, autocheckpoint=autocheckpoint))
             await lane.call(db.migrate, create)
         except BaseException as exc:
             if db is not None:
@@ -87,8 +93,9 @@ class SqliteStore:
                 raise StoreError(f"sqlite: cannot open {self._path}: {exc}") from exc
             raise
         self._db, self._lane = db, lane
-        self._checkpointer = WalCheckpointer(self._path)
-        self._checkpointer.start()
+        if self._background:
+            self._checkpointer = WalCheckpointer(self._path)
+            self._checkpointer.start()
 
     async def close(self) -> None:
         db, lane = self._db, self._lane
