@@ -39,12 +39,10 @@ from core.store.rows import (
     user_from_row,
 )
 from core.store.sqlite_checkpoint import WAL_KEEP_BYTES
+from core.store.sqlite_lock import BUSY_TIMEOUT_MS
 from core.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from core.store.sqlite_user_data import INSERT_OUTBOX, SqliteUserData, json_list
 
-# A `pchat admin` edit and a server commit queue behind each other for up to this
-# long; both hold the write lock for milliseconds, so waiting 5 s means a stuck peer.
-BUSY_TIMEOUT_MS = 5000
 # Every statement text below is a constant, so the sqlite3 statement cache keeps
 # them all prepared (about 40); 128 leaves room without evicting hot ones.
 STATEMENT_CACHE_SIZE = 128

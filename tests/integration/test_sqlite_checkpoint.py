@@ -114,12 +114,16 @@ async def test_a_long_read_neither_blocks_commits_nor_the_checkpointer(
         await store.close()
 
 
+def wal_threads() -> int:
+    return [t.name for t in threading.enumerate()].count("pchat-sqlite-wal")
+
+
 async def test_close_ends_the_checkpointer_thread(tmp_path: Path) -> None:
+    before = wal_threads()  # other tests' stores may still be open
     store = await opened(tmp_path / "chat.db")
-    names = [t.name for t in threading.enumerate()]
-    assert names.count("pchat-sqlite-wal") == 1
+    assert wal_threads() == before + 1
     await store.close()
-    assert "pchat-sqlite-wal" not in [t.name for t in threading.enumerate()]
+    assert wal_threads() == before
 
 
 async def test_the_wal_stays_bounded_under_back_to_back_commits(
