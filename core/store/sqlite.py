@@ -31,6 +31,7 @@ from core.store.base import (
     SigninRooms,
     UserRecord,
 )
+from core.store.sqlite_checkpoint import WalCheckpointer
 from core.store.sqlite_db import (
     HISTORY_AFTER,
     HISTORY_BEFORE,
@@ -46,12 +47,21 @@ _T = TypeVar("_T")
 
 
 class SqliteStore:
-    """``ChatStore`` on one SQLite file; several processes may open the same file."""
+    """``ChatStore`` on one SQLite file; several processes may open the same file.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    Its commits never checkpoint the WAL: a `WalCheckpointer` thread does, beside them.
+    ``background_checkpoints=False`` leaves them to SQLite's own, in the commit that takes
+    the WAL past 1,000 pages (what bench/wal_checkpoint.py compares against).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, background_checkpoints: bool = True
+    ) -> None:
         self._path = os.fspath(path)
+        self._background = background_checkpoints
         self._db: SqliteDb | None = None
         self._lane: ThreadLane | None = None
+        self._checkpointer: WalCheckpointer | None = None
 
     async def _call(self, fn: Callable[[SqliteDb, *_Ts], _T], *args: *_Ts) -> _T:
         db, lane = self._db, self._lane
@@ -72,7 +82,8 @@ class SqliteStore:
         lane = ThreadLane("pchat-sqlite")
         db: SqliteDb | None = None
         try:
-            db = await lane.call(SqliteDb, self._path)
+            autocheckpoint = not self._background
+            db = await lane.call(lambda: SqliteDb(self._path, autocheckpoint=autocheckpoint))
             await lane.call(db.migrate, create)
         except BaseException as exc:
             if db is not None:
@@ -82,13 +93,19 @@ class SqliteStore:
                 raise StoreError(f"sqlite: cannot open {self._path}: {exc}") from exc
             raise
         self._db, self._lane = db, lane
+        if self._background:
+            self._checkpointer = WalCheckpointer(self._path)
+            self._checkpointer.start()
 
     async def close(self) -> None:
         db, lane = self._db, self._lane
         if db is None or lane is None:
             return
         self._db = self._lane = None
+        checkpointer, self._checkpointer = self._checkpointer, None
         try:
+            if checkpointer is not None:  # joined on the lane: a last round may sync
+                await lane.call(checkpointer.stop)
             # Queued behind any call still running, so those finish first.
             await lane.call(db.close)
         finally:

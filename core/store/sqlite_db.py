@@ -38,12 +38,11 @@ from core.store.rows import (
     room_principals,
     user_from_row,
 )
+from core.store.sqlite_checkpoint import WAL_KEEP_BYTES
+from core.store.sqlite_lock import BUSY_TIMEOUT_MS
 from core.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from core.store.sqlite_user_data import INSERT_OUTBOX, SqliteUserData, json_list
 
-# A `pchat admin` edit and a server commit queue behind each other for up to this
-# long; both hold the write lock for milliseconds, so waiting 5 s means a stuck peer.
-BUSY_TIMEOUT_MS = 5000
 # Every statement text below is a constant, so the sqlite3 statement cache keeps
 # them all prepared (about 40); 128 leaves room without evicting hot ones.
 STATEMENT_CACHE_SIZE = 128
@@ -86,7 +85,7 @@ class SqliteDb(SqliteUserData):
 
     __slots__ = ()
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, autocheckpoint: bool = True) -> None:
         # isolation_level=None: no implicit BEGIN. Writes say BEGIN IMMEDIATE, so two
         # processes queue on busy_timeout instead of failing a read-to-write upgrade.
         self.conn = sqlite3.connect(
@@ -99,6 +98,9 @@ class SqliteDb(SqliteUserData):
         # survives a process crash or kill -9 (it is in the WAL file); only an OS crash
         # or power cut can lose the last few. That is the durability pchat promises.
         conn.execute("PRAGMA synchronous = NORMAL")
+        if not autocheckpoint:  # a WalCheckpointer does it, off the commit path
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
         conn.execute("PRAGMA foreign_keys = ON")
         # Used in queries only, never in the schema, so other tools can open the file.
         conn.create_function("pchat_casefold", 1, str.casefold, deterministic=True)

@@ -12,6 +12,7 @@ import msgspec
 
 from core.store.base import FileRecord, InvitationRecord, OutboxEvent, PrefRecord
 from core.store.rows import FILE_COLS, INVITATION_COLS, file_from_row, file_row, invitation_from_row
+from core.store.sqlite_lock import begin_immediate
 
 INSERT_OUTBOX = "INSERT INTO compliance_outbox (kind, payload, ts_ms) VALUES (?, ?, ?)"
 
@@ -29,7 +30,7 @@ class SqliteUserData:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(self.conn)
         try:
             yield self.conn
             self.conn.execute("COMMIT")
