@@ -38,6 +38,18 @@ def checkpointers(interval_s: float) -> Callable[[str], WalCheckpointer]:
     return lambda path: WalCheckpointer(path, interval_s=interval_s)
 
 
+def recorded(monkeypatch: pytest.MonkeyPatch, interval_s: float) -> list[WalCheckpointer]:
+    """The stores opened from here on use checkpointers every ``interval_s``, listed."""
+    made: list[WalCheckpointer] = []
+
+    def make(path: str) -> WalCheckpointer:
+        made.append(WalCheckpointer(path, interval_s=interval_s))
+        return made[-1]
+
+    monkeypatch.setattr(sqlite_store, "WalCheckpointer", make)
+    return made
+
+
 async def until(check: Callable[[], bool], seconds: float = 10.0) -> None:
     async with asyncio.timeout(seconds):
         while not check():
@@ -65,13 +77,7 @@ async def test_commits_leave_the_wal_to_the_checkpointer(
 async def test_the_checkpointer_copies_the_wal_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made: list[WalCheckpointer] = []
-
-    def make(path: str) -> WalCheckpointer:
-        made.append(WalCheckpointer(path, interval_s=0.05))
-        return made[-1]
-
-    monkeypatch.setattr(sqlite_store, "WalCheckpointer", make)
+    made = recorded(monkeypatch, 0.05)
     db = tmp_path / "chat.db"
     store = await opened(db)
     try:
@@ -87,13 +93,7 @@ async def test_the_checkpointer_copies_the_wal_back(
 async def test_a_long_read_neither_blocks_commits_nor_the_checkpointer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made: list[WalCheckpointer] = []
-
-    def make(path: str) -> WalCheckpointer:
-        made.append(WalCheckpointer(path, interval_s=0.05))
-        return made[-1]
-
-    monkeypatch.setattr(sqlite_store, "WalCheckpointer", make)
+    made = recorded(monkeypatch, 0.05)
     db = tmp_path / "chat.db"
     store = await opened(db)
     await store.append_messages(posts(1, 10))

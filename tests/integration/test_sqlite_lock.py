@@ -38,12 +38,15 @@ def hold_lock(path: Path, release: threading.Event) -> threading.Thread:
     return thread
 
 
-def test_a_held_lock_is_tried_again_in_short_steps_until_it_is_free(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
+def locked_by_another(db: Path) -> tuple[sqlite3.Connection, threading.Thread, threading.Event]:
+    """A connection to ``db``, and a thread holding its write lock until the event is set."""
     connect(db).execute("CREATE TABLE t (x)")
     release = threading.Event()
-    holder = hold_lock(db, release)
-    conn = connect(db)
+    return connect(db), hold_lock(db, release), release
+
+
+def test_a_held_lock_is_tried_again_in_short_steps_until_it_is_free(tmp_path: Path) -> None:
+    conn, holder, release = locked_by_another(tmp_path / "t.db")
     tries = begins(conn)
     threading.Timer(0.1, release.set).start()
     begin_immediate(conn)  # returns once the holder has committed
@@ -57,11 +60,7 @@ def test_a_held_lock_is_tried_again_in_short_steps_until_it_is_free(tmp_path: Pa
 
 
 def test_a_lock_held_past_the_wait_is_the_busy_error(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
-    connect(db).execute("CREATE TABLE t (x)")
-    release = threading.Event()
-    holder = hold_lock(db, release)
-    conn = connect(db)
+    conn, holder, release = locked_by_another(tmp_path / "t.db")
     try:
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             begin_immediate(conn, wait_s=0.05)
