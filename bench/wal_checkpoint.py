@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.load import report
 from bench.phase_stats import quantile
@@ -31,7 +32,7 @@ from core.store.sqlite import SqliteStore
 MODES = {"t": "thread", "s": "sqlite"}
 
 
-async def phase(folder: Path, mode: str, args: argparse.Namespace) -> dict[str, float]:
+async def phase(folder: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     db = folder / f"chat-{time.monotonic_ns()}.db"
     store = SqliteStore(db, background_checkpoints=mode == "t")
     await store.open()
@@ -61,14 +62,17 @@ async def phase(folder: Path, mode: str, args: argparse.Namespace) -> dict[str, 
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
     ms = [t * 1000 for t in times]
+    return {**figures(ms, largest / 1e6), "_ms": ms}  # "_ms": pooled per mode, then dropped
+
+
+def figures(ms: list[float], wal_max_mb: float) -> dict[str, float]:
     return {
         "commits": len(ms),
         "p50_ms": quantile(ms, 0.50),
         "p99_ms": quantile(ms, 0.99),
         "p999_ms": quantile(ms, 0.999),
         "max_ms": max(ms, default=0.0),
-        "wal_max_mb": largest / 1e6,
-        "_ms": ms,  # pooled per mode below, then dropped
+        "wal_max_mb": wal_max_mb,
     }
 
 
@@ -95,14 +99,7 @@ def main() -> None:
     for name in MODES.values():
         ms = [v for ph in phases if ph["mode"] == name for v in ph["ms"]]  # type: ignore[union-attr]
         wal = max(float(ph["wal_max_mb"]) for ph in phases if ph["mode"] == name)  # type: ignore[arg-type]
-        modes[name] = {
-            "commits": len(ms),
-            "p50_ms": quantile(ms, 0.50),
-            "p99_ms": quantile(ms, 0.99),
-            "p999_ms": quantile(ms, 0.999),
-            "max_ms": max(ms, default=0.0),
-            "wal_max_mb": wal,
-        }
+        modes[name] = figures(ms, wal)
     t, s = modes["thread"], modes["sqlite"]
     ratios = {q: t[q] / s[q] if s[q] else 0.0 for q in ("p50_ms", "p99_ms", "p999_ms")}
     for ph in phases:

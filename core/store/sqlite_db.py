@@ -87,7 +87,8 @@ class SqliteDb(SqliteUserData):
 
     def __init__(self, path: str, *, autocheckpoint: bool = True) -> None:
         # isolation_level=None: no implicit BEGIN. Writes say BEGIN IMMEDIATE, so two
-        # processes queue on busy_timeout instead of failing a read-to-write upgrade.
+        # processes queue for the lock (core/store/sqlite_lock.py) instead of failing a
+        # read-to-write upgrade.
         self.conn = sqlite3.connect(
             path, isolation_level=None, cached_statements=STATEMENT_CACHE_SIZE
         )
